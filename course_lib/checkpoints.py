@@ -1,0 +1,110 @@
+"""The registry of shipped weights.
+
+``course_lib/weights/manifest.json`` lists every shipped model: its file, sha256, model
+class and config, seed, the command that rebuilds it, wall time, device and final metrics.
+Weights are safetensors (tensors only: loading cannot run code). :func:`load` checks the
+hash before it builds the model, and every failure names the command that rebuilds the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .nets import build_model
+
+__all__ = ["WEIGHTS_DIR", "MANIFEST", "CheckpointError", "manifest", "entry", "load", "save", "sha256"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MANIFEST = WEIGHTS_DIR / "manifest.json"
+
+
+class CheckpointError(RuntimeError):
+    """A shipped checkpoint is missing, corrupted or unknown."""
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def manifest(path: Path | None = None) -> dict:
+    """The whole manifest as a dict name -> entry."""
+    path = Path(path) if path else MANIFEST
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def retrain_command(name: str) -> str:
+    return f"python -m course_lib.train {name}"
+
+
+def entry(name: str, weights_dir: Path | None = None) -> dict:
+    m = manifest(Path(weights_dir) / "manifest.json" if weights_dir else None)
+    if name not in m:
+        raise CheckpointError(f"name: no shipped model called {name!r}; known: {sorted(m)}. "
+                              f"If it is a registered recipe, build it with `{retrain_command(name)}`")
+    return m[name]
+
+
+def load(name: str, device=None, weights_dir: Path | None = None, verify: bool = True):
+    """Build the model ``name`` from the manifest and load its weights, in eval mode.
+
+    Raises :class:`CheckpointError` if the file is missing or its sha256 differs from the
+    manifest's (a corrupted or half-written file), naming the command that rebuilds it.
+    """
+    wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    e = entry(name, wdir)
+    path = wdir / e["file"]
+    if not path.exists():
+        raise CheckpointError(f"{name}: weights file {path} is missing; rebuild it with `{retrain_command(name)}`")
+    if verify:
+        digest = sha256(path)
+        if digest != e["sha256"]:
+            raise CheckpointError(
+                f"{name}: {path.name} has sha256 {digest[:12]}..., the manifest expects {e['sha256'][:12]}... "
+                f"(corrupted or replaced file); rebuild it with `{retrain_command(name)}` or restore it from git")
+    model = build_model(e["model"], e["config"])
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for a broken header
+        raise CheckpointError(f"{name}: cannot read {path.name} ({exc}); rebuild it with `{retrain_command(name)}`") from exc
+    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
+    if missing or unexpected:
+        raise CheckpointError(f"{name}: weights do not match the config (missing {sorted(missing)[:3]}, "
+                              f"unexpected {sorted(unexpected)[:3]}); rebuild it with `{retrain_command(name)}`")
+    model.load_state_dict(state, strict=True)
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def save(name: str, model: torch.nn.Module, info: dict, weights_dir: Path | None = None) -> dict:
+    """Write ``NAME.safetensors`` and its manifest entry (``info`` adds seed, command, metrics...)."""
+    from dataclasses import asdict
+
+    wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    wdir.mkdir(parents=True, exist_ok=True)
+    path = wdir / f"{name}.safetensors"
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    e = {
+        "file": path.name,
+        "sha256": sha256(path),
+        "size_bytes": path.stat().st_size,
+        "model": type(model).__name__,
+        "config": asdict(model.config),
+        **info,
+    }
+    mpath = wdir / "manifest.json"
+    m = manifest(mpath)
+    m[name] = e
+    mpath.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    return e

@@ -1,0 +1,22 @@
+"""One place that picks the device: CUDA when present, CPU otherwise."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+__all__ = ["default_device"]
+
+
+def default_device(prefer: str | None = None) -> torch.device:
+    """``prefer`` ("cpu", "cuda", "cuda:1") wins if given; else $COURSE_DEVICE; else CUDA if available.
+
+    Asking for CUDA on a machine without it raises ``ValueError`` rather than falling back silently.
+    """
+    choice = prefer or os.environ.get("COURSE_DEVICE")
+    if choice:
+        dev = torch.device(choice)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device: {choice!r} was asked for but CUDA is not available here; use 'cpu'")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,174 @@
+r"""DDIM (Song, Meng & Ermon 2021) and DDPM as its eta = 1 case.
+
+Notation: ``alpha_bar_t`` is DDPM's cumulative product :math:`\bar\alpha_t`; the DDIM paper
+writes the same quantity :math:`\alpha_t`. All functions accept floats or tensors that
+broadcast against ``x`` (a tensor of shape (N,) is read as one value per sample).
+
+The scheduler keeps no state and knows nothing of the network: a sampler receives an
+``eps_fn(x_t, t)`` and the ``alphas_cumprod`` table, as in diffusers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ._checks import as_tensor, broadcast_to_batch, check_alpha_bar, check_tensor
+
+__all__ = [
+    "q_sample", "predicted_x0", "sigma_eta", "DDIMTerms", "ddim_step_terms", "ddim_step", "ddim_sample",
+]
+
+
+def _coef(value, x: torch.Tensor, name: str) -> torch.Tensor:
+    return broadcast_to_batch(check_alpha_bar(value, name), x, name)
+
+
+def q_sample(x0: torch.Tensor, alpha_bar_t, noise: torch.Tensor) -> torch.Tensor:
+    r"""Forward marginal, DDIM eq. (1):
+
+    .. math:: x_t = \sqrt{\alpha_t}\,x_0 + \sqrt{1-\alpha_t}\,\epsilon,\qquad \epsilon \sim \mathcal N(0, I)
+
+    x0:          clean data, any shape (N, ...)
+    alpha_bar_t: :math:`\alpha_t` (DDPM's :math:`\bar\alpha_t`), float or (N,) or broadcastable
+    noise:       :math:`\epsilon`, same shape as x0
+    """
+    check_tensor(x0, "x0")
+    check_tensor(noise, "noise")
+    if noise.shape != x0.shape:
+        raise ValueError(f"noise: expected the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+    a = _coef(alpha_bar_t, x0, "alpha_bar_t")
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t) -> torch.Tensor:
+    r"""The "predicted :math:`x_0`" of DDIM eq. (12), eq. (1) solved for :math:`x_0`:
+
+    .. math:: f_\theta^{(t)}(x_t) = \frac{x_t - \sqrt{1-\alpha_t}\,\epsilon_\theta^{(t)}(x_t)}{\sqrt{\alpha_t}}
+    """
+    a = _coef(alpha_bar_t, x_t, "alpha_bar_t")
+    return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+
+def sigma_eta(alpha_bar_t, alpha_bar_prev, eta) -> torch.Tensor:
+    r"""DDIM eq. (16): the noise scale that interpolates DDIM (eta = 0) and DDPM (eta = 1):
+
+    .. math:: \sigma_t(\eta) = \eta\,\sqrt{\frac{1-\alpha_{t-1}}{1-\alpha_t}}\,\sqrt{1-\frac{\alpha_t}{\alpha_{t-1}}}
+    """
+    a_t = check_alpha_bar(alpha_bar_t, "alpha_bar_t")
+    a_prev = check_alpha_bar(alpha_bar_prev, "alpha_bar_prev")
+    eta_t = as_tensor(eta, "eta")
+    if bool((eta_t < 0).any()):
+        raise ValueError(f"eta: expected a value >= 0, got {eta_t.min().item()}")
+    # at alpha_bar_t = 1 both factors are 0/0; the limit is 0 (no noise at t = 0)
+    ratio = torch.where(a_t < 1, (1 - a_prev) / (1 - a_t).clamp_min(1e-20), torch.zeros_like(a_t))
+    return eta_t * ratio.clamp_min(0).sqrt() * (1 - a_t / a_prev).clamp_min(0).sqrt()
+
+
+@dataclass
+class DDIMTerms:
+    """The three terms of DDIM eq. (12); ``x_prev = pred_x0_term + direction + noise``."""
+
+    pred_x0: torch.Tensor        # f_theta(x_t), the predicted x0 itself
+    pred_x0_term: torch.Tensor   # sqrt(alpha_{t-1}) * predicted x0
+    direction: torch.Tensor      # sqrt(1 - alpha_{t-1} - sigma_t^2) * eps
+    noise: torch.Tensor          # sigma_t * eps_t
+
+    @property
+    def x_prev(self) -> torch.Tensor:
+        return self.pred_x0_term + self.direction + self.noise
+
+
+def ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x0=None,
+                    sigma=None) -> DDIMTerms:
+    r"""One step of DDIM eq. (12), split into its three named terms:
+
+    .. math:: x_{t-1} = \underbrace{\sqrt{\alpha_{t-1}}\,f_\theta(x_t)}_{\text{predicted } x_0}
+              + \underbrace{\sqrt{1-\alpha_{t-1}-\sigma_t^2}\;\epsilon_\theta^{(t)}(x_t)}_{\text{direction pointing to } x_t}
+              + \underbrace{\sigma_t\,\epsilon_t}_{\text{random noise}}
+
+    sigma defaults to :math:`\sigma_t(\eta)` (eq. 16); ``clip_x0=c`` clamps the predicted x0 to
+    [-c, c] (off by default: the paper does not clip). ``noise`` is :math:`\epsilon_t`
+    (drawn with ``torch.randn_like`` when needed and not given).
+    """
+    check_tensor(x_t, "x_t")
+    check_tensor(eps, "eps")
+    if eps.shape != x_t.shape:
+        raise ValueError(f"eps: expected the shape of x_t {tuple(x_t.shape)}, got {tuple(eps.shape)}")
+    a_prev = _coef(alpha_bar_prev, x_t, "alpha_bar_prev")
+    if sigma is None:
+        sigma = sigma_eta(alpha_bar_t, alpha_bar_prev, eta)
+    sigma = broadcast_to_batch(as_tensor(sigma, "sigma"), x_t, "sigma")
+    # 1. predicted x0 (eq. 12, first bracket)
+    x0 = predicted_x0(x_t, eps, alpha_bar_t)
+    if clip_x0 is not None:
+        x0 = x0.clamp(-clip_x0, clip_x0)
+        # keep eps consistent with the clipped x0 so the direction term points from it to x_t
+        a_t = _coef(alpha_bar_t, x_t, "alpha_bar_t")
+        eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt().clamp_min(1e-12)
+    # 2. direction pointing to x_t; clamp: sigma-hat can exceed 1 - alpha_{t-1} by rounding
+    direction = (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
+    # 3. random noise
+    if noise is None:
+        noise = torch.randn_like(x_t) if bool((sigma > 0).any()) else torch.zeros_like(x_t)
+    return DDIMTerms(x0, a_prev.sqrt() * x0, direction, sigma * noise)
+
+
+def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x0=None) -> torch.Tensor:
+    """DDIM eq. (12): x_{t-1} from x_t and the predicted noise (see :func:`ddim_step_terms`)."""
+    return ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise, clip_x0).x_prev
+
+
+def _check_timesteps(timesteps, num_timesteps: int) -> torch.Tensor:
+    ts = torch.as_tensor(timesteps, dtype=torch.long)
+    if ts.ndim != 1 or ts.numel() == 0:
+        raise ValueError(f"timesteps: expected a non-empty 1-D sequence, got shape {tuple(ts.shape)}")
+    if ts.numel() > 1 and not bool((ts[1:] < ts[:-1]).all()):
+        raise ValueError(f"timesteps: expected a strictly decreasing sequence, got {ts.tolist()[:8]}...")
+    if int(ts.min()) < 0 or int(ts.max()) >= num_timesteps:
+        raise ValueError(f"timesteps: expected values in [0, {num_timesteps - 1}], got {int(ts.min())}..{int(ts.max())}")
+    return ts
+
+
+@torch.no_grad()
+def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps, eta: float = 0.0,
+                generator: torch.Generator | None = None, return_trajectory: bool = False,
+                variance: str = "eta", clip_x0=None, progress: bool = False):
+    r"""Run the generative process (DDIM eq. 12) along the decreasing sub-sequence ``timesteps``.
+
+    eps_fn(x_t, t): the noise prediction, called with a (N,) LongTensor of timesteps.
+    After the last timestep the step goes to alpha_bar = 1, i.e. returns the predicted x0 plus
+    nothing else (the t = 1 case of eq. 10 with sigma -> 0 there).
+    variance: ``"eta"`` uses :math:`\sigma_t(\eta)`; ``"sigma_hat"`` is the paper's Table 1
+    "larger variance" DDPM sampler, :math:`\hat\sigma_t = \sqrt{1 - \alpha_t/\alpha_{t-1}}`.
+    eta = 1 over all T timesteps is DDPM's ancestral sampler.
+    """
+    check_tensor(x_T, "x_T")
+    ac = alphas_cumprod.to(x_T.device, torch.float64)
+    ts = _check_timesteps(timesteps, len(ac))
+    if variance not in ("eta", "sigma_hat"):
+        raise ValueError(f"variance: expected 'eta' or 'sigma_hat', got {variance!r}")
+    x = x_T
+    traj = [x]
+    n = x.shape[0]
+    steps = ts.tolist()
+    iterator = steps
+    if progress:
+        from tqdm.auto import tqdm
+        iterator = tqdm(steps, desc="sampling", leave=False)
+    for i, t in enumerate(iterator):
+        a_t = ac[t]
+        a_prev = ac[steps[i + 1]] if i + 1 < len(steps) else torch.ones((), dtype=ac.dtype, device=ac.device)
+        eps = eps_fn(x, torch.full((n,), t, dtype=torch.long, device=x.device))
+        if variance == "sigma_hat":
+            sigma = (1 - a_t / a_prev).sqrt() if i + 1 < len(steps) else torch.zeros(())
+        else:
+            sigma = sigma_eta(a_t, a_prev, eta)
+        noise = None
+        if float(sigma) > 0:
+            noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
+        x = ddim_step_terms(x, eps, a_t.float(), a_prev.float(), noise=noise, clip_x0=clip_x0,
+                            sigma=sigma.float()).x_prev
+        if return_trajectory:
+            traj.append(x)
+    return (x, torch.stack(traj)) if return_trajectory else x

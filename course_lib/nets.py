@@ -1,0 +1,310 @@
+r"""The course's networks: small enough to train on a CPU in minutes, readable in one sitting.
+
+- :class:`UNet`: the noise predictor :math:`\epsilon_\theta(x_t, t[, y][, \tau(y)])` for images.
+- :class:`MLPDenoiser`: the same for 2-D points.
+- :class:`Classifier`: a shapes classifier; with ``time_conditional=True`` it is the noise-aware
+  classifier :math:`p_\phi(y \mid x_t, t)` of classifier guidance, without it the clean
+  classifier whose features ``course_lib.metrics`` uses.
+
+Each model takes one config dataclass (as in nanoGPT), so a checkpoint stores its config
+as plain JSON and :mod:`course_lib.checkpoints` can rebuild it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.nn import functional as F
+
+from .attention import CrossAttention
+
+__all__ = [
+    "timestep_embedding", "UNetConfig", "UNet", "MLPConfig", "MLPDenoiser", "ClassifierConfig", "Classifier",
+    "MODELS", "build_model",
+]
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    r"""Transformer-style sinusoidal embedding of integer (or real) timesteps, shape (N, dim).
+
+    .. math:: e(t)_{i} = \cos(t\,\omega_i),\ e(t)_{i + d/2} = \sin(t\,\omega_i),\quad \omega_i = P^{-2i/d}
+    """
+    if dim % 2:
+        raise ValueError(f"dim: expected an even embedding size, got {dim}")
+    t = torch.as_tensor(t)
+    if t.ndim == 0:
+        t = t[None]
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([args.cos(), args.sin()], dim=1)
+
+
+def _check_image_input(x: torch.Tensor, channels: int, name="x"):
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"{name}: expected a tensor of shape (N, {channels}, H, W), got {getattr(x, 'shape', type(x))}")
+
+
+def _timesteps_for(t, x: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(t, device=x.device)
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"t: expected a scalar or shape ({x.shape[0]},), got {tuple(t.shape)}")
+    return t
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv, plus the projected embedding, twice; 1x1 conv on the skip if widths differ."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int | None, groups: int = 8, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(groups, c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out) if emb_dim else None
+        self.norm2, self.conv2 = nn.GroupNorm(groups, c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x, emb=None):
+        h = self.conv1(F.silu(self.norm1(x)))
+        if self.emb is not None:
+            h = h + self.emb(F.silu(emb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Self-attention over the pixels of a feature map, then (if ``context_dim``) cross-attention to a context."""
+
+    def __init__(self, channels: int, context_dim: int | None = None, heads: int = 4, groups: int = 8):
+        super().__init__()
+        dim_head = channels // heads
+        self.norm = nn.GroupNorm(groups, channels)
+        self.self_attn = CrossAttention(channels, None, heads, dim_head)
+        self.cross_attn = None
+        if context_dim:
+            self.norm_cross = nn.LayerNorm(channels)
+            self.cross_attn = CrossAttention(channels, context_dim, heads, dim_head)
+
+    def forward(self, x, context=None, context_mask=None):
+        h, w = x.shape[-2:]
+        tokens = rearrange(self.norm(x), "b c h w -> b (h w) c")
+        tokens = tokens + self.self_attn(tokens)
+        if self.cross_attn is not None and context is not None:
+            tokens = tokens + self.cross_attn(self.norm_cross(tokens), context, mask=context_mask)
+        return x + rearrange(tokens, "b (h w) c -> b c h w", h=h, w=w)
+
+
+@dataclass
+class UNetConfig:
+    in_channels: int = 3
+    base_channels: int = 32
+    channel_mults: tuple = (1, 2)
+    num_res_blocks: int = 2
+    attention_at_lowest: bool = True   # self-attention in the middle block
+    num_classes: int | None = None     # class embedding; index num_classes means "no label"
+    context_dim: int | None = None     # cross-attention to context tokens in the middle block
+    groups: int = 8
+    dropout: float = 0.0
+
+
+class UNet(nn.Module):
+    r"""Time-conditioned UNet :math:`\epsilon_\theta(x_t, t, y, c)`.
+
+    forward(x (N,C,H,W), t (N,) or scalar, y (N,) class ids or None, context (N,M,context_dim) or None).
+    With ``num_classes`` set, ``y=None`` (or entries equal to ``num_classes``) means unconditional:
+    the same network serves conditional and unconditional sampling, hence classifier-free guidance.
+    H and W must be divisible by 2^(len(channel_mults)-1).
+    """
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        ch = [cfg.base_channels * m for m in cfg.channel_mults]
+        emb_dim = 4 * cfg.base_channels
+        self.time_mlp = nn.Sequential(nn.Linear(cfg.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        block = lambda a, b: ResBlock(a, b, emb_dim, cfg.groups, cfg.dropout)  # noqa: E731
+
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        prev = ch[0]
+        for i, c in enumerate(ch):
+            self.down.append(nn.ModuleList([block(prev if j == 0 else c, c) for j in range(cfg.num_res_blocks)]))
+            self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1) if i < len(ch) - 1 else nn.Identity())
+            prev = c
+        self.mid1 = block(ch[-1], ch[-1])
+        use_attn = cfg.attention_at_lowest or cfg.context_dim
+        self.mid_attn = AttentionBlock(ch[-1], cfg.context_dim, groups=cfg.groups) if use_attn else None
+        self.mid2 = block(ch[-1], ch[-1])
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        prev = ch[-1]
+        for i in reversed(range(len(ch))):
+            c = ch[i]
+            self.up.append(nn.ModuleList([block(prev + c if j == 0 else c, c) for j in range(cfg.num_res_blocks)]))
+            self.upsample.append(nn.Conv2d(c, ch[i - 1], 3, padding=1) if i > 0 else nn.Identity())
+            prev = ch[i - 1] if i > 0 else c
+        self.norm_out = nn.GroupNorm(cfg.groups, ch[0])
+        self.conv_out = nn.Conv2d(ch[0], cfg.in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)  # start as "predict zero noise": stabler first steps
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x, t, y=None, context=None, context_mask=None):
+        cfg = self.config
+        _check_image_input(x, cfg.in_channels)
+        factor = 2 ** (len(cfg.channel_mults) - 1)
+        if x.shape[-1] % factor or x.shape[-2] % factor:
+            raise ValueError(f"x: expected H and W divisible by {factor}, got {tuple(x.shape[-2:])}")
+        t = _timesteps_for(t, x)
+        emb = self.time_mlp(timestep_embedding(t, cfg.base_channels))
+        if self.class_emb is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), cfg.num_classes, device=x.device, dtype=torch.long)
+            y = torch.as_tensor(y, device=x.device)
+            if y.shape != (x.shape[0],) or int(y.min()) < 0 or int(y.max()) > cfg.num_classes:
+                raise ValueError(f"y: expected shape ({x.shape[0]},) with ids in [0, {cfg.num_classes}] "
+                                 f"({cfg.num_classes} = no label), got {tuple(y.shape)} {y.tolist()[:8]}")
+            emb = emb + self.class_emb(y)
+        elif y is not None:
+            raise ValueError("y: this UNet has no class embedding (config.num_classes is None), but y was given")
+        h = self.conv_in(x)
+        skips = []
+        for blocks, down in zip(self.down, self.downsample):
+            for b in blocks:
+                h = b(h, emb)
+            skips.append(h)
+            h = down(h)
+        h = self.mid1(h, emb)
+        if self.mid_attn is not None:
+            h = self.mid_attn(h, context, context_mask)
+        h = self.mid2(h, emb)
+        for blocks, up in zip(self.up, self.upsample):
+            h = torch.cat([h, skips.pop()], dim=1)
+            for b in blocks:
+                h = b(h, emb)
+            if not isinstance(up, nn.Identity):
+                h = up(F.interpolate(h, scale_factor=2, mode="nearest"))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+@dataclass
+class MLPConfig:
+    dim: int = 2
+    hidden: int = 128
+    num_layers: int = 3
+    num_classes: int | None = None
+
+
+class MLPDenoiser(nn.Module):
+    """:math:`\\epsilon_\\theta(x_t, t[, y])` for points: an MLP with the time embedding added to every hidden layer."""
+
+    def __init__(self, config: MLPConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.inp = nn.Linear(cfg.dim, cfg.hidden)
+        self.time_mlp = nn.Sequential(nn.Linear(64, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, cfg.hidden))
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, cfg.hidden) if cfg.num_classes else None
+        self.layers = nn.ModuleList([nn.Linear(cfg.hidden, cfg.hidden) for _ in range(cfg.num_layers)])
+        self.out = nn.Linear(cfg.hidden, cfg.dim)
+
+    def forward(self, x, t, y=None):
+        if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.config.dim:
+            raise ValueError(f"x: expected shape (N, {self.config.dim}), got {getattr(x, 'shape', type(x))}")
+        emb = self.time_mlp(timestep_embedding(_timesteps_for(t, x), 64))
+        if self.class_emb is not None:
+            y = torch.full((x.shape[0],), self.config.num_classes, device=x.device) if y is None else y
+            emb = emb + self.class_emb(y)
+        h = self.inp(x)
+        for layer in self.layers:
+            h = layer(F.silu(h + emb))
+        return self.out(F.silu(h))
+
+
+@dataclass
+class ClassifierConfig:
+    in_channels: int = 3
+    base_channels: int = 32
+    channel_mults: tuple = (1, 2, 2)
+    num_classes: int = 4
+    time_conditional: bool = True
+    groups: int = 8
+    attribute_heads: tuple = ()  # sizes of extra heads trained jointly (e.g. colour, row, column, size)
+
+
+class Classifier(nn.Module):
+    r"""Shapes classifier: logits of :math:`p_\phi(y \mid x_t, t)` (noise-aware) or :math:`p(y \mid x)` (clean).
+
+    A UNet encoder (residual blocks, stride-2 downsampling), global average pooling and a
+    linear head. :meth:`features` returns the pooled features (the metrics' feature space).
+    """
+
+    def __init__(self, config: ClassifierConfig):
+        super().__init__()
+        self.config = cfg = config
+        ch = [cfg.base_channels * m for m in cfg.channel_mults]
+        emb_dim = 4 * cfg.base_channels if cfg.time_conditional else None
+        if emb_dim:
+            self.time_mlp = nn.Sequential(nn.Linear(cfg.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        self.blocks, self.downsample = nn.ModuleList(), nn.ModuleList()
+        prev = ch[0]
+        for i, c in enumerate(ch):
+            self.blocks.append(ResBlock(prev, c, emb_dim, cfg.groups))
+            self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1) if i < len(ch) - 1 else nn.Identity())
+            prev = c
+        self.norm_out = nn.GroupNorm(cfg.groups, ch[-1])
+        self.head = nn.Linear(ch[-1], cfg.num_classes)
+        # Extra heads make the pooled features encode every attribute, not only the class,
+        # which is what a feature space for Frechet distance and precision/recall needs.
+        self.attribute_head = nn.Linear(ch[-1], sum(cfg.attribute_heads)) if cfg.attribute_heads else None
+
+    @property
+    def feature_dim(self) -> int:
+        return self.head.in_features
+
+    def features(self, x, t=None):
+        cfg = self.config
+        _check_image_input(x, cfg.in_channels)
+        emb = None
+        if cfg.time_conditional:
+            if t is None:
+                raise ValueError("t: this classifier is noise-aware (time_conditional=True) and needs timesteps t")
+            emb = self.time_mlp(timestep_embedding(_timesteps_for(t, x), cfg.base_channels))
+        h = self.conv_in(x)
+        for block, down in zip(self.blocks, self.downsample):
+            h = down(block(h, emb))
+        return F.silu(self.norm_out(h)).mean(dim=(2, 3))
+
+    def forward(self, x, t=None):
+        return self.head(self.features(x, t))
+
+    def attribute_logits(self, x, t=None) -> list[torch.Tensor]:
+        """Logits of every head: [class, *attribute_heads], each (N, size)."""
+        f = self.features(x, t)
+        out = [self.head(f)]
+        if self.attribute_head is not None:
+            out += list(self.attribute_head(f).split(list(self.config.attribute_heads), dim=1))
+        return out
+
+
+MODELS = {
+    "UNet": (UNet, UNetConfig),
+    "MLPDenoiser": (MLPDenoiser, MLPConfig),
+    "Classifier": (Classifier, ClassifierConfig),
+}
+
+
+def build_model(kind: str, config: dict) -> nn.Module:
+    """Rebuild a model from its class name and plain-JSON config (lists become tuples)."""
+    if kind not in MODELS:
+        raise ValueError(f"kind: expected one of {sorted(MODELS)}, got {kind!r}")
+    cls, cfg_cls = MODELS[kind]
+    cfg = cfg_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    return cls(cfg)
+
+
+def config_dict(model: nn.Module) -> dict:
+    return asdict(model.config)
