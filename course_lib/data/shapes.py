@@ -25,7 +25,7 @@ from .._checks import check_positive_int
 
 __all__ = [
     "SHAPES", "COLOURS", "ROWS", "COLUMNS", "SIZES", "VOCAB", "CAPTION_LENGTH",
-    "ShapesBatch", "generate_shapes", "encode_caption", "decode_tokens",
+    "ShapesBatch", "generate_shapes", "render_shapes", "encode_caption", "decode_tokens",
 ]
 
 SHAPES = ("circle", "square", "triangle", "cross")
@@ -161,7 +161,6 @@ def generate_shapes(
             raise ValueError("seed: expected an int seed or a generator, got neither")
         generator = torch.Generator().manual_seed(int(seed))
     g = generator
-    H = image_size
     count = torch.randint(lo, hi + 1, (n,), generator=g)
     shape = torch.randint(0, len(SHAPES), (n, 2), generator=g)
     colour = torch.randint(0, len(COLOURS), (n, 2), generator=g)
@@ -170,11 +169,42 @@ def generate_shapes(
     cell1 = (cell0 + 1 + torch.randint(0, 8, (n,), generator=g)) % 9  # a different cell
     cell = torch.stack([cell0, cell1], dim=1)
     jitter = (torch.rand(n, 2, 2, generator=g) * 2 - 1) * _JITTER
+    absent = torch.arange(2).view(1, 2) >= count.view(n, 1)
+    attrs = {"shape": shape, "colour": colour, "row": cell // 3, "column": cell % 3, "size": size}
+    attrs = {k: v.masked_fill(absent, -1) for k, v in attrs.items()}
+    return render_shapes(attrs, image_size, jitter)
 
+
+def render_shapes(attributes: dict, image_size: int = 16, jitter: torch.Tensor | None = None) -> ShapesBatch:
+    """Draw images with chosen content: ``attributes`` maps shape, colour, row, column, size to
+    (N, k) long tensors (k = 1 or 2 objects; -1 marks an absent second object). ``jitter``
+    (N, k, 2) shifts each centre by a fraction of the image side (default: none)."""
+    keys = ("shape", "colour", "row", "column", "size")
+    missing = [k for k in keys if k not in attributes]
+    if missing:
+        raise ValueError(f"attributes: missing {missing}; expected the keys {keys}")
+    attrs = {k: torch.as_tensor(attributes[k], dtype=torch.long) for k in keys}
+    attrs = {k: (v[:, None] if v.ndim == 1 else v) for k, v in attrs.items()}
+    n, k_obj = attrs["shape"].shape
+    limits = {"shape": len(SHAPES), "colour": len(COLOURS), "row": 3, "column": 3, "size": len(SIZES)}
+    for k, v in attrs.items():
+        if v.shape != (n, k_obj) or k_obj > 2:
+            raise ValueError(f"attributes[{k!r}]: expected shape (N, 1) or (N, 2) like 'shape' {(n, k_obj)}, "
+                             f"got {tuple(v.shape)}")
+        if int(v[:, 0].min()) < 0 or int(v.max()) >= limits[k]:
+            raise ValueError(f"attributes[{k!r}]: expected ids in [0, {limits[k] - 1}] (-1 only for an absent "
+                             f"second object), got {v.unique().tolist()}")
+    if k_obj == 1:
+        attrs = {k: torch.cat([v, torch.full_like(v, -1)], dim=1) for k, v in attrs.items()}
+    count = 1 + (attrs["shape"][:, 1] >= 0).long()
+    H = image_size
+    jitter = torch.zeros(n, 2, 2) if jitter is None else torch.as_tensor(jitter, dtype=torch.float32)
+    if jitter.shape[1] == 1:
+        jitter = torch.cat([jitter, torch.zeros_like(jitter)], dim=1)
     centres = torch.tensor(_CELL_CENTRES)
-    cy = (centres[cell // 3] + jitter[..., 0]) * H  # (N, 2) pixels
-    cx = (centres[cell % 3] + jitter[..., 1]) * H
-    radius = torch.tensor(_RADII)[size] * H
+    cy = (centres[attrs["row"].clamp_min(0)] + jitter[..., 0]) * H  # (N, 2) pixels
+    cx = (centres[attrs["column"].clamp_min(0)] + jitter[..., 1]) * H
+    radius = torch.tensor(_RADII)[attrs["size"].clamp_min(0)] * H
     palette = torch.tensor(list(COLOURS.values())) * 2 - 1  # to [-1, 1]
 
     pix = torch.arange(H, dtype=torch.float32) + 0.5
@@ -184,19 +214,13 @@ def generate_shapes(
         present = count > j
         dy = (pix.view(1, H, 1) - cy[:, j].view(n, 1, 1)).expand(n, H, H)
         dx = (pix.view(1, 1, H) - cx[:, j].view(n, 1, 1)).expand(n, H, H)
-        sdf = _signed_distance(shape[:, j], dx, dy, radius[:, j].view(n, 1, 1))
+        sdf = _signed_distance(attrs["shape"][:, j].clamp_min(0), dx, dy, radius[:, j].view(n, 1, 1))
         coverage = (0.5 - sdf).clamp(0, 1) * present.view(n, 1, 1)  # one-pixel anti-aliasing ramp
-        col = palette[colour[:, j]].view(n, 3, 1, 1)
+        col = palette[attrs["colour"][:, j].clamp_min(0)].view(n, 3, 1, 1)
         images = images * (1 - coverage[:, None]) + col * coverage[:, None]
         masks = torch.where(coverage > 0.5, torch.full_like(masks, j + 1), masks)
-
-    absent = torch.arange(2).view(1, 2) >= count.view(n, 1)
-    attrs = {
-        "shape": shape, "colour": colour, "row": cell // 3, "column": cell % 3, "size": size,
-    }
-    attrs = {k: v.masked_fill(absent, -1) for k, v in attrs.items()}
     tokens = _caption_tokens(attrs, count)
-    return ShapesBatch(images, shape[:, 0].clone(), tokens, masks, attrs, count)
+    return ShapesBatch(images, attrs["shape"][:, 0].clone(), tokens, masks, attrs, count)
 
 
 def _caption_tokens(attrs: dict, count: torch.Tensor) -> torch.Tensor:

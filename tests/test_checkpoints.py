@@ -1,0 +1,75 @@
+import shutil
+
+import pytest
+import torch
+
+from course_lib import checkpoints
+from course_lib.nets import MLPConfig, MLPDenoiser
+from course_lib.train import RECIPES
+
+SHIPPED = checkpoints.manifest()
+
+
+def test_every_recipe_is_shipped_and_the_manifest_is_complete():
+    assert set(SHIPPED) == set(RECIPES), "a registered model is not shipped, or a shipped one has no recipe"
+    for name, e in SHIPPED.items():
+        for key in ("file", "sha256", "model", "config", "seed", "command", "wall_time_s", "device", "metrics",
+                    "steps", "num_params"):
+            assert key in e, f"{name}: manifest lacks {key}"
+        assert e["command"].startswith(f"python -m course_lib.train {name}")
+        assert (checkpoints.WEIGHTS_DIR / e["file"]).stat().st_size == e["size_bytes"]
+        assert e["size_bytes"] < 5 * 2**20, f"{name} is over 5 MB"
+    total = sum(e["size_bytes"] for e in SHIPPED.values())
+    assert total < 50 * 2**20
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_model_loads_and_runs(name):
+    model = checkpoints.load(name)
+    assert not model.training
+    e = SHIPPED[name]
+    assert sum(p.numel() for p in model.parameters()) == e["num_params"]
+    with torch.no_grad():
+        if e["model"] == "UNet":
+            out = model(torch.randn(2, 3, 16, 16), torch.tensor([10, 900]), torch.tensor([0, 3]))
+            assert out.shape == (2, 3, 16, 16) and torch.isfinite(out).all()
+        elif e["model"] == "MLPDenoiser":
+            assert model(torch.randn(5, 2), torch.arange(5)).shape == (5, 2)
+        else:
+            t = torch.zeros(2, dtype=torch.long) if model.config.time_conditional else None
+            assert model(torch.randn(2, 3, 16, 16), t).shape == (2, 4)
+
+
+def _copy_weights(tmp_path, name):
+    for f in (checkpoints.MANIFEST, checkpoints.WEIGHTS_DIR / SHIPPED[name]["file"]):
+        shutil.copy(f, tmp_path / f.name)
+    return tmp_path / SHIPPED[name]["file"]
+
+
+def test_corrupted_file_is_refused_with_the_retrain_command(tmp_path):
+    name = "ring8_mlp"
+    path = _copy_weights(tmp_path, name)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(checkpoints.CheckpointError, match=f"python -m course_lib.train {name}"):
+        checkpoints.load(name, weights_dir=tmp_path)
+
+
+def test_missing_file_and_unknown_name(tmp_path):
+    name = "ring8_mlp"
+    path = _copy_weights(tmp_path, name)
+    path.unlink()
+    with pytest.raises(checkpoints.CheckpointError, match="missing.*python -m course_lib.train ring8_mlp"):
+        checkpoints.load(name, weights_dir=tmp_path)
+    with pytest.raises(checkpoints.CheckpointError, match="no shipped model"):
+        checkpoints.load("nope")
+
+
+def test_save_then_load_round_trip(tmp_path):
+    model = MLPDenoiser(MLPConfig(hidden=16, num_layers=1))
+    e = checkpoints.save("tiny", model, {"seed": 0}, weights_dir=tmp_path)
+    assert e["sha256"] == checkpoints.sha256(tmp_path / "tiny.safetensors")
+    loaded = checkpoints.load("tiny", weights_dir=tmp_path)
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)

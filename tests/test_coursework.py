@@ -1,0 +1,120 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_lib.coursework import (CourseworkError, check_alphas_cumprod, check_function, check_q_sample_at,
+                                   make_student_notebook, strip_solutions)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def good_alphas_cumprod(betas):
+    return torch.cumprod(1 - betas, dim=0)
+
+
+def good_q_sample_at(x0, alphas_cumprod, t, noise):
+    a = alphas_cumprod[t].reshape(-1, *([1] * (x0.ndim - 1)))
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+def test_correct_answers_pass_with_one_deterministic_line(capsys):
+    assert check_alphas_cumprod(good_alphas_cumprod) == "alphas_cumprod: 5/5 cases match"
+    assert check_q_sample_at(good_q_sample_at) == "q_sample_at: 7/7 cases match"
+    assert capsys.readouterr().out.splitlines() == ["alphas_cumprod: 5/5 cases match", "q_sample_at: 7/7 cases match"]
+
+
+def _q(coef_x0, coef_eps, shift=0, reshape=True):
+    def f(x0, alphas_cumprod, t, noise):
+        a = alphas_cumprod[(t + shift).clamp(0, len(alphas_cumprod) - 1)]
+        if reshape:
+            a = a.reshape(-1, *([1] * (x0.ndim - 1)))
+        return coef_x0(a) * x0 + coef_eps(a) * noise
+    return f
+
+
+WRONG_Q = {
+    "sign flip": (_q(torch.sqrt, lambda a: -(1 - a).sqrt()), "sign flip"),
+    "missing square roots": (_q(lambda a: a, lambda a: 1 - a), "missing square roots"),
+    "missing sqrt on noise": (_q(torch.sqrt, lambda a: 1 - a), "missing square root on the noise"),
+    "off by one (t-1)": (_q(torch.sqrt, lambda a: (1 - a).sqrt(), shift=-1), "off-by-one"),
+    "off by one (t+1)": (_q(torch.sqrt, lambda a: (1 - a).sqrt(), shift=1), "off-by-one"),
+    "swapped": (_q(lambda a: (1 - a).sqrt(), torch.sqrt), "swapped"),
+    "no broadcasting": (_q(torch.sqrt, lambda a: (1 - a).sqrt(), reshape=False), "raised|shape"),
+    "returns x0": (lambda x0, alphas_cumprod, t, noise: x0, "differs"),
+    "scalar t": (lambda x0, alphas_cumprod, t, noise: alphas_cumprod[0].sqrt() * x0
+                 + (1 - alphas_cumprod[0]).sqrt() * noise, "differs"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(WRONG_Q))
+def test_q_sample_check_rejects_plausible_mistakes_with_a_specific_hint(label):
+    fn, hint = WRONG_Q[label]
+    with pytest.raises(CourseworkError, match=hint):
+        check_q_sample_at(fn)
+
+
+WRONG_ABAR = {
+    "cumprod of betas": (lambda betas: torch.cumprod(betas, 0), "multiplied the betas"),
+    "cumsum": (lambda betas: torch.cumsum(1 - betas, 0), "summed"),
+    "off by one": (lambda betas: torch.cat([torch.ones(1, dtype=betas.dtype), torch.cumprod(1 - betas, 0)[:-1]]),
+                   "off by one"),
+    "no cumulative product": (lambda betas: 1 - betas, "cumulative product"),
+    "float32 cast of sqrt": (lambda betas: torch.cumprod(1 - betas, 0).sqrt(), "differs"),
+    "wrong type": (lambda betas: (1 - betas).tolist(), "torch.Tensor"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(WRONG_ABAR))
+def test_alphas_cumprod_check_rejects_plausible_mistakes(label):
+    fn, hint = WRONG_ABAR[label]
+    with pytest.raises(CourseworkError, match=hint):
+        check_alphas_cumprod(fn)
+
+
+def test_not_implemented_gives_the_exercise_hint():
+    def todo(betas):
+        raise NotImplementedError("Exercise 0.1: alphas_cumprod")
+    with pytest.raises(CourseworkError, match="Exercise 0.1.*not implemented yet"):
+        check_alphas_cumprod(todo)
+    with pytest.raises(TypeError, match="learner_fn"):
+        check_function("x", 3, lambda: None, [])
+
+
+def test_strip_solutions_keeps_indentation_and_names_the_exercise():
+    src = ("# Exercise 0.1: alphas_cumprod\ndef f(betas):\n    ### BEGIN SOLUTION\n    return 1 - betas\n"
+           "    ### END SOLUTION\n")
+    out, n = strip_solutions(src, "x")
+    assert n == 1
+    assert out == ("# Exercise 0.1: alphas_cumprod\ndef f(betas):\n"
+                   "    raise NotImplementedError('Exercise 0.1: alphas_cumprod')\n")
+    with pytest.raises(ValueError, match="without"):
+        strip_solutions("### BEGIN SOLUTION\nx = 1\n", "x")
+
+
+def test_student_notebook_fails_exactly_at_the_check_cells(tmp_path):
+    """Run nbval on the generated student copy of notebook 00: only the check cells fail, with the hint."""
+    src = ROOT / "notebooks" / "00_welcome.ipynb"
+    dst = tmp_path / src.name
+    assert make_student_notebook(src, dst) == 2
+    nb = json.loads(dst.read_text())
+    assert "### BEGIN SOLUTION" not in dst.read_text()
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    check_cells = [i for i, c in enumerate(code) if "check_" in "".join(c["source"])
+                   and "import" not in "".join(c["source"])]
+    assert len(check_cells) == 2
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p", "no:cacheprovider", "-q",
+         "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), str(dst), "-rf"],
+        cwd=ROOT / "notebooks", capture_output=True, text=True, timeout=600, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    failed = sorted(int(line.split("::Cell ")[1].split()[0]) for line in out.splitlines()
+                    if line.startswith("FAILED") and "::Cell " in line)
+    assert failed == check_cells, out[-3000:]
+    assert out.count("not implemented yet") >= 2

@@ -1,0 +1,97 @@
+import math
+
+import pytest
+import torch
+
+from course_lib.data import ring_mixture
+from course_lib.metrics import (frechet_distance, frechet_distance_from_stats, mixture_nll, mmd_rbf,
+                                precision_recall, psnr, sliced_wasserstein, ssim)
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_sliced_wasserstein_of_a_shift_is_its_length_over_sqrt_d():
+    x = torch.randn(5000, 2, generator=gen(0))
+    c = torch.tensor([0.6, -0.8])  # |c| = 1; E[(c.theta)^2] = |c|^2 / D
+    sw = sliced_wasserstein(x, x + c, num_projections=4000)
+    assert sw.item() == pytest.approx(1 / math.sqrt(2), rel=0.03)
+    assert sliced_wasserstein(x, x).item() == pytest.approx(0.0, abs=1e-7)
+    assert sliced_wasserstein(x, x[:1000]).item() < 0.1  # different sizes compare by quantiles
+    assert sliced_wasserstein(x, x + c).item() == sliced_wasserstein(x, x + c).item()  # seeded
+
+
+def test_mmd_zero_for_same_sample_and_grows_with_shift():
+    x = torch.randn(800, 2, generator=gen(1))
+    y = torch.randn(800, 2, generator=gen(2))
+    assert mmd_rbf(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    small, big = mmd_rbf(x, y + 0.2).item(), mmd_rbf(x, y + 1.0).item()
+    assert mmd_rbf(x, y).item() < small < big
+
+
+def test_mixture_nll_is_the_entropy_on_its_own_samples():
+    mix = ring_mixture(8, 2.0, 0.1)
+    x, _ = mix.sample(20000, gen(3))
+    # well-separated modes: H = log 8 + (D/2) log(2 pi e s^2)
+    h = math.log(8) + math.log(2 * math.pi * math.e * 0.01)
+    assert mixture_nll(x, mix).item() == pytest.approx(h, abs=0.02)
+    assert mixture_nll(x * 1.2, mix).item() > h + 1
+
+
+def test_frechet_distance_closed_form():
+    mu1, mu2 = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 1.0, 0.0])
+    s1, s2 = torch.tensor([1.0, 4.0, 9.0]), torch.tensor([4.0, 1.0, 1.0])
+    expected = ((mu1 - mu2) ** 2).sum() + ((s1.sqrt() - s2.sqrt()) ** 2).sum()  # diagonal covariances
+    assert frechet_distance_from_stats(mu1, torch.diag(s1), mu2, torch.diag(s2)).item() == pytest.approx(
+        expected.item(), rel=1e-6)
+    # non-diagonal: rotation invariance
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=gen(4), dtype=torch.float64))
+    fd_rot = frechet_distance_from_stats(q @ mu1.double(), q @ torch.diag(s1).double() @ q.T,
+                                         q @ mu2.double(), q @ torch.diag(s2).double() @ q.T)
+    assert fd_rot.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_frechet_distance_from_samples():
+    a = torch.randn(20000, 4, generator=gen(5))
+    b = torch.randn(20000, 4, generator=gen(6)) * 2 + 1
+    assert frechet_distance(a, b).item() == pytest.approx(4 * 1 + 4 * 1, rel=0.03)
+    with pytest.raises(ValueError, match="feats_b"):
+        frechet_distance(a, b[:, :3])
+
+
+def test_precision_recall():
+    real = torch.randn(1000, 2, generator=gen(7))
+    same = torch.randn(1000, 2, generator=gen(8))
+    p, r = precision_recall(real, same)
+    assert p > 0.9 and r > 0.9
+    collapsed = torch.randn(1000, 2, generator=gen(9)) * 0.1  # high fidelity, low coverage
+    p, r = precision_recall(real, collapsed)
+    assert p > 0.95 and r < 0.3
+    far = torch.randn(1000, 2, generator=gen(10)) + 10  # neither
+    assert precision_recall(real, far) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="k"):
+        precision_recall(real[:3], same[:3], k=3)
+
+
+def test_psnr_known_value():
+    x = torch.zeros(2, 3, 8, 8)
+    y = x + 0.1  # mse 0.01, range 2: 10 log10(4 / 0.01) = 26.02 dB
+    assert torch.allclose(psnr(x, y), torch.full((2,), 10 * math.log10(400)))
+    with pytest.raises(ValueError, match="y"):
+        psnr(x, y[:1])
+
+
+def test_ssim_properties():
+    x = torch.rand(4, 3, 16, 16, generator=gen(11)) * 2 - 1
+    assert torch.allclose(ssim(x, x), torch.ones(4))
+    noisy = (x + 0.1 * torch.randn(x.shape, generator=gen(12)))
+    noisier = (x + 0.5 * torch.randn(x.shape, generator=gen(12)))
+    assert bool((ssim(x, noisy) > ssim(x, noisier)).all())
+    assert torch.allclose(ssim(x, noisy), ssim(noisy, x))
+    # constant images: SSIM reduces to the luminance term (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1)
+    a, b = torch.full((1, 1, 8, 8), 0.2), torch.full((1, 1, 8, 8), -0.4)
+    c1 = 0.02**2
+    assert ssim(a, b).item() == pytest.approx((2 * 0.2 * -0.4 + c1) / (0.04 + 0.16 + c1), rel=1e-5)
+    with pytest.raises(ValueError, match="window_size"):
+        ssim(torch.zeros(1, 3, 5, 5), torch.zeros(1, 3, 5, 5))

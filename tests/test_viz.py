@@ -1,0 +1,41 @@
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from course_lib import viz
+from course_lib.data import ring_mixture
+
+
+def test_image_grid_layout_and_range():
+    imgs = torch.linspace(-1, 1, 5 * 3 * 4 * 4).reshape(5, 3, 4, 4)
+    grid = viz.image_grid(imgs, nrow=3, pad=1)
+    assert grid.shape == (2 * 5 + 1, 3 * 5 + 1, 3)
+    assert grid.min() >= 0 and grid.max() <= 1
+    np.testing.assert_allclose(grid[1:5, 1:5], viz.to_image(imgs[0]), atol=1e-6)
+    np.testing.assert_allclose(grid[6:10, 1:5], viz.to_image(imgs[3]), atol=1e-6)
+    with pytest.raises(ValueError, match="images"):
+        viz.image_grid(torch.zeros(3, 4, 4))
+
+
+def test_to_image_maps_minus_one_to_zero():
+    img = viz.to_image(torch.stack([torch.full((2, 2), -1.0), torch.zeros(2, 2), torch.ones(2, 2)]))
+    assert img.shape == (2, 2, 3)
+    np.testing.assert_allclose(img[0, 0], [0.0, 0.5, 1.0])
+
+
+def test_scatter_and_trajectories_draw():
+    fig, (a, b) = plt.subplots(1, 2)
+    x = torch.randn(50, 2)
+    sc = viz.scatter_2d(x, a, labels=torch.arange(50) % 8, mixture=ring_mixture(), alpha_bar=0.5)
+    np.testing.assert_allclose(sc.get_offsets(), x.numpy(), atol=1e-6)
+    viz.plot_trajectories(torch.randn(11, 20, 2), b, max_paths=5)
+    assert len(b.lines) == 5
+    with pytest.raises(ValueError, match="traj"):
+        viz.plot_trajectories(torch.randn(11, 20, 3), b)
+    plt.close(fig)
+
+
+def test_term_colours_are_distinct():
+    keys = ["predicted_x0", "direction", "noise", "guidance"]
+    assert len({viz.TERM_COLORS[k] for k in keys}) == len(keys)
