@@ -19,16 +19,16 @@ IMG = Path(__file__).resolve().parent.parent / "img"
 
 
 def shapes_world(path: Path):
-    fig, axes = plt.subplots(2, 2, figsize=(10, 5.6), gridspec_kw={"width_ratios": [1, 1]})
+    fig, axes = plt.subplots(2, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [1.1, 1]})
     for row, size in enumerate((16, 32)):
-        b = generate_shapes(16, size, (1, 2), seed=row)
+        b = generate_shapes(8, size, (1, 2), seed=row)
         axes[row, 0].imshow(viz.image_grid(b.images, nrow=8), interpolation="nearest")
-        axes[row, 0].set_title(f"{size}x{size}: one or two shapes", fontsize=9)
-        axes[row, 1].axis("off")
-        axes[row, 1].text(0, 0.5, "\n".join(f"{i}: {c}" for i, c in enumerate(b.captions[:8])), fontsize=7,
-                          va="center", family="monospace")
+        axes[row, 0].set_title(f"{size}x{size}", fontsize=9)
         axes[row, 0].set_axis_off()
-    fig.suptitle("shapes world (captions of the first row)")
+        axes[row, 1].set_axis_off()
+        axes[row, 1].text(0, 0.5, "\n".join(f"{i}: {c}" for i, c in enumerate(b.captions)), fontsize=7.5,
+                          va="center", family="monospace", transform=axes[row, 1].transAxes)
+    fig.suptitle("shapes world: images and their captions (generated from a seed)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -107,7 +107,7 @@ def test_student_notebook_fails_exactly_at_the_check_cells(tmp_path):
     check_cells = [i for i, c in enumerate(code) if "check_" in "".join(c["source"])
                    and "import" not in "".join(c["source"])]
     assert len(check_cells) == 2
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # inline backend, as stored
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env", "-p", "no:cacheprovider", "-q",
          "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), str(dst), "-rf"],
