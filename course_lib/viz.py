@@ -66,8 +66,13 @@ def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, a
     return im
 
 
-def density_contours(ax, log_density_fn, lim: float = 3.0, n: int = 120, levels: int = 8, **kwargs):
-    """Contours of a density given as ``log_density_fn(points (M, 2)) -> (M,)`` over [-lim, lim]^2."""
+def density_contours(ax, log_density_fn, lim: float = 3.0, n: int = 120,
+                     levels=(0.02, 0.08, 0.25, 0.5, 0.8), **kwargs):
+    """Contours of a density given as ``log_density_fn(points (M, 2)) -> (M,)`` over [-lim, lim]^2.
+
+    ``levels`` are fractions of the density's maximum on the grid, so sharp and flat densities
+    get comparable pictures.
+    """
     xs = torch.linspace(-lim, lim, n)
     gx, gy = torch.meshgrid(xs, xs, indexing="xy")
     pts = torch.stack([gx.flatten(), gy.flatten()], 1)
@@ -75,7 +80,8 @@ def density_contours(ax, log_density_fn, lim: float = 3.0, n: int = 120, levels:
         dens = log_density_fn(pts).exp().reshape(n, n)
     kwargs.setdefault("colors", TERM_COLORS["data"])
     kwargs.setdefault("linewidths", 0.6)
-    return ax.contour(gx.numpy(), gy.numpy(), dens.numpy(), levels=levels, **kwargs)
+    top = float(dens.max())
+    return ax.contour(gx.numpy(), gy.numpy(), dens.numpy(), levels=[f * top for f in levels], **kwargs)
 
 
 def scatter_2d(x: torch.Tensor, ax=None, labels=None, mixture=None, alpha_bar: float = 1.0, lim: float = 3.0,
