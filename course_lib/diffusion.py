@@ -16,7 +16,8 @@ import torch
 from ._checks import as_tensor, broadcast_to_batch, check_alpha_bar, check_tensor
 
 __all__ = [
-    "q_sample", "predicted_x0", "sigma_eta", "DDIMTerms", "ddim_step_terms", "ddim_step", "ddim_sample",
+    "q_sample", "predicted_x0", "sigma_eta", "q_sigma_posterior", "ddpm_posterior", "DDIMTerms", "ddim_step_terms",
+    "ddim_step", "ddim_sample", "ddim_invert", "slerp",
 ]
 
 
@@ -63,6 +64,55 @@ def sigma_eta(alpha_bar_t, alpha_bar_prev, eta) -> torch.Tensor:
     # at alpha_bar_t = 1 both factors are 0/0; the limit is 0 (no noise at t = 0)
     ratio = torch.where(a_t < 1, (1 - a_prev) / (1 - a_t).clamp_min(1e-20), torch.zeros_like(a_t))
     return eta_t * ratio.clamp_min(0).sqrt() * (1 - a_t / a_prev).clamp_min(0).sqrt()
+
+
+def q_sigma_posterior(x_t, x0, alpha_bar_t, alpha_bar_prev, sigma):
+    r"""Mean and variance of the non-Markovian posterior, DDIM eq. (7) (the notes' eq. 2):
+
+    .. math:: q_\sigma(x_{t-1} \mid x_t, x_0) = \mathcal N\Big(\sqrt{\alpha_{t-1}}\,x_0
+              + \sqrt{1-\alpha_{t-1}-\sigma_t^2}\cdot\frac{x_t - \sqrt{\alpha_t}\,x_0}{\sqrt{1-\alpha_t}},\ \sigma_t^2 I\Big)
+
+    The fraction is the noise that takes x0 to x_t; for every sigma the family keeps the
+    marginals q(x_t | x0) of eq. (1). Requires sigma^2 <= 1 - alpha_{t-1}. Returns (mean, variance),
+    the variance broadcast like sigma.
+    """
+    check_tensor(x_t, "x_t")
+    check_tensor(x0, "x0")
+    if x0.shape != x_t.shape:
+        raise ValueError(f"x0: expected the shape of x_t {tuple(x_t.shape)}, got {tuple(x0.shape)}")
+    a_t = _coef(alpha_bar_t, x_t, "alpha_bar_t")
+    a_prev = _coef(alpha_bar_prev, x_t, "alpha_bar_prev")
+    sig = broadcast_to_batch(as_tensor(sigma, "sigma"), x_t, "sigma")
+    if bool((sig < 0).any()):
+        raise ValueError(f"sigma: expected values >= 0, got {sig.min().item()}")
+    room = 1 - a_prev - sig**2
+    if bool((room < -1e-6).any()):
+        raise ValueError(f"sigma: expected sigma^2 <= 1 - alpha_bar_prev, got sigma^2 - (1 - alpha_bar_prev) = "
+                         f"{(-room).max().item():.3g}")
+    if bool((a_t >= 1).any()):
+        raise ValueError("alpha_bar_t: expected values < 1 (at alpha_bar_t = 1 there is no noise to remove)")
+    eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # the noise that took x0 to x_t
+    mean = a_prev.sqrt() * x0 + room.clamp_min(0).sqrt() * eps
+    return mean, sig**2
+
+
+def ddpm_posterior(x_t, x0, alpha_bar_t, alpha_bar_prev):
+    r"""Mean and variance of DDPM's posterior (Ho et al. eq. 6-7), with :math:`\beta_t = 1 - \alpha_t/\alpha_{t-1}`:
+
+    .. math:: \tilde\mu_t = \frac{\sqrt{\alpha_{t-1}}\,\beta_t}{1-\alpha_t}\,x_0
+              + \frac{\sqrt{1-\beta_t}\,(1-\alpha_{t-1})}{1-\alpha_t}\,x_t,\qquad
+              \tilde\beta_t = \frac{1-\alpha_{t-1}}{1-\alpha_t}\,\beta_t
+
+    (alphas here are the cumulative products, DDIM's notation). q_sigma with sigma = sigma(eta=1) equals this.
+    """
+    check_tensor(x_t, "x_t")
+    a_t = _coef(alpha_bar_t, x_t, "alpha_bar_t")
+    a_prev = _coef(alpha_bar_prev, x_t, "alpha_bar_prev")
+    if bool((a_t >= 1).any()):
+        raise ValueError("alpha_bar_t: expected values < 1 (at alpha_bar_t = 1 there is no noise to remove)")
+    beta = 1 - a_t / a_prev
+    mean = a_prev.sqrt() * beta / (1 - a_t) * x0 + (1 - beta).sqrt() * (1 - a_prev) / (1 - a_t) * x_t
+    return mean, (1 - a_prev) / (1 - a_t) * beta
 
 
 @dataclass
@@ -172,3 +222,61 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
         if return_trajectory:
             traj.append(x)
     return (x, torch.stack(traj)) if return_trajectory else x
+
+
+@torch.no_grad()
+def ddim_invert(eps_fn, x0: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps, return_trajectory: bool = False):
+    r"""Deterministic encoding :math:`x_0 \to x_T`: DDIM's ODE (eq. 14) integrated forwards in t.
+
+    With :math:`\bar x = x/\sqrt{\alpha}` and :math:`\bar\sigma = \sqrt{(1-\alpha)/\alpha}`, eq. (14) is
+    :math:`d\bar x = \epsilon_\theta\,d\bar\sigma`; each Euler step re-noises the predicted x0 with the
+    predicted noise,
+
+    .. math:: x_{t'} = \sqrt{\alpha_{t'}}\,f_\theta(x_t) + \sqrt{1-\alpha_{t'}}\,\epsilon_\theta(x_t, t),\qquad t' > t .
+
+    ``timesteps`` is the same decreasing sequence :func:`ddim_sample` takes: the inversion visits it
+    in reverse, so ``ddim_sample(eps_fn, ddim_invert(eps_fn, x0, ac, ts), ac, ts, eta=0)`` reconstructs
+    x0 up to the discretisation error (the paper's Table 2). The first step, from x0, evaluates
+    eps at the smallest timestep of the sequence.
+    """
+    check_tensor(x0, "x0")
+    ac = alphas_cumprod.to(x0.device, torch.float64)
+    ts = _check_timesteps(timesteps, len(ac)).flip(0).tolist()  # increasing
+    n = x0.shape[0]
+    x, traj = x0, [x0]
+    for i, t_next in enumerate(ts):
+        t_cur = ts[i - 1] if i > 0 else ts[0]
+        a_next = ac[t_next].float()
+        eps = eps_fn(x, torch.full((n,), t_cur, dtype=torch.long, device=x.device))
+        x0_hat = predicted_x0(x, eps, ac[ts[i - 1]].float()) if i > 0 else x
+        x = a_next.sqrt() * x0_hat + (1 - a_next).sqrt() * eps
+        if return_trajectory:
+            traj.append(x)
+    return (x, torch.stack(traj)) if return_trajectory else x
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha) -> torch.Tensor:
+    r"""Spherical interpolation, per sample (DDIM section 5.3 interpolates x_T this way):
+
+    .. math:: \mathrm{slerp}(z_0, z_1; \alpha) = \frac{\sin((1-\alpha)\theta)}{\sin\theta} z_0 + \frac{\sin(\alpha\theta)}{\sin\theta} z_1,
+              \quad \theta = \arccos\frac{\langle z_0, z_1\rangle}{\|z_0\|\|z_1\|}
+
+    Gaussian noise lives near a sphere; linear interpolation would shrink the norm in between.
+    alpha: float or (N,) tensor in [0, 1]. Falls back to linear interpolation when z0 and z1 are parallel.
+    """
+    check_tensor(z0, "z0")
+    if z1.shape != z0.shape:
+        raise ValueError(f"z1: expected the shape of z0 {tuple(z0.shape)}, got {tuple(z1.shape)}")
+    a = as_tensor(alpha, "alpha").to(z0)
+    if bool(((a < 0) | (a > 1)).any()):
+        raise ValueError(f"alpha: expected values in [0, 1], got {a.min().item()}..{a.max().item()}")
+    flat0, flat1 = z0.flatten(1).double(), z1.flatten(1).double()
+    cos = (flat0 * flat1).sum(1) / (flat0.norm(dim=1) * flat1.norm(dim=1))
+    theta = torch.arccos(cos.clamp(-1, 1))
+    a = a.double().reshape(-1) if a.ndim else a.double().expand(z0.shape[0])
+    sin = torch.sin(theta)
+    parallel = sin.abs() < 1e-6
+    w0 = torch.where(parallel, 1 - a, torch.sin((1 - a) * theta) / torch.where(parallel, 1.0, sin))
+    w1 = torch.where(parallel, a, torch.sin(a * theta) / torch.where(parallel, 1.0, sin))
+    out = w0[:, None] * flat0 + w1[:, None] * flat1
+    return out.reshape(z0.shape).to(z0.dtype)
