@@ -118,3 +118,11 @@ def test_student_notebook_fails_exactly_at_the_check_cells(tmp_path):
                     if line.startswith("FAILED") and "::Cell " in line)
     assert failed == check_cells, out[-3000:]
     assert out.count("not implemented yet") >= 2
+
+
+def test_student_command_writes_copies(tmp_path, capsys):
+    from course_lib.coursework import main
+    assert main(["student", str(ROOT / "notebooks" / "00_welcome.ipynb"), "--out", str(tmp_path)]) == 0
+    assert "2 exercise(s)" in capsys.readouterr().out
+    text = (tmp_path / "00_welcome.ipynb").read_text()
+    assert "Exercise 0.1: alphas_cumprod" in text and "torch.cumprod(1 - betas" not in text
