@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from .diffusion import q_sample
+from .diffusion import ddim_step, predicted_x0, q_sample, sigma_eta
 from .schedules import alphas_cumprod, cosine_betas, linear_betas
 
-__all__ = ["CourseworkError", "check_function", "check_alphas_cumprod", "check_q_sample_at",
-           "make_student_notebook", "main", "EXERCISES"]
+__all__ = ["CourseworkError", "check_function", "check_alphas_cumprod", "check_q_sample_at", "check_predicted_x0",
+           "check_sigma_eta", "check_ddim_step", "make_student_notebook", "main", "EXERCISES"]
 
 
 class CourseworkError(AssertionError):
@@ -48,7 +48,7 @@ def _matches(a, b, atol, rtol) -> bool:
 
 
 def check_function(name: str, learner_fn, reference_fn, cases: list[Case], mistakes: dict | None = None,
-                   atol: float = 1e-5, rtol: float = 1e-4, exercise: str = "") -> str:
+                   atol: float = 1e-5, rtol: float = 1e-4, exercise: str = "", nan_hint: str = "") -> str:
     """Compare ``learner_fn`` with ``reference_fn`` on every case; print and return the verdict line.
 
     mistakes: {hint: wrong_fn}: when the learner's output matches a wrong_fn on a failing case,
@@ -75,6 +75,11 @@ def check_function(name: str, learner_fn, reference_fn, cases: list[Case], mista
                                   f"(case {case.label}); check how the per-sample coefficient broadcasts")
         if _matches(got, expected, atol, rtol):
             continue
+        bad = torch.isnan(got) & ~torch.isnan(expected)
+        if bool(bad.any()):
+            idx = tuple(int(j) for j in torch.nonzero(bad)[0])
+            raise CourseworkError(f"{name}{where}: case {i + 1}/{len(cases)} ({case.label}): your output is NaN at "
+                                  f"index {idx}, the reference is {expected[idx].item():.5g}. {nan_hint}".rstrip())
         for hint, wrong in (mistakes or {}).items():
             try:
                 w = wrong(**_clone(case.kwargs))
@@ -169,7 +174,118 @@ def check_q_sample_at(fn) -> str:
                           exercise="Exercise 0.2")
 
 
-EXERCISES = {"0.1": check_alphas_cumprod, "0.2": check_q_sample_at}
+# -- Notebook 01: the DDIM update -------------------------------------------------------------------------------
+def _abar_pairs(g: torch.Generator):
+    """(label, shape, abar_t, abar_prev) cases: floats, per-sample tensors shaped to broadcast, and edges."""
+    ac = alphas_cumprod(linear_betas(1000)).float()
+    t = torch.randint(1, 1000, (32,), generator=g)
+    s = (t * torch.rand(32, generator=g)).long()  # an earlier timestep, as a sub-sequence jumps
+    return [
+        ("floats, mid-way", (16, 2), 0.3, 0.6),
+        ("per-sample tensors (N, 1), 2-D points", (32, 2), ac[t][:, None], ac[s][:, None]),
+        ("per-sample tensors (N, 1, 1, 1), images", (32, 3, 4, 4), ac[t].view(-1, 1, 1, 1), ac[s].view(-1, 1, 1, 1)),
+        ("almost pure noise to almost clean", (8, 2), float(ac[999]), float(ac[0])),
+        ("last step, to alpha_bar_prev = 1", (8, 2), 0.9, 1.0),
+        ("one DDPM step", (8, 2), float(ac[500]), float(ac[499])),
+    ]
+
+
+def _predicted_x0_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(10)
+    return [Case(label, {"x_t": torch.randn(shape, generator=g), "eps": torch.randn(shape, generator=g),
+                         "alpha_bar_t": a_t})
+            for label, shape, a_t, _ in _abar_pairs(g)]
+
+
+def check_predicted_x0(fn) -> str:
+    """Exercise 1.1: ``fn(x_t, eps, alpha_bar_t)`` = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
+    def wrong(num, den):
+        return lambda x_t, eps, alpha_bar_t: num(x_t, eps, torch.as_tensor(alpha_bar_t)) / den(torch.as_tensor(alpha_bar_t))
+    mistakes = {
+        "sign flip: subtract the noise, x_t - sqrt(1 - abar_t) * eps":
+            wrong(lambda x, e, a: x + (1 - a).sqrt() * e, torch.sqrt),
+        "missing square root in the denominator: divide by sqrt(abar_t)":
+            wrong(lambda x, e, a: x - (1 - a).sqrt() * e, lambda a: a),
+        "missing square root on the noise coefficient: sqrt(1 - abar_t) * eps":
+            wrong(lambda x, e, a: x - (1 - a) * e, torch.sqrt),
+        "you forgot to divide by sqrt(abar_t)": wrong(lambda x, e, a: x - (1 - a).sqrt() * e, lambda a: 1.0),
+        "the noise coefficient is sqrt(1 - abar_t), not sqrt(abar_t)":
+            wrong(lambda x, e, a: x - a.sqrt() * e, torch.sqrt),
+    }
+    return check_function("predicted_x0", fn, predicted_x0, _predicted_x0_cases(), mistakes, exercise="Exercise 1.1")
+
+
+def _sigma_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(11)
+    cases = []
+    for label, _, a_t, a_prev in _abar_pairs(g):
+        for eta in (0.0, 0.5, 1.0):
+            cases.append(Case(f"{label}, eta={eta}", {"alpha_bar_t": torch.as_tensor(a_t),
+                                                       "alpha_bar_prev": torch.as_tensor(a_prev), "eta": eta}))
+    return cases
+
+
+def check_sigma_eta(fn) -> str:
+    """Exercise 1.2: ``fn(alpha_bar_t, alpha_bar_prev, eta)`` = eta sqrt((1-abar_prev)/(1-abar_t)) sqrt(1 - abar_t/abar_prev)."""
+    def wrong(f):
+        return lambda alpha_bar_t, alpha_bar_prev, eta: f(alpha_bar_t, alpha_bar_prev, eta)
+    mistakes = {
+        "eta is missing: sigma_t(eta) scales linearly with eta": wrong(lambda a, p, e: ((1 - p) / (1 - a) * (1 - a / p)).sqrt()),
+        "you returned the variance sigma^2; take the square root": wrong(lambda a, p, e: e * (1 - p) / (1 - a) * (1 - a / p)),
+        "the first ratio is upside down: sqrt((1 - abar_prev) / (1 - abar_t))":
+            wrong(lambda a, p, e: e * ((1 - a) / (1 - p) * (1 - a / p)).sqrt()),
+        "the second factor is sqrt(1 - abar_t / abar_prev), not sqrt(1 - abar_prev / abar_t)":
+            wrong(lambda a, p, e: e * ((1 - p) / (1 - a) * (1 - p / a).clamp_min(0)).sqrt()),
+        "eta multiplies the standard deviation, not the variance (eta^2 under the root)":
+            wrong(lambda a, p, e: (e * (1 - p) / (1 - a) * (1 - a / p)).sqrt()),
+    }
+    return check_function("sigma_eta", fn, sigma_eta, _sigma_cases(), mistakes, exercise="Exercise 1.2")
+
+
+def _ddim_step_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(12)
+    cases = []
+    for label, shape, a_t, a_prev in _abar_pairs(g):
+        for eta in (0.0, 1.0, 0.4):
+            cases.append(Case(f"{label}, eta={eta}", {
+                "x_t": torch.randn(shape, generator=g), "eps": torch.randn(shape, generator=g),
+                "alpha_bar_t": a_t, "alpha_bar_prev": a_prev, "eta": eta, "noise": torch.randn(shape, generator=g)}))
+    return cases
+
+
+def _wrong_step(direction_room=None, noise_scale=None, x0_coef=None, sigma_fn=None, sign=1.0):
+    def f(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise):
+        a, p = torch.as_tensor(alpha_bar_t), torch.as_tensor(alpha_bar_prev)
+        sig = (sigma_fn or sigma_eta)(a, p, eta)
+        x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+        room = direction_room(a, p, sig) if direction_room else (1 - p - sig**2)
+        out = (x0_coef(a, p) if x0_coef else p.sqrt()) * x0 + sign * room.clamp_min(0).sqrt() * eps
+        return out + (noise_scale(sig) if noise_scale else sig) * noise
+    return f
+
+
+def check_ddim_step(fn) -> str:
+    """Exercise 1.3: ``fn(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise)`` = DDIM eq. (12), x_{t-1}."""
+    mistakes = {
+        "the direction term is sqrt(1 - abar_prev - sigma_t^2) * eps: you left out sigma_t^2":
+            _wrong_step(direction_room=lambda a, p, s: 1 - p),
+        "the direction uses abar_prev (where we go), not abar_t (where we are)":
+            _wrong_step(direction_room=lambda a, p, s: 1 - a - s**2),
+        "the random-noise term sigma_t * noise is missing": _wrong_step(noise_scale=lambda s: 0.0),
+        "sign flip on the direction pointing to x_t": _wrong_step(sign=-1.0),
+        "the predicted x0 is scaled by sqrt(abar_prev), not sqrt(abar_t)": _wrong_step(x0_coef=lambda a, p: a.sqrt()),
+        "sigma_t is sigma_eta(abar_t, abar_prev, eta), not eta itself":
+            _wrong_step(sigma_fn=lambda a, p, e: torch.as_tensor(float(e))),
+        "the noise term is sigma_t * noise, not sigma_t^2 * noise": _wrong_step(noise_scale=lambda s: s**2),
+    }
+    nan_hint = ("With eta = 1 and a big jump, 1 - abar_prev - sigma_t^2 is zero in exact arithmetic but can come out "
+                "slightly negative in float32: clamp it at 0 before the square root (`.clamp_min(0)`).")
+    return check_function("ddim_step", fn, ddim_step, _ddim_step_cases(), mistakes, exercise="Exercise 1.3",
+                          nan_hint=nan_hint)
+
+
+EXERCISES = {"0.1": check_alphas_cumprod, "0.2": check_q_sample_at, "1.1": check_predicted_x0,
+             "1.2": check_sigma_eta, "1.3": check_ddim_step}
 
 
 # -- student notebooks ------------------------------------------------------------------------------------------

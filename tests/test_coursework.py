@@ -126,3 +126,78 @@ def test_student_command_writes_copies(tmp_path, capsys):
     assert "2 exercise(s)" in capsys.readouterr().out
     text = (tmp_path / "00_welcome.ipynb").read_text()
     assert "Exercise 0.1: alphas_cumprod" in text and "torch.cumprod(1 - betas" not in text
+
+
+# -- notebook 01 checks ---------------------------------------------------------------------------------------------
+from course_lib.coursework import check_ddim_step, check_predicted_x0, check_sigma_eta  # noqa: E402
+
+
+def good_predicted_x0(x_t, eps, alpha_bar_t):
+    a = torch.as_tensor(alpha_bar_t)
+    return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+
+def good_sigma_eta(alpha_bar_t, alpha_bar_prev, eta):
+    return eta * ((1 - alpha_bar_prev) / (1 - alpha_bar_t)).sqrt() * (1 - alpha_bar_t / alpha_bar_prev).sqrt()
+
+
+def good_ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise):
+    a, p = torch.as_tensor(alpha_bar_t), torch.as_tensor(alpha_bar_prev)
+    sigma = good_sigma_eta(a, p, eta)
+    x0 = good_predicted_x0(x_t, eps, a)
+    return p.sqrt() * x0 + (1 - p - sigma**2).clamp_min(0).sqrt() * eps + sigma * noise
+
+
+def test_unclamped_direction_gets_the_rounding_hint():
+    def unclamped(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise):
+        a, p = torch.as_tensor(alpha_bar_t), torch.as_tensor(alpha_bar_prev)
+        sigma = good_sigma_eta(a, p, eta)
+        return p.sqrt() * good_predicted_x0(x_t, eps, a) + (1 - p - sigma**2).sqrt() * eps + sigma * noise
+    with pytest.raises(CourseworkError, match="NaN.*clamp it at 0"):
+        check_ddim_step(unclamped)
+
+
+def test_ddim_checks_accept_correct_answers():
+    assert check_predicted_x0(good_predicted_x0).endswith("6/6 cases match")
+    assert check_sigma_eta(good_sigma_eta).endswith("18/18 cases match")
+    assert check_ddim_step(good_ddim_step).endswith("18/18 cases match")
+
+
+def _step_with(**over):
+    def f(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise):
+        a, p = torch.as_tensor(alpha_bar_t), torch.as_tensor(alpha_bar_prev)
+        sigma = over.get("sigma", good_sigma_eta)(a, p, eta)
+        x0 = over.get("x0", good_predicted_x0)(x_t, eps, a)
+        room = over.get("room", lambda a, p, s: 1 - p - s**2)(a, p, sigma)
+        return p.sqrt() * x0 + over.get("sign", 1) * room.clamp_min(0).sqrt() * eps + sigma * over.get("k", 1) * noise
+    return f
+
+
+WRONG_DDIM = {
+    "predicted_x0 sign flip": (check_predicted_x0,
+                               lambda x_t, eps, alpha_bar_t: (x_t + (1 - torch.as_tensor(alpha_bar_t)).sqrt() * eps)
+                               / torch.as_tensor(alpha_bar_t).sqrt(), "sign flip"),
+    "predicted_x0 missing sqrt": (check_predicted_x0,
+                                  lambda x_t, eps, alpha_bar_t: (x_t - (1 - torch.as_tensor(alpha_bar_t)).sqrt() * eps)
+                                  / torch.as_tensor(alpha_bar_t), "missing square root"),
+    "sigma no eta": (check_sigma_eta, lambda alpha_bar_t, alpha_bar_prev, eta: good_sigma_eta(alpha_bar_t, alpha_bar_prev, 1.0),
+                     "eta is missing"),
+    "sigma variance": (check_sigma_eta, lambda alpha_bar_t, alpha_bar_prev, eta:
+                       good_sigma_eta(alpha_bar_t, alpha_bar_prev, eta) ** 2 / max(eta, 1e-12) if eta else
+                       good_sigma_eta(alpha_bar_t, alpha_bar_prev, eta), "differs|variance"),
+    "sigma swapped ratio": (check_sigma_eta, lambda alpha_bar_t, alpha_bar_prev, eta:
+                            eta * ((1 - alpha_bar_t) / (1 - alpha_bar_prev)).sqrt()
+                            * (1 - alpha_bar_t / alpha_bar_prev).sqrt(), "upside down"),
+    "step without sigma^2": (check_ddim_step, _step_with(room=lambda a, p, s: 1 - p), "left out sigma_t"),
+    "step without noise": (check_ddim_step, _step_with(k=0), "noise term"),
+    "step direction sign": (check_ddim_step, _step_with(sign=-1), "sign flip"),
+    "step sigma = eta": (check_ddim_step, _step_with(sigma=lambda a, p, e: torch.as_tensor(float(e))), "not eta itself"),
+    "step uses abar_t in direction": (check_ddim_step, _step_with(room=lambda a, p, s: 1 - a - s**2), "abar_prev"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(WRONG_DDIM))
+def test_ddim_checks_reject_plausible_mistakes(label):
+    check, fn, hint = WRONG_DDIM[label]
+    with pytest.raises(CourseworkError, match=hint):
+        check(fn)

@@ -1,0 +1,169 @@
+"""course_lib.diffusion against the DDIM paper's equations, DDPM, and a reference implementation."""
+import math
+
+import pytest
+import torch
+
+from course_lib.data import GaussianMixture, ring_mixture
+from course_lib.diffusion import (ddim_invert, ddim_sample, ddim_step, ddim_step_terms, ddpm_posterior,
+                                  predicted_x0, q_sample, q_sigma_posterior, sigma_eta, slerp)
+from course_lib.schedules import linear_betas, make_alphas_cumprod, timestep_subsequence
+
+AC = make_alphas_cumprod()
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.3, 1.0])
+def test_q_sigma_keeps_the_marginals_of_eq1(eta):
+    """x_t ~ q(x_t | x0), then x_{t-1} ~ q_sigma(x_{t-1} | x_t, x0) has the marginal q(x_{t-1} | x0) of eq. (1)."""
+    x0 = torch.tensor([[1.0, -2.0]]).expand(200000, 2)
+    t, s = 600, 400
+    a_t, a_s = AC[t].item(), AC[s].item()
+    x_t = q_sample(x0, a_t, torch.randn(x0.shape, generator=gen(0)))
+    mean, var = q_sigma_posterior(x_t, x0, a_t, a_s, sigma_eta(a_t, a_s, eta))
+    x_s = mean + var.sqrt() * torch.randn(x0.shape, generator=gen(1))
+    assert torch.allclose(x_s.mean(0), math.sqrt(a_s) * x0[0], atol=0.01)
+    assert torch.allclose(x_s.var(0), torch.full((2,), 1 - a_s), rtol=0.02)
+
+
+def test_q_sigma_at_eta1_is_the_ddpm_posterior():
+    x_t, x0 = torch.randn(64, 3, 4, 4, generator=gen(2)), torch.randn(64, 3, 4, 4, generator=gen(3))
+    t = torch.randint(1, 1000, (64,), generator=gen(4))
+    a_t, a_prev = AC[t], AC[t - 1]
+    m1, v1 = q_sigma_posterior(x_t, x0, a_t, a_prev, sigma_eta(a_t, a_prev, 1.0))
+    m2, v2 = ddpm_posterior(x_t, x0, a_t, a_prev)
+    assert torch.allclose(m1, m2, atol=1e-5)
+    assert torch.allclose(v1.expand_as(v2), v2, rtol=1e-4, atol=1e-9)
+
+
+def test_ddim_step_is_q_sigma_with_the_predicted_x0():
+    """Eq. (3)/(4): the generative step is q_sigma(x_{t-1} | x_t, f_theta(x_t))."""
+    x_t, eps, noise = (torch.randn(8, 2, generator=gen(i)) for i in (5, 6, 7))
+    a_t, a_prev, eta = 0.3, 0.6, 0.7
+    sigma = sigma_eta(a_t, a_prev, eta)
+    mean, var = q_sigma_posterior(x_t, predicted_x0(x_t, eps, a_t), a_t, a_prev, sigma)
+    assert torch.allclose(ddim_step(x_t, eps, a_t, a_prev, eta, noise), mean + var.sqrt() * noise, atol=1e-6)
+
+
+def test_ddim_terms_are_the_three_named_terms():
+    x_t, eps, noise = (torch.randn(8, 2, generator=gen(i)) for i in (8, 9, 10))
+    a_t, a_prev, eta = 0.3, 0.6, 0.5
+    terms = ddim_step_terms(x_t, eps, a_t, a_prev, eta, noise)
+    sig = sigma_eta(a_t, a_prev, eta)
+    x0 = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+    assert torch.allclose(terms.pred_x0, x0, atol=1e-6)
+    assert torch.allclose(terms.pred_x0_term, math.sqrt(a_prev) * x0, atol=1e-6)
+    assert torch.allclose(terms.direction, torch.sqrt(1 - a_prev - sig**2) * eps, atol=1e-6)
+    assert torch.allclose(terms.noise, sig * noise, atol=1e-6)
+
+
+def test_sigma_eta_formula():
+    a_t, a_prev = torch.tensor([0.2, 0.5]), torch.tensor([0.4, 0.9])
+    expected = 0.6 * torch.sqrt((1 - a_prev) / (1 - a_t)) * torch.sqrt(1 - a_t / a_prev)
+    assert torch.allclose(sigma_eta(a_t, a_prev, 0.6), expected)
+    assert sigma_eta(0.5, 1.0, 1.0).item() == 0.0  # the last step, to abar = 1, adds no noise
+
+
+def test_eta0_sampling_is_deterministic_eta1_is_not():
+    mix = ring_mixture()
+    ts = timestep_subsequence(1000, 20)
+    xT = torch.randn(100, 2, generator=gen(11))
+    a = ddim_sample(mix.eps_fn(AC), xT, AC, ts, eta=0.0, generator=gen(1))
+    b = ddim_sample(mix.eps_fn(AC), xT, AC, ts, eta=0.0, generator=gen(2))
+    assert torch.equal(a, b)
+    c = ddim_sample(mix.eps_fn(AC), xT, AC, ts, eta=1.0, generator=gen(1))
+    d = ddim_sample(mix.eps_fn(AC), xT, AC, ts, eta=1.0, generator=gen(2))
+    assert not torch.allclose(c, d)
+
+
+def test_sigma_hat_variance_is_larger_than_eta1():
+    ts = timestep_subsequence(1000, 10)
+    mix = GaussianMixture(torch.zeros(1, 2), 0.5)
+    xT = torch.randn(20000, 2, generator=gen(12))
+    x_hat = ddim_sample(mix.eps_fn(AC), xT, AC, ts, variance="sigma_hat", generator=gen(13))
+    x_one = ddim_sample(mix.eps_fn(AC), xT, AC, ts, eta=1.0, generator=gen(13))
+    assert x_hat.std() > x_one.std() * 1.05  # the "larger variance" sampler over-disperses at few steps
+    with pytest.raises(ValueError, match="variance"):
+        ddim_sample(mix.eps_fn(AC), xT, AC, ts, variance="big")
+
+
+def test_clipping_is_off_by_default_and_explicit():
+    x_t, eps = torch.full((1, 2), 3.0), torch.full((1, 2), -1.0)
+    assert ddim_step_terms(x_t, eps, 0.5, 0.9).pred_x0.max() > 1
+    assert ddim_step_terms(x_t, eps, 0.5, 0.9, clip_x0=1.0).pred_x0.max() == 1.0
+
+
+def test_inversion_then_sampling_reconstructs():
+    """Table 2 in miniature: exact eps* of a Gaussian mixture; error shrinks as S grows."""
+    mix = ring_mixture(8, 2.0, 0.3)
+    x0, _ = mix.sample(200, gen(14))
+    errs = []
+    for S in (10, 50, 200):
+        ts = timestep_subsequence(1000, S)
+        xT = ddim_invert(mix.eps_fn(AC), x0, AC, ts)
+        rec = ddim_sample(mix.eps_fn(AC), xT, AC, ts, eta=0.0)
+        errs.append(((rec - x0) ** 2).mean().item())
+    assert errs[0] > errs[1] > errs[2] and errs[2] < 1e-3, errs
+    xT, traj = ddim_invert(mix.eps_fn(AC), x0, AC, timestep_subsequence(1000, 10), return_trajectory=True)
+    assert traj.shape == (11, 200, 2) and torch.equal(traj[-1], xT)
+
+
+def test_slerp():
+    z0, z1 = torch.randn(4, 3, 8, 8, generator=gen(15)), torch.randn(4, 3, 8, 8, generator=gen(16))
+    assert torch.allclose(slerp(z0, z1, 0.0), z0, atol=1e-5) and torch.allclose(slerp(z0, z1, 1.0), z1, atol=1e-5)
+    mid = slerp(z0, z1, 0.5)
+    # norms stay near those of the endpoints (linear interpolation would shrink them by about 1/sqrt(2))
+    assert torch.allclose(mid.flatten(1).norm(dim=1), z0.flatten(1).norm(dim=1), rtol=0.15)
+    e = torch.zeros(2, 2); e[:, 0] = 1
+    f = torch.zeros(2, 2); f[:, 1] = 1
+    assert torch.allclose(slerp(e, f, 0.5), torch.full((2, 2), math.sqrt(0.5)))
+    assert torch.allclose(slerp(e, 2 * e, 0.5), 1.5 * e)  # parallel: linear
+    with pytest.raises(ValueError, match="alpha"):
+        slerp(e, f, 1.5)
+
+
+def test_bad_input_names_the_argument():
+    x = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="sigma"):
+        q_sigma_posterior(x, x, 0.5, 0.6, 0.9)  # sigma^2 > 1 - abar_prev
+    with pytest.raises(ValueError, match="alpha_bar_prev"):
+        ddim_step(x, x, 0.5, 0.0)
+    with pytest.raises(ValueError, match="eps"):
+        ddim_step(x, torch.zeros(4, 3), 0.5, 0.6)
+    with pytest.raises(ValueError, match="alpha_bar_t"):
+        predicted_x0(x, x, torch.full((3,), 0.5))
+    with pytest.raises(ValueError, match="eta"):
+        ddim_step(x, x, 0.5, 0.6, eta=-1)
+    with pytest.raises(ValueError, match="x0"):
+        q_sigma_posterior(x, torch.zeros(3, 2), 0.5, 0.6, 0.1)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("S", [10, 50])
+def test_agrees_with_diffusers_ddim_scheduler(eta, S):
+    """Same abar, timesteps, noise predictions and noise as diffusers' DDIMScheduler: outputs agree to 1e-5."""
+    from diffusers import DDIMScheduler
+
+    betas = linear_betas(1000).float()
+    ref = DDIMScheduler(num_train_timesteps=1000, trained_betas=betas.numpy(), clip_sample=False,
+                        set_alpha_to_one=True, timestep_spacing="leading", steps_offset=0)
+    ref.set_timesteps(S)
+    ts = timestep_subsequence(1000, S)
+    assert ref.timesteps.tolist() == ts.tolist()
+    ac = ref.alphas_cumprod  # identical abar on both sides
+    mix = ring_mixture(8, 2.0, 0.3)
+    eps_fn = mix.eps_fn(ac)
+    xT = torch.randn(64, 2, generator=gen(20))
+    ours = ddim_sample(eps_fn, xT, ac, ts, eta=eta, generator=gen(21))
+    g = gen(21)
+    x = xT
+    for i, t in enumerate(ts.tolist()):
+        prev = ts[i + 1].item() if i + 1 < len(ts) else None
+        noise = None
+        if eta > 0 and prev is not None:
+            noise = torch.randn(x.shape, generator=g)  # ours draws exactly when sigma > 0
+        x = ref.step(eps_fn(x, torch.full((64,), t)), t, x, eta=eta, variance_noise=noise).prev_sample
+    assert torch.allclose(ours, x, atol=1e-5), (ours - x).abs().max()
