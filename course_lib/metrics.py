@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from ._checks import check_positive_int, check_tensor
 
 __all__ = [
-    "sliced_wasserstein", "mmd_rbf", "mixture_nll", "frechet_distance_from_stats", "frechet_distance",
+    "sliced_wasserstein", "mmd_rbf", "MMDToReference", "mixture_nll", "frechet_distance_from_stats", "frechet_distance",
     "precision_recall", "psnr", "ssim", "shapes_features", "image_quality",
 ]
 
@@ -72,6 +72,25 @@ def mmd_rbf(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.
         return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
 
     return (k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()).clamp_min(0).float()
+
+
+class MMDToReference:
+    """``mmd_rbf(x, reference)`` for many x against one fixed reference set, with the reference-only term
+    computed once (what a slider demo needs to stay interactive)."""
+
+    def __init__(self, reference: torch.Tensor, bandwidths=(0.1, 0.2, 0.5, 1.0, 2.0)):
+        check_tensor(reference, "reference", ndim=2)
+        self.reference, self.bandwidths = reference.double(), bandwidths
+        self._yy = self._k(self.reference, self.reference).mean()
+
+    def _k(self, a, b):
+        d2 = torch.cdist(a, b) ** 2
+        return sum(torch.exp(-d2 / (2 * h * h)) for h in self.bandwidths)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _check_samples(x, self.reference)
+        x = x.double()
+        return (self._k(x, x).mean() + self._yy - 2 * self._k(x, self.reference).mean()).clamp_min(0).float()
 
 
 def mixture_nll(samples: torch.Tensor, mixture) -> torch.Tensor:

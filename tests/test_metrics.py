@@ -95,3 +95,12 @@ def test_ssim_properties():
     assert ssim(a, b).item() == pytest.approx((2 * 0.2 * -0.4 + c1) / (0.04 + 0.16 + c1), rel=1e-5)
     with pytest.raises(ValueError, match="window_size"):
         ssim(torch.zeros(1, 3, 5, 5), torch.zeros(1, 3, 5, 5))
+
+
+def test_mmd_to_reference_equals_mmd_rbf():
+    from course_lib.metrics import MMDToReference
+    ref = torch.randn(300, 2, generator=gen(20))
+    m = MMDToReference(ref)
+    for s in (21, 22):
+        x = torch.randn(200, 2, generator=gen(s)) + 0.3
+        assert m(x).item() == pytest.approx(mmd_rbf(x, ref).item(), rel=1e-5)

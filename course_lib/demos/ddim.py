@@ -1,0 +1,181 @@
+"""The slider demos of notebook 01 (DDIM). Each function returns a :class:`~course_lib.widgets.SliderDemo`;
+``demo.compute(**values)`` is the maths (cached), ``demo.show()`` puts it under sliders."""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import Circle
+
+from .. import viz
+from ..diffusion import (ddim_sample, ddim_step_terms, ddpm_posterior, predicted_x0, q_sample, q_sigma_posterior,
+                         sigma_eta)
+from ..metrics import MMDToReference, mixture_nll
+from ..schedules import timestep_subsequence
+from ..widgets import slider_demo
+
+__all__ = ["forward_demo", "posterior_demo", "terms_demo", "sampling_demo", "shapes_sampler_demo", "STEP_OPTIONS"]
+
+STEP_OPTIONS = [5, 10, 20, 50, 100, 200, 500, 1000]
+
+
+def forward_demo(image: torch.Tensor, points: torch.Tensor, labels, mixture, alphas_cumprod, seed: int = 0):
+    """Eq. (1) on one shapes image and a 2-D cloud; slider t. The noise is drawn once, so only t moves."""
+    g = torch.Generator().manual_seed(seed)
+    img_noise = torch.randn(image.shape, generator=g)
+    pt_noise = torch.randn(points.shape, generator=g)
+
+    def compute(t):
+        abar = float(alphas_cumprod[t])
+        return {"abar": abar, "image": q_sample(image[None], abar, img_noise[None])[0],
+                "points": q_sample(points, abar, pt_noise)}
+
+    def draw(r, v):
+        fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.8))
+        a.imshow(viz.to_image(r["image"]), interpolation="nearest")
+        a.set_title(rf"$x_t$, $t={v['t']}$: $\sqrt{{\bar\alpha_t}}={math.sqrt(r['abar']):.3f}$, "
+                    rf"$\sqrt{{1-\bar\alpha_t}}={math.sqrt(1 - r['abar']):.3f}$", fontsize=9)
+        a.set_axis_off()
+        viz.scatter_2d(r["points"], b, labels=labels, mixture=mixture, alpha_bar=r["abar"], title="2-D cloud")
+        fig.tight_layout()
+        return fig
+
+    return slider_demo(compute, draw, t=(0, len(alphas_cumprod) - 1, 1, 100))
+
+
+def posterior_demo(x0: torch.Tensor, alphas_cumprod, seed: int = 0, num_samples: int = 300):
+    """Eq. (2): q_sigma(x_prev | x_t, x0) for one 2-D x0 and one x_t; sliders t, jump (prev = t - jump; DDIM's
+    sub-sequences jump, jump = 1 is the one-step posterior) and eta. At eta = 1 the mean and spread coincide
+    with DDPM's posterior (drawn as a cross)."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, 2, generator=g)
+    draws = torch.randn(num_samples, 2, generator=g)
+
+    def compute(t, jump, eta):
+        a_t, a_prev = float(alphas_cumprod[t]), float(alphas_cumprod[max(t - jump, 0)])
+        x_t = q_sample(x0[None], a_t, noise)
+        sigma = sigma_eta(a_t, a_prev, eta)
+        mean, var = q_sigma_posterior(x_t, x0[None], a_t, a_prev, sigma)
+        ddpm_mean, ddpm_var = ddpm_posterior(x_t, x0[None], a_t, a_prev)
+        return {"x_t": x_t[0], "mean": mean[0], "std": float(var.sqrt()), "samples": mean + var.sqrt() * draws,
+                "ddpm_mean": ddpm_mean[0], "ddpm_std": float(ddpm_var.sqrt()), "a_t": a_t, "a_prev": a_prev}
+
+    def draw(r, v):
+        fig, ax = plt.subplots(figsize=(5, 5))
+        s = r["samples"].numpy()
+        ax.scatter(s[:, 0], s[:, 1], s=4, color=viz.TERM_COLORS["noise"], alpha=0.5, label=r"samples of $x_{prev}$")
+        ax.add_patch(Circle(r["mean"].numpy(), r["std"], fill=False, color=viz.TERM_COLORS["noise"]))
+        ax.scatter(*x0.numpy(), color=viz.TERM_COLORS["predicted_x0"], s=60, label="$x_0$", zorder=3)
+        ax.scatter(*r["x_t"].numpy(), color=viz.TERM_COLORS["x_t"], s=60, label="$x_t$", zorder=3)
+        ax.scatter(*r["mean"].numpy(), color="black", s=40, marker="o", label=r"mean of $q_\sigma$", zorder=4)
+        ax.scatter(*r["ddpm_mean"].numpy(), color=viz.TERM_COLORS["guidance"], s=80, marker="x",
+                   label="DDPM posterior mean", zorder=5)
+        pts = np.stack([x0.numpy(), r["x_t"].numpy(), r["mean"].numpy()])
+        c = pts.mean(0)
+        half = max(1.0, np.abs(pts - c).max() + 3 * max(r["std"], 0.05))
+        ax.set_xlim(c[0] - half, c[0] + half)
+        ax.set_ylim(c[1] - half, c[1] + half)
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(rf"$t={v['t']}\to{max(v['t'] - v['jump'], 0)}$, $\eta={v['eta']:.2f}$: $\sigma_t={r['std']:.4f}$ "
+                     rf"(DDPM $\tilde\beta_t^{{1/2}}={r['ddpm_std']:.4f}$)", fontsize=9)
+        return fig
+
+    return slider_demo(compute, draw, t=(1, len(alphas_cumprod) - 1, 1, 300), jump=(1, 300, 1, 100),
+                       eta=(0.0, 1.0, 0.05, 1.0))
+
+
+def terms_demo(mixture, alphas_cumprod, num_points: int = 6, seed: int = 0, lim: float = 3.0):
+    """Eq. (4) as three arrows per point, head to tail: sqrt(abar_prev) * predicted x0, the direction pointing to
+    x_t, and the random noise; the exact eps* of ``mixture`` is the noise prediction. Sliders t, jump, eta."""
+    g = torch.Generator().manual_seed(seed)
+    x0, _ = mixture.sample(num_points, g)
+    eps0 = torch.randn(x0.shape, generator=g)
+    step_noise = torch.randn(x0.shape, generator=g)
+    eps_fn = mixture.eps_fn(alphas_cumprod)
+
+    def compute(t, jump, eta):
+        prev = max(t - jump, 0)
+        a_t, a_prev = float(alphas_cumprod[t]), float(alphas_cumprod[prev]) if t - jump >= 0 else 1.0
+        x_t = q_sample(x0, a_t, eps0)
+        eps = eps_fn(x_t, torch.full((num_points,), t))
+        terms = ddim_step_terms(x_t, eps, a_t, a_prev, eta, step_noise)
+        return {"x_t": x_t, "terms": terms, "a_t": a_t, "a_prev": a_prev,
+                "sigma": float(sigma_eta(a_t, a_prev, eta)), "prev": t - jump}
+
+    def draw(r, v):
+        fig, ax = plt.subplots(figsize=(5.5, 5.5))
+        viz.density_contours(ax, lambda p: mixture.log_prob(p, r["a_prev"]), lim=lim)
+        tm = r["terms"]
+        origin = torch.zeros_like(r["x_t"])
+        parts = [("predicted_x0", tm.pred_x0_term, r"$\sqrt{\bar\alpha_{t-1}}\,\hat x_0$"),
+                 ("direction", tm.direction, r"$\sqrt{1-\bar\alpha_{t-1}-\sigma_t^2}\,\epsilon_\theta$"),
+                 ("noise", tm.noise, r"$\sigma_t\epsilon_t$")]
+        start = origin
+        for key, vec, label in parts:
+            for i in range(len(start)):
+                ax.annotate("", xy=(start + vec)[i].numpy(), xytext=start[i].numpy(),
+                            arrowprops=dict(arrowstyle="->", color=viz.TERM_COLORS[key], lw=1.6))
+            ax.plot([], [], color=viz.TERM_COLORS[key], label=label)
+            start = start + vec
+        ax.scatter(r["x_t"][:, 0], r["x_t"][:, 1], color=viz.TERM_COLORS["x_t"], s=40, label="$x_t$", zorder=3)
+        ax.scatter(tm.x_prev[:, 0], tm.x_prev[:, 1], color="black", s=25, marker="s", label="$x_{t-1}$", zorder=3)
+        ax.scatter(tm.pred_x0[:, 0], tm.pred_x0[:, 1], color=viz.TERM_COLORS["predicted_x0"], marker="*", s=60,
+                   label=r"$\hat x_0$", zorder=3)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, loc="lower left")
+        ax.set_title(rf"$t={v['t']}\to{max(r['prev'], 0) if r['prev'] >= 0 else 'x_0'}$, $\eta={v['eta']:.2f}$, "
+                     rf"$\sigma_t={r['sigma']:.3f}$ (arrows from the origin, head to tail)", fontsize=9)
+        return fig
+
+    return slider_demo(compute, draw, t=(1, len(alphas_cumprod) - 1, 1, 400), jump=(1, 500, 1, 100),
+                       eta=(0.0, 1.0, 0.05, 0.0))
+
+
+def sampling_demo(eps_fns: dict, mixture, alphas_cumprod, num_points: int = 256, seed: int = 0,
+                  reference_size: int = 1000):
+    """Sampling the 2-D ring with a choice of noise prediction (``eps_fns``: name -> eps_fn(x_t, t)), number of
+    steps S, sub-sequence tau and eta; the title shows MMD to fresh data and the NLL under the exact ring."""
+    reference, _ = mixture.sample(reference_size, torch.Generator().manual_seed(seed + 1))
+    mmd = MMDToReference(reference)
+    x_T = torch.randn(num_points, 2, generator=torch.Generator().manual_seed(seed))
+    T = len(alphas_cumprod)
+
+    def compute(model, steps, tau, eta):
+        ts = timestep_subsequence(T, steps, tau)
+        x = ddim_sample(eps_fns[model], x_T, alphas_cumprod, ts, eta=eta,
+                        generator=torch.Generator().manual_seed(seed + 2))
+        return {"x": x, "mmd": float(mmd(x)), "nll": float(mixture_nll(x, mixture))}
+
+    def draw(r, v):
+        fig, ax = plt.subplots(figsize=(4.6, 4.6))
+        viz.scatter_2d(r["x"], ax, mixture=mixture, color=viz.TERM_COLORS["predicted_x0"])
+        ax.set_title(f"{v['model']}, S={v['steps']} ({v['tau']}), eta={v['eta']:.1f}\n"
+                     f"MMD {r['mmd']:.4f}   NLL {r['nll']:.2f} nats", fontsize=9)
+        return fig
+
+    return slider_demo(compute, draw, model=list(eps_fns), steps=STEP_OPTIONS, tau=["uniform", "quadratic"],
+                       eta=(0.0, 1.0, 0.1, 0.0))
+
+
+def shapes_sampler_demo(samples: dict, table: dict):
+    """The shapes DDPM under every sampler of the Table-1 sweep (precomputed by ``python -m course_lib.experiments
+    ddim``): pick the sampler and S, see 16 samples and the measured FD, precision and recall."""
+    samplers = list(table)
+    steps = sorted({int(s) for row in table.values() for s in row})
+
+    def compute(sampler, steps):
+        return {"x": samples[f"{sampler}|S={steps}"], **table[sampler][str(steps)]}
+
+    def draw(r, v):
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        viz.show_images(r["x"], nrow=8, ax=ax)
+        ax.set_title(f"{v['sampler']}, S={v['steps']}: FD {r['fd']:.2f}, precision {r['precision']:.2f}, "
+                     f"recall {r['recall']:.2f}", fontsize=9)
+        return fig
+
+    return slider_demo(compute, draw, sampler=samplers, steps=steps)

@@ -1,0 +1,143 @@
+"""Sweeps too heavy for a notebook cell; they write results the notebooks display.
+
+    python -m course_lib.experiments ddim            # DDIM Tables 1 and 2 at toy scale (~15 min on 2 cores)
+    python -m course_lib.experiments ddim --quick    # a reduced sweep (what the tests run)
+
+Output: ``notebooks/results/ddim_tables.json`` (numbers) and ``notebooks/results/ddim_samples.safetensors``
+(16 shapes samples per sampler configuration, for the notebook's slider).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from . import checkpoints
+from .data import generate_shapes, ring_mixture
+from .diffusion import ddim_invert, ddim_sample
+from .metrics import image_quality, mixture_nll, mmd_rbf, sliced_wasserstein
+from .schedules import make_alphas_cumprod, timestep_subsequence
+
+RESULTS = Path(__file__).resolve().parent.parent / "notebooks" / "results"
+
+# DDIM paper, Table 1 (CIFAR10, FID, lower is better) and Table 2 (CIFAR10 reconstruction error per dimension),
+# as printed in Song, Meng & Ermon (ICLR 2021).
+PAPER_TABLE1_CIFAR10 = {
+    "S": [10, 20, 50, 100, 1000],
+    "eta=0.0": [13.36, 6.84, 4.67, 4.16, 4.04],
+    "eta=0.2": [14.04, 7.11, 4.77, 4.25, 4.09],
+    "eta=0.5": [16.66, 8.35, 5.25, 4.46, 4.29],
+    "eta=1.0": [41.07, 18.36, 8.01, 5.78, 4.73],
+    "sigma_hat": [367.43, 133.37, 32.72, 9.99, 3.17],
+}
+PAPER_TABLE2_CIFAR10 = {"S": [10, 20, 50, 100, 200, 500, 1000],
+                        "error": [0.014, 0.0065, 0.0023, 0.0009, 0.0004, 0.0001, 0.0001]}
+
+FULL = dict(steps=(10, 20, 50, 100, 1000), etas=(0.0, 0.2, 0.5, 1.0), n_points=2000, n_images=256,
+            table2_steps=(10, 20, 50, 100, 200, 500, 1000), n_table2=32)
+QUICK = dict(steps=(10, 50), etas=(0.0, 1.0), n_points=1000, n_images=48, table2_steps=(10, 50), n_table2=8)
+
+
+def _samplers(etas):
+    return [(f"eta={eta:.1f}", dict(eta=eta)) for eta in etas] + [("sigma_hat", dict(variance="sigma_hat"))]
+
+
+def ddim_tables(cfg: dict, log=print) -> tuple[dict, dict]:
+    """Table 1 (quality against S and eta, plus sigma-hat) for the exact-score ring, the trained ring MLP and the
+    shapes DDPM; Table 2 (invert-then-decode error against S). Returns (results, sample tensors)."""
+    ac = make_alphas_cumprod()
+    ring = ring_mixture()
+    real_pts, _ = ring.sample(cfg["n_points"], torch.Generator().manual_seed(123))
+    mlp = checkpoints.load("ring8_mlp")
+    ddpm = checkpoints.load("shapes_ddpm16")
+    clf = checkpoints.load("shapes_classifier16")
+    real_imgs = generate_shapes(1000, 16, 1, seed=10_000_000 + 3).images
+    n = cfg["n_images"]
+    labels = torch.arange(n) % 4
+    out = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+           "paper_table1_cifar10_fid": PAPER_TABLE1_CIFAR10, "paper_table2_cifar10": PAPER_TABLE2_CIFAR10}
+    samples = {}
+    models = {
+        "ring_exact": lambda x, t: ring.eps_fn(ac)(x, t),
+        "ring8_mlp": lambda x, t: mlp(x, t),
+    }
+    with torch.no_grad():
+        for name, eps_fn in models.items():
+            table = {}
+            for label, kw in _samplers(cfg["etas"]):
+                row = {}
+                for S in cfg["steps"]:
+                    g = torch.Generator().manual_seed(7)
+                    xT = torch.randn(cfg["n_points"], 2, generator=g)
+                    t0 = time.perf_counter()
+                    x = ddim_sample(eps_fn, xT, ac, timestep_subsequence(1000, S), generator=g, **kw)
+                    row[str(S)] = {"mmd": round(float(mmd_rbf(x, real_pts)), 5),
+                                   "sliced_w2": round(float(sliced_wasserstein(x, real_pts)), 4),
+                                   "nll": round(float(mixture_nll(x, ring)), 3),
+                                   "seconds": round(time.perf_counter() - t0, 3), "nfe": S}
+                table[label] = row
+                log(f"{name} {label}: " + ", ".join(f"S={s} mmd={v['mmd']}" for s, v in row.items()))
+            out[f"table1_{name}"] = table
+        table = {}
+        for label, kw in _samplers(cfg["etas"]):
+            row = {}
+            for S in cfg["steps"]:
+                g = torch.Generator().manual_seed(7)
+                xT = torch.randn(n, 3, 16, 16, generator=g)
+                t0 = time.perf_counter()
+                x = ddim_sample(lambda x, t: ddpm(x, t, labels), xT, ac, timestep_subsequence(1000, S),
+                                generator=g, **kw)
+                secs = time.perf_counter() - t0
+                row[str(S)] = {**image_quality(x.clamp(-1, 1), real_imgs, clf, labels),
+                               "seconds": round(secs, 2), "nfe": S}
+                samples[f"{label}|S={S}"] = x[:16].contiguous()
+                log(f"shapes_ddpm16 {label} S={S}: {row[str(S)]}")
+            table[label] = row
+        out["table1_shapes_ddpm16"] = table
+
+        # Table 2: encode with the ODE, decode with the same S, mean squared error per dimension.
+        # Images are mapped to [0, 1] first so the numbers compare with the paper's.
+        x0_img = generate_shapes(cfg["n_table2"], 16, 1, seed=424242)
+        x0_pts, _ = ring.sample(500, torch.Generator().manual_seed(9))
+        t2 = {"S": list(cfg["table2_steps"]), "shapes_ddpm16": [], "ring_exact": []}
+        for S in cfg["table2_steps"]:
+            ts = timestep_subsequence(1000, S)
+            y = x0_img.labels
+            eps_fn = lambda x, t: ddpm(x, t, y)  # noqa: E731
+            rec = ddim_sample(eps_fn, ddim_invert(eps_fn, x0_img.images, ac, ts), ac, ts)
+            t2["shapes_ddpm16"].append(float(f"{(((rec - x0_img.images) / 2) ** 2).mean().item():.3g}"))
+            e = ring.eps_fn(ac)
+            rec = ddim_sample(e, ddim_invert(e, x0_pts, ac, ts), ac, ts)
+            t2["ring_exact"].append(float(f"{((rec - x0_pts) ** 2).mean().item():.3g}"))
+            log(f"table2 S={S}: shapes {t2['shapes_ddpm16'][-1]}, ring {t2['ring_exact'][-1]}")
+        out["table2"] = t2
+    return out, samples
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m course_lib.experiments")
+    p.add_argument("name", choices=["ddim"])
+    p.add_argument("--quick", action="store_true", help="reduced sweep (a minute)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    a = p.parse_args(argv)
+    torch.manual_seed(0)
+    t0 = time.time()
+    results, samples = ddim_tables(QUICK if a.quick else FULL)
+    results["wall_time_s"] = round(time.time() - t0, 1)
+    results["command"] = "python -m course_lib.experiments ddim" + (" --quick" if a.quick else "")
+    results["torch_threads"] = torch.get_num_threads()
+    a.out.mkdir(parents=True, exist_ok=True)
+    suffix = "_quick" if a.quick else ""
+    (a.out / f"ddim_tables{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
+    save_file(samples, str(a.out / f"ddim_samples{suffix}.safetensors"))
+    print(f"wrote {a.out}/ddim_tables{suffix}.json in {results['wall_time_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

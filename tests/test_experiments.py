@@ -1,0 +1,39 @@
+"""A reduced DDIM Table-1/Table-2 sweep reproduces the trends the notebook reports."""
+import json
+from pathlib import Path
+
+import pytest
+
+from course_lib.experiments import QUICK, ddim_tables
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def quick():
+    return ddim_tables(QUICK, log=lambda *a: None)
+
+
+def test_quick_sweep_trends(quick):
+    res, samples = quick
+    ring = res["table1_ring_exact"]
+    # more steps, better samples; sigma-hat is far worse than DDIM at few steps
+    assert ring["eta=0.0"]["50"]["mmd"] < ring["eta=0.0"]["10"]["mmd"]
+    assert ring["sigma_hat"]["10"]["mmd"] > 3 * ring["eta=0.0"]["10"]["mmd"]
+    shapes = res["table1_shapes_ddpm16"]
+    assert shapes["sigma_hat"]["10"]["fd"] > 5 * shapes["eta=0.0"]["10"]["fd"]
+    assert shapes["eta=0.0"]["50"]["accuracy"] >= 0.9
+    t2 = res["table2"]
+    assert t2["shapes_ddpm16"][1] < t2["shapes_ddpm16"][0] and t2["ring_exact"][1] < t2["ring_exact"][0]
+    assert samples["eta=0.0|S=10"].shape == (16, 3, 16, 16)
+
+
+def test_shipped_results_file_is_complete_and_shows_the_same_trends():
+    res = json.loads((ROOT / "notebooks" / "results" / "ddim_tables.json").read_text())
+    shapes = res["table1_shapes_ddpm16"]
+    assert set(shapes) == {"eta=0.0", "eta=0.2", "eta=0.5", "eta=1.0", "sigma_hat"}
+    assert all(set(row) == {"10", "20", "50", "100", "1000"} for row in shapes.values())
+    assert shapes["sigma_hat"]["10"]["fd"] > 5 * shapes["eta=0.0"]["10"]["fd"]
+    assert shapes["eta=0.0"]["1000"]["fd"] < shapes["eta=0.0"]["10"]["fd"]
+    errs = res["table2"]["shapes_ddpm16"]
+    assert errs[0] > errs[2] > errs[-1]
