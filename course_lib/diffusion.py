@@ -146,22 +146,32 @@ def ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, 
     if eps.shape != x_t.shape:
         raise ValueError(f"eps: expected the shape of x_t {tuple(x_t.shape)}, got {tuple(eps.shape)}")
     a_prev = _coef(alpha_bar_prev, x_t, "alpha_bar_prev")
+    a_t = _coef(alpha_bar_t, x_t, "alpha_bar_t")
     if sigma is None:
         sigma = sigma_eta(alpha_bar_t, alpha_bar_prev, eta)
     sigma = broadcast_to_batch(as_tensor(sigma, "sigma"), x_t, "sigma")
+    if noise is None:
+        noise = torch.randn_like(x_t) if bool((sigma > 0).any()) else torch.zeros_like(x_t)
+    return _ddim_terms(x_t, eps, a_t, a_prev, sigma, noise, clip_x0)
+
+
+def _ddim_terms(x_t, eps, a_t, a_prev, sigma, noise, clip_x0=None) -> DDIMTerms:
+    """Eq. (12) on validated inputs (tensors that broadcast, or floats): the one place the update is computed."""
     # 1. predicted x0 (eq. 12, first bracket)
-    x0 = predicted_x0(x_t, eps, alpha_bar_t)
+    x0 = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
     if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
         # keep eps consistent with the clipped x0 so the direction term points from it to x_t
-        a_t = _coef(alpha_bar_t, x_t, "alpha_bar_t")
-        eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt().clamp_min(1e-12)
+        eps = (x_t - a_t**0.5 * x0) / max_or_clamp(1 - a_t, 1e-24) ** 0.5
     # 2. direction pointing to x_t; clamp: sigma-hat can exceed 1 - alpha_{t-1} by rounding
-    direction = (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps
+    direction = max_or_clamp(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps
     # 3. random noise
-    if noise is None:
-        noise = torch.randn_like(x_t) if bool((sigma > 0).any()) else torch.zeros_like(x_t)
-    return DDIMTerms(x0, a_prev.sqrt() * x0, direction, sigma * noise)
+    return DDIMTerms(x0, a_prev**0.5 * x0, direction, sigma * noise)
+
+
+def max_or_clamp(value, floor: float):
+    """max(value, floor) for floats, value.clamp_min(floor) for tensors."""
+    return value.clamp_min(floor) if isinstance(value, torch.Tensor) else max(value, floor)
 
 
 def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x0=None) -> torch.Tensor:
@@ -198,27 +208,28 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
     ts = _check_timesteps(timesteps, len(ac))
     if variance not in ("eta", "sigma_hat"):
         raise ValueError(f"variance: expected 'eta' or 'sigma_hat', got {variance!r}")
-    x = x_T
-    traj = [x]
-    n = x.shape[0]
     steps = ts.tolist()
-    iterator = steps
+    # Coefficients of every step, computed once as Python floats: the loop below is then a handful of
+    # tensor operations per step (this matters for 1000-step samplers in slider demos).
+    a_ts = ac[ts].tolist()
+    a_prevs = a_ts[1:] + [1.0]  # after the last timestep: alpha_bar = 1, i.e. x0
+    if variance == "sigma_hat":
+        sigmas = [(1 - a / p) ** 0.5 if i + 1 < len(steps) else 0.0
+                  for i, (a, p) in enumerate(zip(a_ts, a_prevs))]
+    else:
+        sigmas = sigma_eta(ac[ts], torch.tensor(a_prevs, dtype=ac.dtype, device=ac.device), eta).tolist()
+    x, traj, n = x_T, [x_T], x_T.shape[0]
+    t_batches = [torch.full((n,), t, dtype=torch.long, device=x.device) for t in steps]
+    iterator = range(len(steps))
     if progress:
         from tqdm.auto import tqdm
-        iterator = tqdm(steps, desc="sampling", leave=False)
-    for i, t in enumerate(iterator):
-        a_t = ac[t]
-        a_prev = ac[steps[i + 1]] if i + 1 < len(steps) else torch.ones((), dtype=ac.dtype, device=ac.device)
-        eps = eps_fn(x, torch.full((n,), t, dtype=torch.long, device=x.device))
-        if variance == "sigma_hat":
-            sigma = (1 - a_t / a_prev).sqrt() if i + 1 < len(steps) else torch.zeros(())
-        else:
-            sigma = sigma_eta(a_t, a_prev, eta)
-        noise = None
-        if float(sigma) > 0:
-            noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
-        x = ddim_step_terms(x, eps, a_t.float(), a_prev.float(), noise=noise, clip_x0=clip_x0,
-                            sigma=sigma.float()).x_prev
+        iterator = tqdm(iterator, desc="sampling", leave=False)
+    for i in iterator:
+        eps = eps_fn(x, t_batches[i])
+        noise = 0.0
+        if sigmas[i] > 0:  # drawn on the CPU from the generator: the same numbers on every device
+            noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+        x = _ddim_terms(x, eps, a_ts[i], a_prevs[i], sigmas[i], noise, clip_x0).x_prev
         if return_trajectory:
             traj.append(x)
     return (x, torch.stack(traj)) if return_trajectory else x

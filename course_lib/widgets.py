@@ -1,7 +1,8 @@
 """Slider demos from plain functions, with caching.
 
 A demo is two functions: ``compute(**values) -> result`` (the maths, cached by slider values,
-testable in plain pytest) and ``draw(result, values) -> matplotlib Figure`` (the picture).
+testable in plain pytest) and ``draw(result, values) -> matplotlib Figure`` (the picture), plus
+optionally ``update(fig, result, values)`` that moves the artists of the first figure in place.
 :class:`SliderDemo` wires them to ipywidgets: moving a slider calls compute (instantly when
 the values were seen before) and redraws.
 
@@ -46,8 +47,8 @@ def make_widget(name: str, spec):
 class SliderDemo:
     """compute + draw + sliders. ``cache_size`` results are kept (least recently used dropped)."""
 
-    def __init__(self, compute, draw=None, sliders: dict | None = None, cache_size: int = 256):
-        self.compute_fn, self.draw_fn = compute, draw
+    def __init__(self, compute, draw=None, sliders: dict | None = None, cache_size: int = 256, update=None):
+        self.compute_fn, self.draw_fn, self.update_fn = compute, draw, update
         self.sliders = {k: make_widget(k, v) for k, v in (sliders or {}).items()}
         self.cache_size = cache_size
         self._cache: OrderedDict = OrderedDict()
@@ -82,7 +83,11 @@ class SliderDemo:
         if self.draw_fn is not None:
             from IPython.display import clear_output, display
 
-            fig = self.draw_fn(result, values)
+            if self.update_fn is not None and self.figure is not None:
+                fig = self.figure  # move the existing artists: much cheaper than building a new figure
+                self.update_fn(fig, result, values)
+            else:
+                fig = self.draw_fn(result, values)
             with self.output:
                 clear_output(wait=True)
                 display(fig)
@@ -121,6 +126,10 @@ class SliderDemo:
         return None
 
 
-def slider_demo(compute, draw=None, cache_size: int = 256, **sliders) -> SliderDemo:
-    """Build a :class:`SliderDemo`; each keyword is a slider spec for the argument of the same name."""
-    return SliderDemo(compute, draw, sliders, cache_size)
+def slider_demo(compute, draw=None, cache_size: int = 256, update=None, **sliders) -> SliderDemo:
+    """Build a :class:`SliderDemo`; each keyword is a slider spec for the argument of the same name.
+
+    ``update(fig, result, values)``, if given, redraws by changing the artists of the figure that ``draw``
+    made the first time (set_data, set_offsets, set_text) instead of building a new figure.
+    """
+    return SliderDemo(compute, draw, sliders, cache_size, update)

@@ -19,6 +19,7 @@ from ..widgets import slider_demo
 __all__ = ["forward_demo", "posterior_demo", "terms_demo", "sampling_demo", "shapes_sampler_demo", "STEP_OPTIONS"]
 
 STEP_OPTIONS = [5, 10, 20, 50, 100, 200, 500, 1000]
+DPI = 80  # live figures are re-rendered on every slider move; fewer pixels keep the callback within budget
 
 
 def forward_demo(image: torch.Tensor, points: torch.Tensor, labels, mixture, alphas_cumprod, seed: int = 0):
@@ -32,17 +33,29 @@ def forward_demo(image: torch.Tensor, points: torch.Tensor, labels, mixture, alp
         return {"abar": abar, "image": q_sample(image[None], abar, img_noise[None])[0],
                 "points": q_sample(points, abar, pt_noise)}
 
+    def title(r, v):
+        return (rf"$x_t$, $t={v['t']}$: $\sqrt{{\bar\alpha_t}}={math.sqrt(r['abar']):.3f}$, "
+                rf"$\sqrt{{1-\bar\alpha_t}}={math.sqrt(1 - r['abar']):.3f}$")
+
     def draw(r, v):
-        fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.8))
-        a.imshow(viz.to_image(r["image"]), interpolation="nearest")
-        a.set_title(rf"$x_t$, $t={v['t']}$: $\sqrt{{\bar\alpha_t}}={math.sqrt(r['abar']):.3f}$, "
-                    rf"$\sqrt{{1-\bar\alpha_t}}={math.sqrt(1 - r['abar']):.3f}$", fontsize=9)
+        fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.8), dpi=DPI)
+        fig.artists_ = {"image": a.imshow(viz.to_image(r["image"]), interpolation="nearest"),
+                        "points": viz.scatter_2d(r["points"], b, labels=labels, title="2-D cloud"), "ax": b,
+                        "contours": viz.density_contours(b, lambda p: mixture.log_prob(p, r["abar"]))}
+        a.set_title(title(r, v), fontsize=9)
         a.set_axis_off()
-        viz.scatter_2d(r["points"], b, labels=labels, mixture=mixture, alpha_bar=r["abar"], title="2-D cloud")
         fig.tight_layout()
         return fig
 
-    return slider_demo(compute, draw, t=(0, len(alphas_cumprod) - 1, 1, 100))
+    def update(fig, r, v):
+        art = fig.artists_
+        art["image"].set_data(viz.to_image(r["image"]))
+        art["image"].axes.set_title(title(r, v), fontsize=9)
+        art["points"].set_offsets(r["points"].numpy())
+        art["contours"].remove()
+        art["contours"] = viz.density_contours(art["ax"], lambda p: mixture.log_prob(p, r["abar"]))
+
+    return slider_demo(compute, draw, update=update, t=(0, len(alphas_cumprod) - 1, 1, 100))
 
 
 def posterior_demo(x0: torch.Tensor, alphas_cumprod, seed: int = 0, num_samples: int = 300):
@@ -62,28 +75,43 @@ def posterior_demo(x0: torch.Tensor, alphas_cumprod, seed: int = 0, num_samples:
         return {"x_t": x_t[0], "mean": mean[0], "std": float(var.sqrt()), "samples": mean + var.sqrt() * draws,
                 "ddpm_mean": ddpm_mean[0], "ddpm_std": float(ddpm_var.sqrt()), "a_t": a_t, "a_prev": a_prev}
 
+    def title(r, v):
+        return (rf"$t={v['t']} \to {max(v['t'] - v['jump'], 0)}$, $\eta={v['eta']:.2f}$: $\sigma_t={r['std']:.4f}$ "
+                rf"(DDPM $\tilde\beta_t^{{1/2}}={r['ddpm_std']:.4f}$)")
+
     def draw(r, v):
-        fig, ax = plt.subplots(figsize=(5, 5))
-        s = r["samples"].numpy()
-        ax.scatter(s[:, 0], s[:, 1], s=4, color=viz.TERM_COLORS["noise"], alpha=0.5, label=r"samples of $x_{prev}$")
-        ax.add_patch(Circle(r["mean"].numpy(), r["std"], fill=False, color=viz.TERM_COLORS["noise"]))
-        ax.scatter(*x0.numpy(), color=viz.TERM_COLORS["predicted_x0"], s=60, label="$x_0$", zorder=3)
-        ax.scatter(*r["x_t"].numpy(), color=viz.TERM_COLORS["x_t"], s=60, label="$x_t$", zorder=3)
-        ax.scatter(*r["mean"].numpy(), color="black", s=40, marker="o", label=r"mean of $q_\sigma$", zorder=4)
-        ax.scatter(*r["ddpm_mean"].numpy(), color=viz.TERM_COLORS["guidance"], s=80, marker="x",
-                   label="DDPM posterior mean", zorder=5)
+        fig, ax = plt.subplots(figsize=(5, 5), dpi=DPI)
+        C = viz.TERM_COLORS
+        art = fig.artists_ = {"ax": ax}
+        art["samples"] = ax.scatter(*r["samples"].numpy().T, s=4, color=C["noise"], alpha=0.5,
+                                    label=r"samples of $x_{prev}$")
+        art["circle"] = ax.add_patch(Circle(r["mean"].numpy(), r["std"], fill=False, color=C["noise"]))
+        ax.scatter(*x0.numpy(), color=C["predicted_x0"], s=60, label="$x_0$", zorder=3)
+        art["x_t"] = ax.scatter(*r["x_t"].numpy(), color=C["x_t"], s=60, label="$x_t$", zorder=3)
+        art["mean"] = ax.scatter(*r["mean"].numpy(), color="black", s=40, label=r"mean of $q_\sigma$", zorder=4)
+        art["ddpm"] = ax.scatter(*r["ddpm_mean"].numpy(), color=C["guidance"], s=80, marker="x",
+                                 label="DDPM posterior mean", zorder=5)
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, loc="upper left")
+        update(fig, r, v)
+        return fig
+
+    def update(fig, r, v):
+        art = fig.artists_
+        art["samples"].set_offsets(r["samples"].numpy())
+        art["circle"].set_center(r["mean"].numpy())
+        art["circle"].set_radius(r["std"])
+        for key in ("x_t", "mean"):
+            art[key].set_offsets(r[key].numpy()[None])
+        art["ddpm"].set_offsets(r["ddpm_mean"].numpy()[None])
         pts = np.stack([x0.numpy(), r["x_t"].numpy(), r["mean"].numpy()])
         c = pts.mean(0)
         half = max(1.0, np.abs(pts - c).max() + 3 * max(r["std"], 0.05))
-        ax.set_xlim(c[0] - half, c[0] + half)
-        ax.set_ylim(c[1] - half, c[1] + half)
-        ax.set_aspect("equal")
-        ax.legend(fontsize=7, loc="upper left")
-        ax.set_title(rf"$t={v['t']}\to{max(v['t'] - v['jump'], 0)}$, $\eta={v['eta']:.2f}$: $\sigma_t={r['std']:.4f}$ "
-                     rf"(DDPM $\tilde\beta_t^{{1/2}}={r['ddpm_std']:.4f}$)", fontsize=9)
-        return fig
+        art["ax"].set_xlim(c[0] - half, c[0] + half)
+        art["ax"].set_ylim(c[1] - half, c[1] + half)
+        art["ax"].set_title(title(r, v), fontsize=9)
 
-    return slider_demo(compute, draw, t=(1, len(alphas_cumprod) - 1, 1, 300), jump=(1, 300, 1, 100),
+    return slider_demo(compute, draw, update=update, t=(1, len(alphas_cumprod) - 1, 1, 300), jump=(1, 300, 1, 100),
                        eta=(0.0, 1.0, 0.05, 1.0))
 
 
@@ -105,34 +133,57 @@ def terms_demo(mixture, alphas_cumprod, num_points: int = 6, seed: int = 0, lim:
         return {"x_t": x_t, "terms": terms, "a_t": a_t, "a_prev": a_prev,
                 "sigma": float(sigma_eta(a_t, a_prev, eta)), "prev": t - jump}
 
-    def draw(r, v):
-        fig, ax = plt.subplots(figsize=(5.5, 5.5))
-        viz.density_contours(ax, lambda p: mixture.log_prob(p, r["a_prev"]), lim=lim)
-        tm = r["terms"]
-        origin = torch.zeros_like(r["x_t"])
-        parts = [("predicted_x0", tm.pred_x0_term, r"$\sqrt{\bar\alpha_{t-1}}\,\hat x_0$"),
-                 ("direction", tm.direction, r"$\sqrt{1-\bar\alpha_{t-1}-\sigma_t^2}\,\epsilon_\theta$"),
-                 ("noise", tm.noise, r"$\sigma_t\epsilon_t$")]
-        start = origin
-        for key, vec, label in parts:
-            for i in range(len(start)):
-                ax.annotate("", xy=(start + vec)[i].numpy(), xytext=start[i].numpy(),
-                            arrowprops=dict(arrowstyle="->", color=viz.TERM_COLORS[key], lw=1.6))
-            ax.plot([], [], color=viz.TERM_COLORS[key], label=label)
+    parts = [("predicted_x0", "pred_x0_term", r"$\sqrt{\bar\alpha_{t-1}}\,\hat x_0$"),
+             ("direction", "direction", r"$\sqrt{1-\bar\alpha_{t-1}-\sigma_t^2}\,\epsilon_\theta$"),
+             ("noise", "noise", r"$\sigma_t\epsilon_t$")]
+
+    def title(r, v):
+        return (rf"$t={v['t']} \to {max(r['prev'], 0) if r['prev'] >= 0 else 'x_0'}$, $\eta={v['eta']:.2f}$, "
+                rf"$\sigma_t={r['sigma']:.3f}$ (arrows from the origin, head to tail)")
+
+    def arrows(tm):
+        """(start, vector) of the three arrows of every point, head to tail from the origin."""
+        start, out = torch.zeros_like(tm.pred_x0), []
+        for _, attr, _ in parts:
+            vec = getattr(tm, attr) * torch.ones_like(start)
+            out.append((start.numpy(), vec.numpy()))
             start = start + vec
-        ax.scatter(r["x_t"][:, 0], r["x_t"][:, 1], color=viz.TERM_COLORS["x_t"], s=40, label="$x_t$", zorder=3)
-        ax.scatter(tm.x_prev[:, 0], tm.x_prev[:, 1], color="black", s=25, marker="s", label="$x_{t-1}$", zorder=3)
-        ax.scatter(tm.pred_x0[:, 0], tm.pred_x0[:, 1], color=viz.TERM_COLORS["predicted_x0"], marker="*", s=60,
-                   label=r"$\hat x_0$", zorder=3)
+        return out
+
+    def draw(r, v):
+        fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=DPI)
+        art = fig.artists_ = {"ax": ax, "contours": viz.density_contours(ax, lambda p: mixture.log_prob(p, r["a_prev"]),
+                                                                         lim=lim)}
+        art["quivers"] = []
+        for (key, _, label), (start, vec) in zip(parts, arrows(r["terms"])):
+            art["quivers"].append(ax.quiver(start[:, 0], start[:, 1], vec[:, 0], vec[:, 1], angles="xy",
+                                            scale_units="xy", scale=1, color=viz.TERM_COLORS[key], width=0.006,
+                                            label=label, zorder=2))
+        tm = r["terms"]
+        art["x_t"] = ax.scatter(*r["x_t"].numpy().T, color=viz.TERM_COLORS["x_t"], s=40, label="$x_t$", zorder=3)
+        art["x_prev"] = ax.scatter(*tm.x_prev.numpy().T, color="black", s=25, marker="s", label="$x_{t-1}$", zorder=3)
+        art["x0"] = ax.scatter(*tm.pred_x0.numpy().T, color=viz.TERM_COLORS["predicted_x0"], marker="*", s=60,
+                               label=r"$\hat x_0$", zorder=3)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
         ax.legend(fontsize=7, loc="lower left")
-        ax.set_title(rf"$t={v['t']}\to{max(r['prev'], 0) if r['prev'] >= 0 else 'x_0'}$, $\eta={v['eta']:.2f}$, "
-                     rf"$\sigma_t={r['sigma']:.3f}$ (arrows from the origin, head to tail)", fontsize=9)
+        ax.set_title(title(r, v), fontsize=9)
         return fig
 
-    return slider_demo(compute, draw, t=(1, len(alphas_cumprod) - 1, 1, 400), jump=(1, 500, 1, 100),
+    def update(fig, r, v):
+        art = fig.artists_
+        for q, (start, vec) in zip(art["quivers"], arrows(r["terms"])):
+            q.set_offsets(start)
+            q.set_UVC(vec[:, 0], vec[:, 1])
+        art["x_t"].set_offsets(r["x_t"].numpy())
+        art["x_prev"].set_offsets(r["terms"].x_prev.numpy())
+        art["x0"].set_offsets(r["terms"].pred_x0.numpy())
+        art["contours"].remove()
+        art["contours"] = viz.density_contours(art["ax"], lambda p: mixture.log_prob(p, r["a_prev"]), lim=lim)
+        art["ax"].set_title(title(r, v), fontsize=9)
+
+    return slider_demo(compute, draw, update=update, t=(1, len(alphas_cumprod) - 1, 1, 400), jump=(1, 500, 1, 100),
                        eta=(0.0, 1.0, 0.05, 0.0))
 
 
@@ -151,14 +202,22 @@ def sampling_demo(eps_fns: dict, mixture, alphas_cumprod, num_points: int = 256,
                         generator=torch.Generator().manual_seed(seed + 2))
         return {"x": x, "mmd": float(mmd(x)), "nll": float(mixture_nll(x, mixture))}
 
+    def title(r, v):
+        return (f"{v['model']}, S={v['steps']} ({v['tau']}), eta={v['eta']:.1f}\n"
+                f"MMD {r['mmd']:.4f}   NLL {r['nll']:.2f} nats")
+
     def draw(r, v):
-        fig, ax = plt.subplots(figsize=(4.6, 4.6))
-        viz.scatter_2d(r["x"], ax, mixture=mixture, color=viz.TERM_COLORS["predicted_x0"])
-        ax.set_title(f"{v['model']}, S={v['steps']} ({v['tau']}), eta={v['eta']:.1f}\n"
-                     f"MMD {r['mmd']:.4f}   NLL {r['nll']:.2f} nats", fontsize=9)
+        fig, ax = plt.subplots(figsize=(4.6, 4.6), dpi=DPI)
+        fig.artists_ = {"points": viz.scatter_2d(r["x"], ax, mixture=mixture, color=viz.TERM_COLORS["predicted_x0"]),
+                        "ax": ax}
+        ax.set_title(title(r, v), fontsize=9)
         return fig
 
-    return slider_demo(compute, draw, model=list(eps_fns), steps=STEP_OPTIONS, tau=["uniform", "quadratic"],
+    def update(fig, r, v):
+        fig.artists_["points"].set_offsets(r["x"].numpy())
+        fig.artists_["ax"].set_title(title(r, v), fontsize=9)
+
+    return slider_demo(compute, draw, update=update, model=list(eps_fns), steps=STEP_OPTIONS, tau=["uniform", "quadratic"],
                        eta=(0.0, 1.0, 0.1, 0.0))
 
 
@@ -171,11 +230,18 @@ def shapes_sampler_demo(samples: dict, table: dict):
     def compute(sampler, steps):
         return {"x": samples[f"{sampler}|S={steps}"], **table[sampler][str(steps)]}
 
+    def title(r, v):
+        return (f"{v['sampler']}, S={v['steps']}: FD {r['fd']:.2f}, precision {r['precision']:.2f}, "
+                f"recall {r['recall']:.2f}")
+
     def draw(r, v):
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-        viz.show_images(r["x"], nrow=8, ax=ax)
-        ax.set_title(f"{v['sampler']}, S={v['steps']}: FD {r['fd']:.2f}, precision {r['precision']:.2f}, "
-                     f"recall {r['recall']:.2f}", fontsize=9)
+        fig, ax = plt.subplots(figsize=(6, 3.4), dpi=DPI)
+        fig.artists_ = {"grid": viz.show_images(r["x"], nrow=8, ax=ax)}
+        ax.set_title(title(r, v), fontsize=9)
         return fig
 
-    return slider_demo(compute, draw, sampler=samplers, steps=steps)
+    def update(fig, r, v):
+        fig.artists_["grid"].set_data(viz.image_grid(r["x"], nrow=8))
+        fig.artists_["grid"].axes.set_title(title(r, v), fontsize=9)
+
+    return slider_demo(compute, draw, update=update, sampler=samplers, steps=steps)
