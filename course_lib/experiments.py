@@ -2,6 +2,7 @@
 
     python -m course_lib.experiments ddim            # DDIM Tables 1 and 2 at toy scale (~15 min on 2 cores)
     python -m course_lib.experiments ddim --quick    # a reduced sweep (what the tests run)
+    python -m course_lib.experiments ddim-speed      # wall clock of 1000-step DDPM against DDIM (~2.5 min)
 
 Output: ``notebooks/results/ddim_tables.json`` (numbers) and ``notebooks/results/ddim_samples.safetensors``
 (16 shapes samples per sampler configuration, for the notebook's slider).
@@ -119,13 +120,46 @@ def ddim_tables(cfg: dict, log=print) -> tuple[dict, dict]:
     return out, samples
 
 
+def ddim_speed(num_images: int = 64, repeats: int = 3, steps=(1000, 50, 20, 10), log=print) -> dict:
+    """Wall clock of 1000-step DDPM (eta = 1) against DDIM (eta = 0) at S steps on shapes_ddpm16: medians of
+    ``repeats`` runs, and the ratios."""
+    import statistics
+
+    model = checkpoints.load("shapes_ddpm16")
+    ac = make_alphas_cumprod()
+    labels = torch.arange(num_images) % 4
+    medians = {}
+    with torch.no_grad():
+        for S in steps:
+            eta = 1.0 if S == max(steps) else 0.0  # the reference is DDPM: eta = 1 at the most steps
+            times = []
+            for r in range(repeats):
+                g = torch.Generator().manual_seed(r)
+                t0 = time.perf_counter()
+                ddim_sample(lambda x, t: model(x, t, labels), torch.randn(num_images, 3, 16, 16, generator=g), ac,
+                            timestep_subsequence(1000, S), eta=eta, generator=g)
+                times.append(time.perf_counter() - t0)
+            medians[S] = statistics.median(times)
+            log(f"S={S} eta={eta}: median {medians[S]:.2f} s of {[round(t, 2) for t in times]}")
+    ref = max(steps)
+    out = {"num_images": num_images, "repeats": repeats, "median_seconds": medians,
+           "speedup": {S: {"wall_clock": round(medians[ref] / medians[S], 1), "network_evaluations": ref / S}
+                       for S in steps if S != ref}}
+    for S, v in out["speedup"].items():
+        log(f"{ref}-step DDPM / DDIM S={S}: {v['wall_clock']}x wall clock, {v['network_evaluations']:.0f}x evaluations")
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_lib.experiments")
-    p.add_argument("name", choices=["ddim"])
+    p.add_argument("name", choices=["ddim", "ddim-speed"])
     p.add_argument("--quick", action="store_true", help="reduced sweep (a minute)")
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
     torch.manual_seed(0)
+    if a.name == "ddim-speed":
+        ddim_speed(repeats=1 if a.quick else 3, num_images=16 if a.quick else 64, steps=(100, 10) if a.quick else (1000, 50, 20, 10))
+        return 0
     t0 = time.time()
     results, samples = ddim_tables(QUICK if a.quick else FULL)
     results["wall_time_s"] = round(time.time() - t0, 1)

@@ -37,3 +37,10 @@ def test_shipped_results_file_is_complete_and_shows_the_same_trends():
     assert shapes["eta=0.0"]["1000"]["fd"] < shapes["eta=0.0"]["10"]["fd"]
     errs = res["table2"]["shapes_ddpm16"]
     assert errs[0] > errs[2] > errs[-1]
+
+
+def test_speed_measurement_reports_ratios():
+    from course_lib.experiments import ddim_speed
+    out = ddim_speed(num_images=4, repeats=1, steps=(40, 4), log=lambda *a: None)
+    assert out["speedup"][4]["network_evaluations"] == 10
+    assert out["speedup"][4]["wall_clock"] > 2  # 10x fewer network calls is several times faster, even when noisy
