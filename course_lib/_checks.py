@@ -29,6 +29,14 @@ def check_tensor(x, name: str, ndim: int | None = None, last_dim: int | None = N
     return x
 
 
+def check_same_shape(x, like: torch.Tensor, name: str, like_name: str) -> torch.Tensor:
+    """``x`` must be a tensor of exactly ``like``'s shape (noise of x0, eps of x_t, ...)."""
+    check_tensor(x, name)
+    if x.shape != like.shape:
+        raise ValueError(f"{name}: expected the shape of {like_name} {tuple(like.shape)}, got {tuple(x.shape)}")
+    return x
+
+
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import as_tensor, broadcast_to_batch, check_alpha_bar, check_tensor
+from ._checks import as_tensor, broadcast_to_batch, check_alpha_bar, check_same_shape, check_tensor
 
 __all__ = [
     "q_sample", "predicted_x0", "sigma_eta", "q_sigma_posterior", "ddpm_posterior", "DDIMTerms", "ddim_step_terms",
@@ -35,9 +35,7 @@ def q_sample(x0: torch.Tensor, alpha_bar_t, noise: torch.Tensor) -> torch.Tensor
     noise:       :math:`\epsilon`, same shape as x0
     """
     check_tensor(x0, "x0")
-    check_tensor(noise, "noise")
-    if noise.shape != x0.shape:
-        raise ValueError(f"noise: expected the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+    check_same_shape(noise, x0, "noise", "x0")
     a = _coef(alpha_bar_t, x0, "alpha_bar_t")
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
@@ -77,9 +75,7 @@ def q_sigma_posterior(x_t, x0, alpha_bar_t, alpha_bar_prev, sigma):
     the variance broadcast like sigma.
     """
     check_tensor(x_t, "x_t")
-    check_tensor(x0, "x0")
-    if x0.shape != x_t.shape:
-        raise ValueError(f"x0: expected the shape of x_t {tuple(x_t.shape)}, got {tuple(x0.shape)}")
+    check_same_shape(x0, x_t, "x0", "x_t")
     a_t = _coef(alpha_bar_t, x_t, "alpha_bar_t")
     a_prev = _coef(alpha_bar_prev, x_t, "alpha_bar_prev")
     sig = broadcast_to_batch(as_tensor(sigma, "sigma"), x_t, "sigma")
@@ -142,9 +138,7 @@ def ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, 
     (drawn with ``torch.randn_like`` when needed and not given).
     """
     check_tensor(x_t, "x_t")
-    check_tensor(eps, "eps")
-    if eps.shape != x_t.shape:
-        raise ValueError(f"eps: expected the shape of x_t {tuple(x_t.shape)}, got {tuple(eps.shape)}")
+    check_same_shape(eps, x_t, "eps", "x_t")
     a_prev = _coef(alpha_bar_prev, x_t, "alpha_bar_prev")
     a_t = _coef(alpha_bar_t, x_t, "alpha_bar_t")
     if sigma is None:
@@ -162,14 +156,14 @@ def _ddim_terms(x_t, eps, a_t, a_prev, sigma, noise, clip_x0=None) -> DDIMTerms:
     if clip_x0 is not None:
         x0 = x0.clamp(-clip_x0, clip_x0)
         # keep eps consistent with the clipped x0 so the direction term points from it to x_t
-        eps = (x_t - a_t**0.5 * x0) / max_or_clamp(1 - a_t, 1e-24) ** 0.5
+        eps = (x_t - a_t**0.5 * x0) / _at_least(1 - a_t, 1e-24) ** 0.5
     # 2. direction pointing to x_t; clamp: sigma-hat can exceed 1 - alpha_{t-1} by rounding
-    direction = max_or_clamp(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps
+    direction = _at_least(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps
     # 3. random noise
     return DDIMTerms(x0, a_prev**0.5 * x0, direction, sigma * noise)
 
 
-def max_or_clamp(value, floor: float):
+def _at_least(value, floor: float):
     """max(value, floor) for floats, value.clamp_min(floor) for tensors."""
     return value.clamp_min(floor) if isinstance(value, torch.Tensor) else max(value, floor)
 
@@ -276,8 +270,7 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha) -> torch.Tensor:
     alpha: float or (N,) tensor in [0, 1]. Falls back to linear interpolation when z0 and z1 are parallel.
     """
     check_tensor(z0, "z0")
-    if z1.shape != z0.shape:
-        raise ValueError(f"z1: expected the shape of z0 {tuple(z0.shape)}, got {tuple(z1.shape)}")
+    check_same_shape(z1, z0, "z1", "z0")
     a = as_tensor(alpha, "alpha").to(z0)
     if bool(((a < 0) | (a > 1)).any()):
         raise ValueError(f"alpha: expected values in [0, 1], got {a.min().item()}..{a.max().item()}")
