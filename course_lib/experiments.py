@@ -158,7 +158,13 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.manual_seed(0)
     if a.name == "ddim-speed":
-        ddim_speed(repeats=1 if a.quick else 3, num_images=16 if a.quick else 64, steps=(100, 10) if a.quick else (1000, 50, 20, 10))
+        out = ddim_speed(repeats=1 if a.quick else 3, num_images=16 if a.quick else 64,
+                         steps=(100, 10) if a.quick else (1000, 50, 20, 10))
+        out["command"] = "python -m course_lib.experiments ddim-speed" + (" --quick" if a.quick else "")
+        a.out.mkdir(parents=True, exist_ok=True)
+        path = a.out / f"ddim_speed{'_quick' if a.quick else ''}.json"
+        path.write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {path}")
         return 0
     t0 = time.time()
     results, samples = ddim_tables(QUICK if a.quick else FULL)
