@@ -123,6 +123,16 @@ class GaussianMixture:
 
         return eps
 
+    def classifier_fn(self, alphas_cumprod: torch.Tensor):
+        """A ``classifier(x_t, t) -> logits`` (the exact log p(y | x_t), up to a constant per sample):
+        the perfect noise-aware classifier, for guidance with no learned error."""
+        ac = alphas_cumprod.float()
+
+        def classifier(x_t, t):
+            return self.class_posterior(x_t, ac[torch.as_tensor(t)].to(x_t), log=True)
+
+        return classifier
+
 
 def ring_mixture(num_modes: int = 8, radius: float = 2.0, std: float = 0.1) -> GaussianMixture:
     """``num_modes`` equal Gaussians evenly spaced on a circle of ``radius`` (first mode at angle 0)."""
