@@ -3,6 +3,7 @@
     python -m course_lib.experiments ddim            # DDIM Tables 1 and 2 at toy scale (~15 min on 2 cores)
     python -m course_lib.experiments ddim --quick    # a reduced sweep (what the tests run)
     python -m course_lib.experiments ddim-speed      # wall clock of 1000-step DDPM against DDIM (~2.5 min)
+    python -m course_lib.experiments guidance        # guidance Table 4 at toy scale (a few minutes)
 
 Output: ``notebooks/results/ddim_tables.json`` (numbers) and ``notebooks/results/ddim_samples.safetensors``
 (16 shapes samples per sampler configuration, for the notebook's slider).
@@ -150,13 +151,82 @@ def ddim_speed(num_images: int = 64, repeats: int = 3, steps=(1000, 50, 20, 10),
     return out
 
 
+# Dhariwal & Nichol (2021), Table 4: ImageNet 256x256, 250 sampling steps.
+PAPER_TABLE4_IMAGENET256 = [
+    {"conditional": False, "guidance": False, "scale": None, "fid": 26.21, "precision": 0.61, "recall": 0.63},
+    {"conditional": False, "guidance": True, "scale": 1.0, "fid": 33.03, "precision": 0.56, "recall": 0.65},
+    {"conditional": False, "guidance": True, "scale": 10.0, "fid": 12.00, "precision": 0.76, "recall": 0.44},
+    {"conditional": True, "guidance": False, "scale": None, "fid": 10.94, "precision": 0.69, "recall": 0.63},
+    {"conditional": True, "guidance": True, "scale": 1.0, "fid": 4.59, "precision": 0.82, "recall": 0.52},
+    {"conditional": True, "guidance": True, "scale": 10.0, "fid": 9.11, "precision": 0.88, "recall": 0.32},
+]
+GUIDANCE_METHODS = {
+    "cg_uncond": "classifier guidance (noise-aware classifier) on the unconditional model",
+    "cg_cond": "classifier guidance (noise-aware classifier) on the conditional model",
+    "cfg": "classifier-free guidance (scale = 1 + w)",
+    "cg_uncond_clean": "classifier guidance with the *clean* classifier on the unconditional model",
+}
+
+
+def guidance_table(scales=(0.0, 0.5, 1.0, 2.0, 5.0, 10.0), n: int = 256, steps: int = 50,
+                   methods=tuple(GUIDANCE_METHODS), log=print) -> tuple[dict, dict]:
+    """The paper's Table 4 trend on shapes: class accuracy (clean classifier), FD, precision and recall of
+    guided DDIM samples (eta = 0, ``steps`` steps, the same x_T everywhere) for every method and scale."""
+    from .guidance import cfg_sample, classifier_log_prob_grad, guided_ddim_sample
+
+    ac = make_alphas_cumprod()
+    ddpm = checkpoints.load("shapes_ddpm16")
+    noisy = checkpoints.load("shapes_noisy_classifier16")
+    clean = checkpoints.load("shapes_classifier16")
+    real = generate_shapes(1000, 16, 1, seed=10_000_000 + 3).images
+    labels = torch.arange(n) % 4
+    ts = timestep_subsequence(1000, steps)
+    grads = {"noisy": lambda x, t, y: classifier_log_prob_grad(noisy, x, t, y),
+             "clean": lambda x, t, y: classifier_log_prob_grad(lambda z, _t: clean(z), x, t, y)}
+    out = {"config": {"scales": list(scales), "num_samples": n, "steps": steps, "sampler": "DDIM eta=0",
+                      "methods": {m: GUIDANCE_METHODS[m] for m in methods}},
+           "paper_table4_imagenet256": PAPER_TABLE4_IMAGENET256}
+    samples = {}
+    for m in methods:
+        rows = {}
+        for s in scales:
+            xT = torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+            t0 = time.perf_counter()
+            if m == "cfg":
+                with torch.no_grad():
+                    x = cfg_sample(ddpm, xT, ac, ts, labels, s)
+            else:
+                cond = m == "cg_cond"
+                eps_fn = (lambda x, t: ddpm(x, t, labels)) if cond else (lambda x, t: ddpm(x, t))
+                x = guided_ddim_sample(eps_fn, grads["clean" if m.endswith("clean") else "noisy"], xT, ac, ts,
+                                       labels, s)
+            rows[str(s)] = {**image_quality(x.detach().clamp(-1, 1), real, clean, labels),
+                            "seconds": round(time.perf_counter() - t0, 2)}
+            samples[f"{m}|{s}"] = x[:16].detach().contiguous()
+            log(f"{m} scale={s}: {rows[str(s)]}")
+        out[m] = rows
+    return out, samples
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_lib.experiments")
-    p.add_argument("name", choices=["ddim", "ddim-speed"])
+    p.add_argument("name", choices=["ddim", "ddim-speed", "guidance"])
     p.add_argument("--quick", action="store_true", help="reduced sweep (a minute)")
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
     torch.manual_seed(0)
+    if a.name == "guidance":
+        t0 = time.time()
+        kw = dict(scales=(0.0, 5.0), n=32, steps=10) if a.quick else {}
+        results, samples = guidance_table(**kw)
+        results["wall_time_s"] = round(time.time() - t0, 1)
+        results["command"] = "python -m course_lib.experiments guidance" + (" --quick" if a.quick else "")
+        suffix = "_quick" if a.quick else ""
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / f"guidance_table{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
+        save_file(samples, str(a.out / f"guidance_samples{suffix}.safetensors"))
+        print(f"wrote {a.out}/guidance_table{suffix}.json in {results['wall_time_s']} s")
+        return 0
     if a.name == "ddim-speed":
         out = ddim_speed(repeats=1 if a.quick else 3, num_images=16 if a.quick else 64,
                          steps=(100, 10) if a.quick else (1000, 50, 20, 10))

@@ -96,7 +96,7 @@ def test_strip_solutions_keeps_indentation_and_names_the_exercise():
         strip_solutions("### BEGIN SOLUTION\nx = 1\n", "x")
 
 
-@pytest.mark.parametrize("name,exercises", [("00_welcome", 2), ("01_ddim", 3)])
+@pytest.mark.parametrize("name,exercises", [("00_welcome", 2), ("01_ddim", 3), ("02_classifier_guidance", 3)])
 def test_student_notebook_fails_exactly_at_the_check_cells(tmp_path, name, exercises):
     """Run nbval on the generated student copy: only the check cells fail, each with the hint."""
     src = ROOT / "notebooks" / f"{name}.ipynb"
@@ -201,5 +201,48 @@ WRONG_DDIM = {
 @pytest.mark.parametrize("label", sorted(WRONG_DDIM))
 def test_ddim_checks_reject_plausible_mistakes(label):
     check, fn, hint = WRONG_DDIM[label]
+    with pytest.raises(CourseworkError, match=hint):
+        check(fn)
+
+
+# -- notebook 02 checks ---------------------------------------------------------------------------------------------
+from course_lib.coursework import check_cfg_eps, check_classifier_guided_eps, check_classifier_guided_mean  # noqa: E402
+
+
+def test_guidance_checks_accept_correct_answers():
+    assert check_classifier_guided_mean(
+        lambda mean, variance, grad_log_prob, scale: mean + scale * torch.as_tensor(variance) * grad_log_prob
+    ).endswith("18/18 cases match")
+    assert check_classifier_guided_eps(
+        lambda eps, grad_log_prob, alpha_bar_t, scale: eps - (1 - torch.as_tensor(alpha_bar_t)).sqrt() * scale * grad_log_prob
+    ).endswith("18/18 cases match")
+    assert check_cfg_eps(lambda eps_uncond, eps_cond, scale: eps_uncond + scale * (eps_cond - eps_uncond)).endswith(
+        "8/8 cases match")
+
+
+WRONG_GUIDANCE = {
+    "mean sign": (check_classifier_guided_mean,
+                  lambda mean, variance, grad_log_prob, scale: mean - scale * torch.as_tensor(variance) * grad_log_prob,
+                  "sign flip"),
+    "mean without variance": (check_classifier_guided_mean,
+                              lambda mean, variance, grad_log_prob, scale: mean + scale * grad_log_prob, "variance"),
+    "mean with std": (check_classifier_guided_mean, lambda mean, variance, grad_log_prob, scale:
+                      mean + scale * torch.as_tensor(variance).sqrt() * grad_log_prob, "standard deviation"),
+    "eps sign": (check_classifier_guided_eps, lambda eps, grad_log_prob, alpha_bar_t, scale:
+                 eps + (1 - torch.as_tensor(alpha_bar_t)).sqrt() * scale * grad_log_prob, "sign flip"),
+    "eps missing sqrt": (check_classifier_guided_eps, lambda eps, grad_log_prob, alpha_bar_t, scale:
+                         eps - (1 - torch.as_tensor(alpha_bar_t)) * scale * grad_log_prob, "missing square root"),
+    "eps sqrt(abar)": (check_classifier_guided_eps, lambda eps, grad_log_prob, alpha_bar_t, scale:
+                       eps - torch.as_tensor(alpha_bar_t).sqrt() * scale * grad_log_prob, "not sqrt"),
+    "cfg swapped": (check_cfg_eps, lambda eps_uncond, eps_cond, scale: eps_cond + scale * (eps_uncond - eps_cond),
+                    "swapped"),
+    "cfg w convention": (check_cfg_eps, lambda eps_uncond, eps_cond, scale:
+                         eps_cond + scale * (eps_cond - eps_uncond), "convention"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(WRONG_GUIDANCE))
+def test_guidance_checks_reject_plausible_mistakes(label):
+    check, fn, hint = WRONG_GUIDANCE[label]
     with pytest.raises(CourseworkError, match=hint):
         check(fn)
