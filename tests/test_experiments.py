@@ -44,3 +44,24 @@ def test_speed_measurement_reports_ratios():
     out = ddim_speed(num_images=4, repeats=1, steps=(40, 4), log=lambda *a: None)
     assert out["speedup"][4]["network_evaluations"] == 10
     assert out["speedup"][4]["wall_clock"] > 2  # 10x fewer network calls is several times faster, even when noisy
+
+
+def test_quick_guidance_sweep_trends():
+    from course_lib.experiments import guidance_table
+    res, samples = guidance_table(scales=(0.0, 5.0), n=32, steps=10, log=lambda *a: None)
+    for m in ("cg_uncond", "cfg"):
+        assert res[m]["5.0"]["accuracy"] > res[m]["0.0"]["accuracy"] + 0.4
+    # at scale 0 every method on the unconditional model is the same sampler from the same x_T
+    assert res["cg_uncond"]["0.0"] == {**res["cfg"]["0.0"], "seconds": res["cg_uncond"]["0.0"]["seconds"]}
+    assert samples["cfg|5.0"].shape == (16, 3, 16, 16)
+
+
+def test_shipped_guidance_results_show_the_tradeoff():
+    res = json.loads((ROOT / "notebooks" / "results" / "guidance_table.json").read_text())
+    cg = res["cg_uncond"]
+    assert set(cg) == {"0.0", "0.5", "1.0", "2.0", "5.0", "10.0"}
+    assert cg["10.0"]["accuracy"] > cg["1.0"]["accuracy"] > cg["0.0"]["accuracy"]
+    assert cg["10.0"]["precision"] > cg["0.0"]["precision"] and cg["10.0"]["recall"] < cg["0.0"]["recall"]
+    best = min(cg, key=lambda s: cg[s]["fd"])
+    assert 0.0 < float(best) < 10.0  # the best FD at a moderate scale
+    assert res["cg_uncond_clean"]["10.0"]["fd"] > 2 * cg["10.0"]["fd"]
