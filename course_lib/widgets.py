@@ -12,6 +12,7 @@ the values were seen before) and redraws.
 """
 from __future__ import annotations
 
+import io
 import time
 from collections import OrderedDict
 
@@ -56,6 +57,7 @@ class SliderDemo:
         self.latencies: list[float] = []  # seconds per callback, compute + draw
         self.output = W.Output()
         self.figure = None
+        self.png: bytes | None = None  # what the learner sees after the last callback
         for w in self.sliders.values():
             w.observe(self._on_change, names="value")
 
@@ -81,20 +83,28 @@ class SliderDemo:
         values = self.values()
         result = self.compute(**values)
         if self.draw_fn is not None:
-            from IPython.display import clear_output, display
+            from IPython.display import Image, clear_output, display
 
             if self.update_fn is not None and self.figure is not None:
                 fig = self.figure  # move the existing artists: much cheaper than building a new figure
                 self.update_fn(fig, result, values)
             else:
                 fig = self.draw_fn(result, values)
+            self.png = self.render(fig)
             with self.output:
                 clear_output(wait=True)
-                display(fig)
+                display(Image(data=self.png, format="png"))
             plt.close(fig)
             self.figure = fig
         self.latencies.append(time.perf_counter() - t0)
         return result
+
+    @staticmethod
+    def render(fig) -> bytes:
+        """The figure as PNG, in one pass (no tight bounding box: demo figures lay themselves out once)."""
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=fig.dpi)
+        return buf.getvalue()
 
     def _on_change(self, change):
         self.update()

@@ -1,0 +1,87 @@
+"""Measure the slider demos of the notebooks as a learner meets them: ``python -m course_lib.demos.latency``.
+
+Each callback is timed as ``SliderDemo.set`` runs it: compute, in-place redraw and the PNG render the
+learner sees, over representative slider values (the extremes included), first cold (empty cache) and then
+cached.
+Prints median and 95th percentile in milliseconds per demo.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from .. import checkpoints  # noqa: E402
+from ..data import generate_shapes, ring_mixture  # noqa: E402
+from ..schedules import make_alphas_cumprod  # noqa: E402
+from . import ddim as D  # noqa: E402
+from . import guidance as G  # noqa: E402
+
+
+def _demos():
+    ac = make_alphas_cumprod()
+    ring, ring3 = ring_mixture(), ring_mixture(8, 2.0, 0.3)
+    pts, y = ring.sample(600, torch.Generator().manual_seed(0))
+    mlp, ddpm = checkpoints.load("ring8_mlp"), checkpoints.load("shapes_ddpm16")
+    noisy = checkpoints.load("shapes_noisy_classifier16")
+    image = generate_shapes(1, 32, 1, seed=5).images[0]
+    eps_fns = {"exact eps*": ring.eps_fn(ac), "trained MLP": lambda x, t: mlp(x, t)}
+    return {
+        "01 forward": (D.forward_demo(image, pts, y, ring, ac), [dict(t=t) for t in (0, 100, 300, 500, 700, 999)]),
+        "01 posterior": (D.posterior_demo(torch.tensor([2.0, 0.0]), ac),
+                         [dict(t=t, jump=j, eta=e) for t in (1, 300, 999) for j in (1, 100, 300) for e in (0.0, 1.0)]),
+        "01 terms": (D.terms_demo(ring, ac),
+                     [dict(t=t, jump=j, eta=e) for t in (1, 400, 999) for j in (1, 100, 500) for e in (0.0, 1.0)]),
+        "01 sampling": (D.sampling_demo(eps_fns, ring, ac),
+                        [dict(model=m, steps=s, tau="uniform", eta=e) for m in eps_fns for s in D.STEP_OPTIONS
+                         for e in (0.0, 1.0)]),
+        "02 taylor": (G.taylor_demo(ring3, ac), [dict(log10_var=v, y=c) for v in (-3.0, -1.5, 0.0) for c in (0, 7)]),
+        "02 field": (G.posterior_field_demo(ring3, ac),
+                     [dict(t=t, y=c, scale=s) for t in (0, 300, 999) for c in (0, 7) for s in (0.0, 10.0)]),
+        "02 exact guidance": (G.exact_guidance_demo(ring3, ac),
+                              [dict(y=c, scale=s) for c in (0, 7) for s in (0.0, 1.0, 10.0)]),
+        "02 shapes guidance (images)": (G.shapes_guidance_demo(ddpm, noisy, ac),
+                                        [dict(shape=sh, scale=s) for sh in ("circle", "cross") for s in (0.0, 3.0, 10.0)]),
+    }
+
+
+def measure(names=None) -> dict:
+    """{demo: {"cold": (median, p95), "cached": (median, p95)}} in ms; ``names`` restricts the demos."""
+    import IPython.display
+
+    IPython.display.display = lambda *a, **k: None  # no frontend here: SliderDemo still renders the PNG
+    out = {}
+    for name, (demo, values) in _demos().items():
+        if names is not None and name not in names:
+            continue
+        demo.set(**values[0])  # the first figure is built in the notebook cell, not in a callback
+        rows = {}
+        for phase in ("cold", "cached"):
+            times = []
+            for v in values:
+                t0 = time.perf_counter()
+                demo.set(**v)
+                times.append(time.perf_counter() - t0)
+            plt.close("all")
+            p95 = sorted(times)[max(0, round(0.95 * len(times)) - 1)]
+            rows[phase] = (round(1000 * statistics.median(times)), round(1000 * p95))
+        out[name] = rows
+    return out
+
+
+def main():
+    res = measure()
+    print(f"{'demo':30s} {'cold median':>12s} {'cold p95':>9s} {'cached median':>14s} {'cached p95':>11s}  (ms)")
+    for name, r in res.items():
+        print(f"{name:30s} {r['cold'][0]:>12d} {r['cold'][1]:>9d} {r['cached'][0]:>14d} {r['cached'][1]:>11d}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
