@@ -22,11 +22,13 @@ from pathlib import Path
 import torch
 
 from .diffusion import ddim_step, predicted_x0, q_sample, sigma_eta
+from .quantize import vq_losses
 from .schedules import alphas_cumprod, cosine_betas, linear_betas
 
 __all__ = ["CourseworkError", "check_function", "check_alphas_cumprod", "check_q_sample_at", "check_predicted_x0",
            "check_sigma_eta", "check_ddim_step", "check_classifier_guided_mean", "check_classifier_guided_eps",
-           "check_cfg_eps", "make_student_notebook", "main", "EXERCISES"]
+           "check_cfg_eps", "check_straight_through", "check_vq_losses", "check_lfq_index", "make_student_notebook",
+           "main", "EXERCISES"]
 
 
 class CourseworkError(AssertionError):
@@ -357,9 +359,107 @@ def check_cfg_eps(fn) -> str:
     return check_function("cfg_eps", fn, cfg_eps, _cfg_cases(), mistakes, exercise="Exercise 2.3")
 
 
+# -- Notebook 03: quantization -------------------------------------------------------------------------------------
+def check_straight_through(fn) -> str:
+    """Exercise 3.1: ``fn(z_e, z_q)`` has the value of z_q, passes the gradient unchanged to z_e, none to z_q."""
+    name, where = "straight_through", " (Exercise 3.1)"
+    g = torch.Generator().manual_seed(15)
+    shapes = [(8, 4), (2, 4, 4, 16), (1, 3)]
+    for i, shape in enumerate(shapes):
+        z_e = torch.randn(shape, generator=g, requires_grad=True)
+        z_q = torch.randn(shape, generator=g, requires_grad=True)
+        upstream = torch.randn(shape, generator=g)
+        try:
+            out = fn(z_e, z_q)
+        except NotImplementedError:
+            raise CourseworkError(f"{name}{where}: not implemented yet - replace the `raise NotImplementedError` "
+                                  f"line of the exercise cell with your code, run it, then run this check again") from None
+        if not isinstance(out, torch.Tensor) or out.shape != z_e.shape:
+            raise CourseworkError(f"{name}{where}: expected a tensor of shape {tuple(shape)}, got "
+                                  f"{getattr(out, 'shape', type(out).__name__)}")
+        if not torch.allclose(out, z_q, atol=1e-6):
+            hint = ("you returned z_e: the forward value must be z_q" if torch.allclose(out, z_e, atol=1e-6)
+                    else "the forward value must equal z_q")
+            raise CourseworkError(f"{name}{where}: case {i + 1} {tuple(shape)}: {hint}")
+        if not out.requires_grad:
+            raise CourseworkError(f"{name}{where}: case {i + 1}: the output has no gradient at all - "
+                                  "z_e must receive the gradient (only (z_q - z_e) is detached)")
+        out.backward(upstream)
+        if z_e.grad is None or not torch.allclose(z_e.grad, upstream, atol=1e-6):
+            raise CourseworkError(f"{name}{where}: case {i + 1}: the gradient reaching z_e must equal the gradient "
+                                  "at the output (detach the difference z_q - z_e, not z_e)")
+        if z_q.grad is not None and z_q.grad.abs().max() > 0:
+            raise CourseworkError(f"{name}{where}: case {i + 1}: z_q must get no gradient from this path: detach "
+                                  "(z_q - z_e) as a whole")
+    line = f"{name}: {len(shapes)}/{len(shapes)} cases match (value and gradients)"
+    print(line)
+    return line
+
+
+def _vq_loss_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(16)
+    return [Case(f"shape {shape}, beta={b}", {"z_e": torch.randn(shape, generator=g),
+                                               "z_q": torch.randn(shape, generator=g), "beta": b})
+            for shape in [(16, 8), (2, 4, 4, 16)] for b in (0.25, 1.0, 2.0)]
+
+
+def check_vq_losses(fn) -> str:
+    """Exercise 3.2: ``fn(z_e, z_q, beta)`` -> (codebook term, commitment term), means over elements."""
+    def reference(z_e, z_q, beta):
+        return torch.stack(vq_losses(z_e, z_q, beta))
+
+    def learner(z_e, z_q, beta):
+        out = fn(z_e, z_q, beta)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise TypeError(f"expected a pair (codebook_term, commitment_term), got {type(out).__name__}")
+        return torch.stack([torch.as_tensor(o, dtype=torch.float32).reshape(()) for o in out])
+
+    mse = lambda a, b: ((a - b) ** 2).mean()  # noqa: E731
+    mistakes = {
+        "beta belongs on the commitment term (the second), not the codebook term (or the two are swapped)":
+            lambda z_e, z_q, beta: torch.stack([beta * mse(z_e, z_q), mse(z_e, z_q)]),
+        "beta is missing from the commitment term": lambda z_e, z_q, beta: torch.stack([mse(z_e, z_q), mse(z_e, z_q)]),
+        "use the mean of the squared differences, not their sum":
+            lambda z_e, z_q, beta: torch.stack([((z_e - z_q) ** 2).sum(), beta * ((z_e - z_q) ** 2).sum()]),
+        "square the differences (an L2 loss), not their absolute value":
+            lambda z_e, z_q, beta: torch.stack([(z_e - z_q).abs().mean(), beta * (z_e - z_q).abs().mean()]),
+    }
+    line = check_function("vq_losses", learner, reference, _vq_loss_cases(), mistakes, exercise="Exercise 3.2")
+    # values can match while the stop-gradients are wrong: check which side each term trains
+    z_e = torch.randn(8, 4, requires_grad=True)
+    z_q = torch.randn(8, 4, requires_grad=True)
+    codebook_term, commitment_term = fn(z_e, z_q, 0.25)
+    g_e, g_q = torch.autograd.grad(codebook_term, [z_e, z_q], allow_unused=True)
+    if g_e is not None and g_e.abs().max() > 0:
+        raise CourseworkError("vq_losses (Exercise 3.2): the codebook term must not train the encoder: sg(z_e), "
+                              "i.e. z_e.detach()")
+    g_e, g_q = torch.autograd.grad(commitment_term, [z_e, z_q], allow_unused=True)
+    if g_q is not None and g_q.abs().max() > 0:
+        raise CourseworkError("vq_losses (Exercise 3.2): the commitment term must not train the codebook: sg(z_q), "
+                              "i.e. z_q.detach()")
+    return line
+
+
+def check_lfq_index(fn) -> str:
+    """Exercise 3.3: ``fn(q)`` = sum_i 2^i [q_i > 0] over the last axis (dimension 0 = lowest bit)."""
+    from .quantize import lfq_codes, lfq_index
+
+    g = torch.Generator().manual_seed(17)
+    cases = [Case(f"all codes of d={d}", {"q": lfq_codes(d)}) for d in (1, 3, 6)]
+    cases.append(Case("a (2, 4, 4, 10) grid of codes", {"q": torch.randint(0, 2, (2, 4, 4, 10), generator=g).float() * 2 - 1}))
+    mistakes = {
+        "bit order: dimension 0 is the lowest bit (weight 2^0), the last dimension the highest":
+            lambda q: ((q > 0).long() * 2 ** torch.arange(q.shape[-1] - 1, -1, -1)).sum(-1),
+        "the bit is [q_i > 0]: +1 -> 1, -1 -> 0 (you counted the -1s)": lambda q: ((q < 0).long() * 2 ** torch.arange(q.shape[-1])).sum(-1),
+        "weights are powers of two, 2^i, not i": lambda q: ((q > 0).long() * torch.arange(q.shape[-1])).sum(-1),
+    }
+    return check_function("lfq_index", fn, lfq_index, cases, mistakes, exercise="Exercise 3.3")
+
+
 EXERCISES = {"0.1": check_alphas_cumprod, "0.2": check_q_sample_at, "1.1": check_predicted_x0,
              "1.2": check_sigma_eta, "1.3": check_ddim_step, "2.1": check_classifier_guided_mean,
-             "2.2": check_classifier_guided_eps, "2.3": check_cfg_eps}
+             "2.2": check_classifier_guided_eps, "2.3": check_cfg_eps, "3.1": check_straight_through,
+             "3.2": check_vq_losses, "3.3": check_lfq_index}
 
 
 # -- student notebooks ------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
     python -m course_lib.experiments ddim --quick    # a reduced sweep (what the tests run)
     python -m course_lib.experiments ddim-speed      # wall clock of 1000-step DDPM against DDIM (~2.5 min)
     python -m course_lib.experiments guidance        # guidance Table 4 at toy scale (a few minutes)
+    python -m course_lib.experiments vq              # VQ beta / vocabulary / codebook-health sweeps (~10 min)
 
 Output: ``notebooks/results/ddim_tables.json`` (numbers) and ``notebooks/results/ddim_samples.safetensors``
 (16 shapes samples per sampler configuration, for the notebook's slider).
@@ -208,13 +209,67 @@ def guidance_table(scales=(0.0, 0.5, 1.0, 2.0, 5.0, 10.0), n: int = 256, steps: 
     return out, samples
 
 
+def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0, 2.0), bits=(4, 6, 8, 10, 12),
+              log=print) -> tuple[dict, dict]:
+    """VQ-VAE's beta sweep, MAGVIT-v2's vocabulary sweep (VQ against LFQ with and without the entropy penalty, D =
+    log2 K for both) and codebook health over training (plain codebook loss, EMA codebook, dead-code restarts);
+    every run has the same budget. Returns (results, 8 reconstructions per run)."""
+    import tempfile
+
+    from .train import Recipe, evaluate_autoencoder, train
+
+    device = torch.device("cpu")
+    probe = generate_shapes(8, 16, 1, seed=777).images
+    out = {"config": {"steps": steps, "batch_size": batch_size, "betas": list(betas), "bits": list(bits)},
+           "beta": {}, "vocabulary": {"vq": {}, "lfq": {}, "lfq_no_entropy": {}}, "health": {}}
+    samples = {"originals": probe}
+
+    def run(name, config, key):
+        recipe = Recipe(name, "VQVAE", config, task="autoencoder", data="shapes16", steps=steps,
+                        batch_size=batch_size, lr=1e-3, seed=11, description=f"sweep run {name}",
+                        extra={"log_every": max(1, steps // 30)})
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            model, info = train(recipe, save=False, progress=False, evaluate=False, log=lambda *a: None,
+                                runs_dir=tmp, device="cpu")
+        metrics = {**evaluate_autoencoder(model, device), "seconds": round(time.perf_counter() - t0, 1)}
+        with torch.no_grad():
+            samples[key] = model(probe).clamp(-1, 1)
+        log(f"{name}: {metrics}")
+        return metrics, info
+
+    for b in betas:
+        out["beta"][str(b)], _ = run(f"beta={b}", dict(num_codes=256, latent_dim=16, beta=b), f"beta|{b}")
+    for n in bits:
+        for kind in ("vq", "lfq", "lfq_no_entropy"):
+            cfg = dict(num_codes=2**n, latent_dim=n, quantizer="vq" if kind == "vq" else "lfq",
+                       entropy_weight=0.0 if kind == "lfq_no_entropy" else 0.1)
+            out["vocabulary"][kind][str(n)], _ = run(f"{kind} K=2^{n}", cfg, f"{kind}|{n}")
+    for kind, cfg in [("plain", {}), ("ema", {"ema": True}), ("restarts", {"restart_dead_codes": True})]:
+        metrics, info = run(f"health {kind}", dict(num_codes=256, latent_dim=16, **cfg), f"health|{kind}")
+        out["health"][kind] = {**metrics, "history": info["history"]}
+    return out, samples
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_lib.experiments")
-    p.add_argument("name", choices=["ddim", "ddim-speed", "guidance"])
+    p.add_argument("name", choices=["ddim", "ddim-speed", "guidance", "vq"])
     p.add_argument("--quick", action="store_true", help="reduced sweep (a minute)")
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
     torch.manual_seed(0)
+    if a.name == "vq":
+        t0 = time.time()
+        kw = dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8)) if a.quick else {}
+        results, samples = vq_sweeps(**kw)
+        results["wall_time_s"] = round(time.time() - t0, 1)
+        results["command"] = "python -m course_lib.experiments vq" + (" --quick" if a.quick else "")
+        suffix = "_quick" if a.quick else ""
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / f"vq_sweeps{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
+        save_file({k: v.contiguous() for k, v in samples.items()}, str(a.out / f"vq_samples{suffix}.safetensors"))
+        print(f"wrote {a.out}/vq_sweeps{suffix}.json in {results['wall_time_s']} s")
+        return 0
     if a.name == "guidance":
         t0 = time.time()
         kw = dict(scales=(0.0, 5.0), n=32, steps=10) if a.quick else {}

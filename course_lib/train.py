@@ -64,7 +64,7 @@ class Recipe:
     name: str
     model: str
     config: dict
-    task: str            # "diffusion" or "classifier"
+    task: str            # "diffusion", "classifier" or "autoencoder"
     data: str            # "shapes16" or "ring8"
     steps: int
     batch_size: int
@@ -95,6 +95,10 @@ RECIPES = {r.name: r for r in [
            cond_drop_prob=0.1, amp=True,
            description="eps-prediction DDPM on 16x16 shapes (T=1000, linear schedule), class-conditional with "
                        "10% label dropout: unconditional with y=None, classifier-free guidance with both"),
+    Recipe("shapes_vqvae16", "VQVAE", dict(num_codes=256, latent_dim=16, restart_dead_codes=True),
+           task="autoencoder", data="shapes16", steps=2000, batch_size=128, lr=1e-3, seed=5,
+           description="VQ-VAE on 16x16 shapes: 4x4 grid of codes from a 256-code codebook (D=16), beta 0.25, "
+                       "codebook loss with dead-code restarts"),
     Recipe("ring8_mlp", "MLPDenoiser", dict(dim=2, hidden=128, num_layers=3),
            task="diffusion", data="ring8", steps=20000, batch_size=512, lr=2e-3, seed=4, ema_decay=0.995,
            description="eps-prediction MLP on the ring of 8 Gaussians (ring_mixture(): radius 2, std 0.1; "
@@ -188,6 +192,7 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
     bar = tqdm(range(start, recipe.steps), desc=recipe.name, disable=not progress, initial=start, total=recipe.steps)
     running = None
     step = start
+    history = []  # autoencoders: codebook health through training
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, recipe)
@@ -197,6 +202,13 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
             if recipe.task == "diffusion":
                 cond = y if null else None
                 loss = diffusion_loss(model, x, ac, gen, cond, recipe.cond_drop_prob, null)
+            elif recipe.task == "autoencoder":
+                loss, parts, idx = model.training_loss(x)
+                if step % recipe.extra.get("log_every", 50) == 0 or step == recipe.steps - 1:
+                    from .quantize import codebook_usage
+                    use = codebook_usage(idx, model.config.num_codes)
+                    history.append({"step": step, **{k: round(v, 5) for k, v in parts.items()},
+                                    "perplexity": round(use["perplexity"], 2), "usage": round(use["usage"], 4)})
             elif recipe.noise_aware:
                 t = torch.randint(0, len(ac), (len(x),), generator=gen).to(device)
                 x_t = q_sample(x, ac.to(device)[t], torch.randn(x.shape, generator=gen).to(device))
@@ -220,12 +232,17 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
             save_state(step + 1)
     wall = elapsed + time.time() - t0
     final = ema.model if ema else model
-    return final.eval(), {"final_loss": round(running, 5) if running is not None else None, "wall_time_s": round(wall, 1)}
+    info = {"final_loss": round(running, 5) if running is not None else None, "wall_time_s": round(wall, 1)}
+    if history:
+        info["history"] = history
+    return final.eval(), info
 
 
 # -- evaluation of each kind of model --------------------------------------------------------------------------
 @torch.no_grad()
 def _evaluate(recipe: Recipe, model, device, log=print) -> dict:
+    if recipe.task == "autoencoder":
+        return evaluate_autoencoder(model, device)
     if recipe.task == "classifier":
         x, y, attrs = _batch(recipe, 10_000_000, n=2000)  # a held-out seed
         x, y = x.to(device), y.to(device)
@@ -282,19 +299,34 @@ def _evaluate(recipe: Recipe, model, device, log=print) -> dict:
     return out
 
 
+@torch.no_grad()
+def evaluate_autoencoder(model, device, n: int = 1000) -> dict:
+    """PSNR / SSIM of reconstructions of held-out 16x16 shapes, and codebook usage over them."""
+    from .metrics import psnr, ssim
+    from .quantize import codebook_usage
+
+    x = generate_shapes(n, 16, 1, seed=10_000_000 + 5).images.to(device)
+    z_q, idx, _ = model.quantize(model.encode(x))
+    x_hat = model.decode(z_q).clamp(-1, 1)
+    use = codebook_usage(idx, model.config.num_codes)
+    return {"psnr_db": round(float(psnr(x_hat, x).mean()), 2), "ssim": round(float(ssim(x_hat, x).mean()), 4),
+            "perplexity": round(use["perplexity"], 1), "usage": round(use["usage"], 4)}
+
+
 def train(name: str, steps: int | None = None, device=None, resume: bool = False, save: bool = True,
           weights_dir=None, progress: bool = True, evaluate: bool = True, log=print, save_every: int = 500,
           runs_dir=None):
     """Train the registered model ``name`` and (with ``save``) ship it; returns (model, manifest entry info)."""
-    if name not in RECIPES:
+    if isinstance(name, str) and name not in RECIPES:
         raise ValueError(f"name: expected one of {sorted(RECIPES)}, got {name!r}")
-    recipe = copy.deepcopy(RECIPES[name])
+    recipe = copy.deepcopy(RECIPES[name] if isinstance(name, str) else name)
     if steps is not None:
         if steps < 1:
             raise ValueError(f"steps: expected a positive number of steps, got {steps}")
         recipe.steps = steps
     device = default_device(device)
     model, info = _train_loop(recipe, device, resume, progress, log, save_every, runs_dir)
+    name = recipe.name
     cmd = f"python -m course_lib.train {name}" + (f" --steps {steps}" if steps is not None else "")
     info.update({
         "description": recipe.description, "seed": recipe.seed, "steps": recipe.steps,
