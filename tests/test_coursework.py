@@ -246,3 +246,40 @@ def test_guidance_checks_reject_plausible_mistakes(label):
     check, fn, hint = WRONG_GUIDANCE[label]
     with pytest.raises(CourseworkError, match=hint):
         check(fn)
+
+
+# -- notebook 03 checks ---------------------------------------------------------------------------------------------
+from course_lib.coursework import check_lfq_index, check_straight_through, check_vq_losses  # noqa: E402
+
+
+def test_quantization_checks_accept_correct_answers():
+    assert check_straight_through(lambda z_e, z_q: z_e + (z_q - z_e).detach()).startswith("straight_through: 3/3")
+    assert check_vq_losses(lambda z_e, z_q, beta: (((z_e.detach() - z_q) ** 2).mean(),
+                                                   beta * ((z_e - z_q.detach()) ** 2).mean())).endswith("6/6 cases match")
+    assert check_lfq_index(lambda q: ((q > 0).long() * 2 ** torch.arange(q.shape[-1])).sum(-1)).endswith(
+        "4/4 cases match")
+
+
+WRONG_QUANT = {
+    "st returns z_e": (check_straight_through, lambda z_e, z_q: z_e, "returned z_e"),
+    "st detaches z_e": (check_straight_through, lambda z_e, z_q: z_e.detach() + (z_q - z_e.detach()).detach(),
+                        "no gradient"),
+    "st no detach": (check_straight_through, lambda z_e, z_q: z_e + (z_q - z_e), "z_q must get no gradient|gradient"),
+    "losses beta swapped": (check_vq_losses, lambda z_e, z_q, beta: (beta * ((z_e.detach() - z_q) ** 2).mean(),
+                                                                      ((z_e - z_q.detach()) ** 2).mean()), "beta belongs"),
+    "losses no stop-gradient": (check_vq_losses, lambda z_e, z_q, beta: (((z_e - z_q) ** 2).mean(),
+                                                                          beta * ((z_e - z_q) ** 2).mean()),
+                                "must not train"),
+    "losses sum": (check_vq_losses, lambda z_e, z_q, beta: (((z_e.detach() - z_q) ** 2).sum(),
+                                                             beta * ((z_e - z_q.detach()) ** 2).sum()), "mean"),
+    "index bit order": (check_lfq_index, lambda q: ((q > 0).long() * 2 ** torch.arange(q.shape[-1] - 1, -1, -1)).sum(-1),
+                        "bit order"),
+    "index counts -1": (check_lfq_index, lambda q: ((q < 0).long() * 2 ** torch.arange(q.shape[-1])).sum(-1), "counted"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(WRONG_QUANT))
+def test_quantization_checks_reject_plausible_mistakes(label):
+    check, fn, hint = WRONG_QUANT[label]
+    with pytest.raises(CourseworkError, match=hint):
+        check(fn)
