@@ -35,6 +35,8 @@ def test_every_shipped_model_loads_and_runs(name):
             assert out.shape == (2, 3, 16, 16) and torch.isfinite(out).all()
         elif e["model"] == "MLPDenoiser":
             assert model(torch.randn(5, 2), torch.arange(5)).shape == (5, 2)
+        elif e["model"] == "VQVAE":
+            assert model(torch.randn(2, 3, 16, 16)).shape == (2, 3, 16, 16)
         else:
             t = torch.zeros(2, dtype=torch.long) if model.config.time_conditional else None
             assert model(torch.randn(2, 3, 16, 16), t).shape == (2, 4)

@@ -65,3 +65,12 @@ def test_shipped_guidance_results_show_the_tradeoff():
     best = min(cg, key=lambda s: cg[s]["fd"])
     assert 0.0 < float(best) < 10.0  # the best FD at a moderate scale
     assert res["cg_uncond_clean"]["10.0"]["fd"] > 2 * cg["10.0"]["fd"]
+
+
+def test_quick_vq_sweep_trends():
+    from course_lib.experiments import vq_sweeps
+    res, samples = vq_sweeps(steps=40, batch_size=32, betas=(0.25,), bits=(8,), log=lambda *a: None)
+    voc = res["vocabulary"]
+    assert voc["lfq"]["8"]["usage"] > 5 * voc["lfq_no_entropy"]["8"]["usage"]  # the entropy term spreads usage
+    assert res["health"]["restarts"]["usage"] > 2 * res["health"]["plain"]["usage"]  # restarts revive dead codes
+    assert samples["lfq|8"].shape == (8, 3, 16, 16) and len(res["health"]["ema"]["history"]) > 2

@@ -22,6 +22,7 @@ from ..data import generate_shapes, ring_mixture  # noqa: E402
 from ..schedules import make_alphas_cumprod  # noqa: E402
 from . import ddim as D  # noqa: E402
 from . import guidance as G  # noqa: E402
+from . import vq as V  # noqa: E402
 
 
 def _demos():
@@ -32,6 +33,15 @@ def _demos():
     noisy = checkpoints.load("shapes_noisy_classifier16")
     image = generate_shapes(1, 32, 1, seed=5).images[0]
     eps_fns = {"exact eps*": ring.eps_fn(ac), "trained MLP": lambda x, t: mlp(x, t)}
+    vq_points, _ = ring3.sample(800, torch.Generator().manual_seed(0))
+    snapshots = V.train_codebook_2d(vq_points, num_codes=16, steps=300, snapshot_every=10)
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+    results = Path(__file__).resolve().parents[2] / "notebooks" / "results"
+    sweeps = json.loads((results / "vq_sweeps.json").read_text())
+    vq_samples = load_file(str(results / "vq_samples.safetensors"))
     return {
         "01 forward": (D.forward_demo(image, pts, y, ring, ac), [dict(t=t) for t in (0, 100, 300, 500, 700, 999)]),
         "01 posterior": (D.posterior_demo(torch.tensor([2.0, 0.0]), ac),
@@ -48,6 +58,9 @@ def _demos():
                               [dict(y=c, scale=s) for c in (0, 7) for s in (0.0, 1.0, 10.0)]),
         "02 shapes guidance (images)": (G.shapes_guidance_demo(ddpm, noisy, ac),
                                         [dict(shape=sh, scale=s) for sh in ("circle", "cross") for s in (0.0, 3.0, 10.0)]),
+        "03 voronoi": (V.voronoi_demo(vq_points, snapshots), [dict(snapshot=k) for k in (0, 5, 10, 20, 30)]),
+        "03 beta": (V.sweep_reconstruction_demo(vq_samples, sweeps["beta"], "beta", "beta"),
+                    [dict(beta=b) for b in sweeps["beta"]]),
     }
 
 
