@@ -251,56 +251,39 @@ def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0
     return out, samples
 
 
+# name -> (run(quick) -> (results, samples or None), file stem of the results, file stem of the samples)
+SWEEPS = {
+    "ddim": (lambda quick: ddim_tables(QUICK if quick else FULL), "ddim_tables", "ddim_samples"),
+    "ddim-speed": (lambda quick: (ddim_speed(repeats=1 if quick else 3, num_images=16 if quick else 64,
+                                             steps=(100, 10) if quick else (1000, 50, 20, 10)), None),
+                   "ddim_speed", None),
+    "guidance": (lambda quick: guidance_table(**(dict(scales=(0.0, 5.0), n=32, steps=10) if quick else {})),
+                 "guidance_table", "guidance_samples"),
+    "vq": (lambda quick: vq_sweeps(**(dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8)) if quick else {})),
+           "vq_sweeps", "vq_samples"),
+}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m course_lib.experiments")
-    p.add_argument("name", choices=["ddim", "ddim-speed", "guidance", "vq"])
+    p.add_argument("name", choices=list(SWEEPS))
     p.add_argument("--quick", action="store_true", help="reduced sweep (a minute)")
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args(argv)
     torch.manual_seed(0)
-    if a.name == "vq":
-        t0 = time.time()
-        kw = dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8)) if a.quick else {}
-        results, samples = vq_sweeps(**kw)
-        results["wall_time_s"] = round(time.time() - t0, 1)
-        results["command"] = "python -m course_lib.experiments vq" + (" --quick" if a.quick else "")
-        suffix = "_quick" if a.quick else ""
-        a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / f"vq_sweeps{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
-        save_file({k: v.contiguous() for k, v in samples.items()}, str(a.out / f"vq_samples{suffix}.safetensors"))
-        print(f"wrote {a.out}/vq_sweeps{suffix}.json in {results['wall_time_s']} s")
-        return 0
-    if a.name == "guidance":
-        t0 = time.time()
-        kw = dict(scales=(0.0, 5.0), n=32, steps=10) if a.quick else {}
-        results, samples = guidance_table(**kw)
-        results["wall_time_s"] = round(time.time() - t0, 1)
-        results["command"] = "python -m course_lib.experiments guidance" + (" --quick" if a.quick else "")
-        suffix = "_quick" if a.quick else ""
-        a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / f"guidance_table{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
-        save_file(samples, str(a.out / f"guidance_samples{suffix}.safetensors"))
-        print(f"wrote {a.out}/guidance_table{suffix}.json in {results['wall_time_s']} s")
-        return 0
-    if a.name == "ddim-speed":
-        out = ddim_speed(repeats=1 if a.quick else 3, num_images=16 if a.quick else 64,
-                         steps=(100, 10) if a.quick else (1000, 50, 20, 10))
-        out["command"] = "python -m course_lib.experiments ddim-speed" + (" --quick" if a.quick else "")
-        a.out.mkdir(parents=True, exist_ok=True)
-        path = a.out / f"ddim_speed{'_quick' if a.quick else ''}.json"
-        path.write_text(json.dumps(out, indent=1) + "\n")
-        print(f"wrote {path}")
-        return 0
+    run, results_stem, samples_stem = SWEEPS[a.name]
     t0 = time.time()
-    results, samples = ddim_tables(QUICK if a.quick else FULL)
+    results, samples = run(a.quick)
     results["wall_time_s"] = round(time.time() - t0, 1)
-    results["command"] = "python -m course_lib.experiments ddim" + (" --quick" if a.quick else "")
+    results["command"] = f"python -m course_lib.experiments {a.name}" + (" --quick" if a.quick else "")
     results["torch_threads"] = torch.get_num_threads()
-    a.out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if a.quick else ""
-    (a.out / f"ddim_tables{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
-    save_file(samples, str(a.out / f"ddim_samples{suffix}.safetensors"))
-    print(f"wrote {a.out}/ddim_tables{suffix}.json in {results['wall_time_s']} s")
+    a.out.mkdir(parents=True, exist_ok=True)
+    path = a.out / f"{results_stem}{suffix}.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    if samples_stem is not None:
+        save_file({k: v.contiguous() for k, v in samples.items()}, str(a.out / f"{samples_stem}{suffix}.safetensors"))
+    print(f"wrote {path} in {results['wall_time_s']} s")
     return 0
 
 
