@@ -1,0 +1,183 @@
+r"""LPIPS (Zhang et al. 2018) from its parts, compatible with the ``lpips`` package's learned weights.
+
+.. math:: d(x, x_0) = \sum_l \frac{1}{H_l W_l} \sum_{h,w} \big\| w_l \odot (\hat y^l_{hw} - \hat y^l_{0hw}) \big\|_2^2
+
+:math:`\hat y^l` are the layer-l features of a backbone (AlexNet, VGG16 or SqueezeNet), unit-normalised over
+channels at every position; :math:`w_l` are non-negative per-channel weights. As in the reference code, the
+weight vector multiplies the *squared* difference, :math:`\sum_c w_{lc}(\hat y - \hat y_0)_c^2` (the paper's
+:math:`\|w \odot \cdot\|^2` with :math:`w_{lc}` standing for the square of the paper's weight).
+
+Backbone weights: the ImageNet weights come from torchvision's download, which needs a network. They are used
+when already in the torch cache (``$TORCH_HOME/hub/checkpoints``) or when ``allow_download=True``; offline the
+module says so with a warning and falls back to a seeded random backbone (``backbone_source`` records which ran).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ._checks import check_tensor
+
+__all__ = ["normalize_channels", "lpips_distance", "LPIPS", "BACKBONES", "imagenet_weights_path"]
+
+# name -> (torchvision constructor, slices of .features ending at each tapped layer, channels, cache file)
+BACKBONES = {
+    "alex": ("alexnet", [(0, 2), (2, 5), (5, 8), (8, 10), (10, 12)], [64, 192, 384, 256, 256],
+             "alexnet-owt-7be5be79.pth"),
+    "vgg": ("vgg16", [(0, 4), (4, 9), (9, 16), (16, 23), (23, 30)], [64, 128, 256, 512, 512], "vgg16-397923af.pth"),
+    "squeeze": ("squeezenet1_1", [(0, 2), (2, 5), (5, 8), (8, 10), (10, 11), (11, 12), (12, 13)],
+                [64, 128, 256, 384, 384, 512, 512], "squeezenet1_1-b8a52dc0.pth"),
+}
+# the ScalingLayer of lpips v0.1: ImageNet statistics expressed for inputs in [-1, 1]
+_SHIFT = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
+_SCALE = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+
+
+def normalize_channels(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    r""":math:`\hat y_{hw} = y_{hw} / (\|y_{hw}\|_2 + \epsilon)`: unit length over channels (dim 1) at every position.
+    A zero vector stays zero (the eps keeps it from dividing by zero)."""
+    check_tensor(f, "f", ndim=4)
+    return f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
+
+
+def lpips_distance(feats_x, feats_x0, weights=None, spatial: bool = False, out_size=None):
+    r"""The LPIPS equation on lists of per-layer features (N, C_l, H_l, W_l), normalised here.
+
+    weights: list of per-channel non-negative vectors :math:`w_l` (C_l,) (None: all ones, the paper's unweighted
+    baseline). Returns one distance per image (N,), or with ``spatial=True`` a list of per-layer maps (N, H_l, W_l)
+    (upsampled bilinearly to ``out_size`` if given, as the package does).
+    """
+    if len(feats_x) != len(feats_x0):
+        raise ValueError(f"feats_x0: expected {len(feats_x)} layers like feats_x, got {len(feats_x0)}")
+    if weights is not None and len(weights) != len(feats_x):
+        raise ValueError(f"weights: expected one vector per layer ({len(feats_x)}), got {len(weights)}")
+    total, maps = 0.0, []
+    for l, (a, b) in enumerate(zip(feats_x, feats_x0)):
+        check_tensor(a, f"feats_x[{l}]", ndim=4)
+        if a.shape != b.shape:
+            raise ValueError(f"feats_x0[{l}]: expected shape {tuple(a.shape)}, got {tuple(b.shape)}")
+        diff = (normalize_channels(a) - normalize_channels(b)) ** 2  # (N, C, H, W)
+        if weights is None:
+            layer = diff.sum(1)
+        else:
+            w = torch.as_tensor(weights[l], dtype=diff.dtype, device=diff.device).reshape(-1)
+            if w.shape[0] != diff.shape[1] or bool((w < 0).any()):
+                raise ValueError(f"weights[{l}]: expected {diff.shape[1]} non-negative values, got shape "
+                                 f"{tuple(w.shape)}, min {w.min().item() if w.numel() else 'n/a'}")
+            layer = torch.einsum("nchw,c->nhw", diff, w)  # sum_c w_c (y - y0)_c^2
+        if spatial:
+            if out_size is not None:
+                layer = F.interpolate(layer[:, None], size=out_size, mode="bilinear", align_corners=False)[:, 0]
+            maps.append(layer)
+        else:
+            total = total + layer.mean(dim=(1, 2))  # 1 / (H_l W_l) sum_{h,w}
+    return maps if spatial else total
+
+
+def imagenet_weights_path(net: str) -> Path:
+    """Where torchvision keeps the ImageNet weights of ``net``'s backbone in the torch cache."""
+    if net not in BACKBONES:
+        raise ValueError(f"net: expected one of {sorted(BACKBONES)}, got {net!r}")
+    return Path(torch.hub.get_dir()) / "checkpoints" / BACKBONES[net][3]
+
+
+class LPIPS(nn.Module):
+    """LPIPS with a torchvision backbone and the ``lpips`` package's linear weights (``lin=True``).
+
+    backbone: "auto" (ImageNet weights if cached, else a warning and a seeded random backbone), "imagenet"
+    (cached or, with allow_download, downloaded; else an error), "random", or a state dict of the torchvision
+    model. Inputs are N x 3 x H x W in [-1, 1] (``normalize=True``: in [0, 1]); values clearly outside raise.
+    """
+
+    def __init__(self, net: str = "alex", backbone="auto", lin: bool = True, allow_download: bool = False,
+                 seed: int = 0):
+        super().__init__()
+        import torchvision
+
+        if net not in BACKBONES:
+            raise ValueError(f"net: expected one of {sorted(BACKBONES)}, got {net!r}")
+        ctor, self.slices, self.channels, _ = BACKBONES[net]
+        self.net_name = net
+        torch.manual_seed(seed)
+        model = getattr(torchvision.models, ctor)(weights=None)
+        state, self.backbone_source = self._backbone_state(net, backbone, allow_download)
+        if state is not None:
+            model.load_state_dict(state)
+        features = model.features
+        self.layers = nn.ModuleList(nn.Sequential(*[features[i] for i in range(a, b)]) for a, b in self.slices)
+        for p in self.layers.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("shift", _SHIFT.clone())
+        self.register_buffer("scale", _SCALE.clone())
+        self.weights = nn.ParameterList(nn.Parameter(torch.ones(c), requires_grad=False) for c in self.channels)
+        self.lin = lin
+        if lin:
+            import lpips as lpips_pkg
+
+            path = Path(lpips_pkg.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+            lin_state = torch.load(path, map_location="cpu", weights_only=True)
+            for l in range(len(self.channels)):
+                self.weights[l].data.copy_(lin_state[f"lin{l}.model.1.weight"].reshape(-1))
+        self.eval()
+
+    @staticmethod
+    def _backbone_state(net, backbone, allow_download):
+        if isinstance(backbone, dict):
+            return backbone, "given state dict"
+        if backbone == "random":
+            return None, "random (seeded)"
+        path = imagenet_weights_path(net)
+        if backbone in ("auto", "imagenet"):
+            if path.exists():
+                return torch.load(path, map_location="cpu", weights_only=True), f"ImageNet ({path.name}, torch cache)"
+            if allow_download:
+                from torch.hub import load_state_dict_from_url
+
+                url = f"https://download.pytorch.org/models/{path.name}"
+                return load_state_dict_from_url(url, map_location="cpu", weights_only=True), "ImageNet (downloaded)"
+            msg = (f"the ImageNet weights of the {net} backbone are not in the torch cache ({path}); "
+                   f"pass allow_download=True where a network is available")
+            if backbone == "imagenet":
+                raise FileNotFoundError(f"backbone: {msg}")
+            warnings.warn(f"LPIPS: {msg}. Falling back to a seeded random backbone: distances are NOT the "
+                          "published LPIPS.", stacklevel=3)
+            return None, "random (seeded) - ImageNet weights not cached"
+        raise ValueError(f"backbone: expected 'auto', 'imagenet', 'random' or a state dict, got {backbone!r}")
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The tapped layers' activations for images already in [-1, 1]."""
+        h = (x - self.shift) / self.scale
+        out = []
+        for layer in self.layers:
+            h = layer(h)
+            out.append(h)
+        return out
+
+    def _check_input(self, x, name, normalize):
+        check_tensor(x, name, ndim=4)
+        if x.shape[1] != 3:
+            raise ValueError(f"{name}: expected 3 channels (N, 3, H, W), got shape {tuple(x.shape)}")
+        lo, hi = (0.0, 1.0) if normalize else (-1.0, 1.0)
+        if float(x.min()) < lo - 0.05 or float(x.max()) > hi + 0.05:
+            raise ValueError(f"{name}: expected values in [{lo:g}, {hi:g}] (normalize={normalize}), got "
+                             f"{float(x.min()):.3g}..{float(x.max()):.3g}"
+                             + ("; images in [0, 255] must be scaled first" if float(x.max()) > 2 else ""))
+
+    def forward(self, x, x0, normalize: bool = False, spatial: bool = False):
+        """d(x, x0): (N,) distances, or (N, H, W) summed spatial maps with ``spatial=True``."""
+        self._check_input(x, "x", normalize)
+        self._check_input(x0, "x0", normalize)
+        if x.shape != x0.shape:
+            raise ValueError(f"x0: expected the shape of x {tuple(x.shape)}, got {tuple(x0.shape)}")
+        if normalize:
+            x, x0 = 2 * x - 1, 2 * x0 - 1
+        weights = list(self.weights) if self.lin else None
+        if spatial:
+            maps = lpips_distance(self.features(x), self.features(x0), weights, spatial=True, out_size=x.shape[-2:])
+            return sum(maps)
+        return lpips_distance(self.features(x), self.features(x0), weights)

@@ -1,0 +1,111 @@
+import warnings
+
+import lpips
+import pytest
+import torch
+
+from course_lib.perceptual import LPIPS, imagenet_weights_path, lpips_distance, normalize_channels
+
+
+def gen(s):
+    return torch.Generator().manual_seed(s)
+
+
+def _pair(n=2, size=64):
+    x = torch.rand(n, 3, size, size, generator=gen(0)) * 2 - 1
+    y = (x + 0.3 * torch.randn(x.shape, generator=gen(1))).clamp(-1, 1)
+    return x, y
+
+
+def _package(net):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+    return ref
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_equals_the_lpips_package_with_identical_backbone_weights(net):
+    torch.manual_seed(0)
+    ref = _package(net).eval()
+    ref_spatial = _package(net).eval()
+    ref_spatial.load_state_dict(ref.state_dict())
+    ref_spatial.spatial = True
+    ours = LPIPS(net, backbone="random")
+    # copy the package's random backbone into ours, slice by slice
+    slices = [getattr(ref.net, f"slice{i + 1}") for i in range(len(ours.layers))]
+    for mine, theirs in zip(ours.layers, slices):
+        for m_mod, t_mod in zip(mine, theirs):
+            m_mod.load_state_dict(t_mod.state_dict())
+    x, y = _pair(size=64 if net == "alex" else 32)
+    with torch.no_grad():
+        expected = ref(x, y).flatten()
+        got = ours(x, y)
+        assert torch.allclose(got, expected, atol=1e-6, rtol=1e-5), (got, expected)
+        assert torch.allclose(ours(x, y, spatial=True), ref_spatial(x, y)[:, 0], atol=1e-6)
+        assert torch.allclose(ours((x + 1) / 2, (y + 1) / 2, normalize=True), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_identity_symmetry_and_positivity():
+    m = LPIPS("alex", backbone="random")
+    x, y = _pair()
+    with torch.no_grad():
+        assert torch.all(m(x, x) == 0)
+        assert torch.allclose(m(x, y), m(y, x))
+        assert torch.all(m(x, y) > 0)
+
+
+def test_normalize_channels_unit_length_and_zero_vectors():
+    f = torch.randn(2, 5, 3, 3, generator=gen(2))
+    f[0, :, 0, 0] = 0
+    n = normalize_channels(f)
+    norms = n.pow(2).sum(1).sqrt()
+    assert torch.all(n[0, :, 0, 0] == 0)
+    norms[0, 0, 0] = 1
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-6)
+
+
+def test_lpips_distance_by_hand():
+    a = [torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)]
+    b = [torch.tensor([0.0, 1.0]).view(1, 2, 1, 1)]
+    assert lpips_distance(a, b).item() == pytest.approx(2.0)  # |e1 - e2|^2 = 2
+    assert lpips_distance(a, b, weights=[torch.tensor([0.5, 0.0])]).item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="weights"):
+        lpips_distance(a, b, weights=[torch.tensor([-1.0, 1.0])])
+
+
+def test_range_errors():
+    m = LPIPS("alex", backbone="random")
+    x, _ = _pair()
+    with pytest.raises(ValueError, match="x0"):
+        m(x, x * 255)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        m(x, x, normalize=True)  # [-1, 1] images declared as [0, 1]
+    with pytest.raises(ValueError, match="3 channels"):
+        m(x[:, :1], x[:, :1])
+
+
+def test_imagenet_path_offline_falls_back_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.warns(UserWarning, match="not in the torch cache"):
+        m = LPIPS("alex", backbone="auto")
+    assert m.backbone_source.startswith("random")
+    with pytest.raises(FileNotFoundError, match="backbone"):
+        LPIPS("alex", backbone="imagenet")
+
+
+def test_weights_present_path_uses_the_cached_file(tmp_path, monkeypatch):
+    """Place a (random) state dict where torchvision's ImageNet weights would be cached: it is loaded."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(3)
+    fake = torchvision.models.alexnet(weights=None).state_dict()
+    path = imagenet_weights_path("alex")
+    path.parent.mkdir(parents=True)
+    torch.save(fake, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning on this path
+        m = LPIPS("alex", backbone="auto")
+    assert m.backbone_source.startswith("ImageNet")
+    assert torch.equal(m.layers[0][0].weight, fake["features.0.weight"])
