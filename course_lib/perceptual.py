@@ -23,7 +23,8 @@ from torch.nn import functional as F
 
 from ._checks import check_tensor
 
-__all__ = ["normalize_channels", "lpips_distance", "LPIPS", "BACKBONES", "imagenet_weights_path"]
+__all__ = ["normalize_channels", "lpips_distance", "LPIPS", "BACKBONES", "imagenet_weights_path", "ShapesTrunk",
+           "TwoAFCHead"]
 
 # name -> (torchvision constructor, slices of .features ending at each tapped layer, channels, cache file)
 BACKBONES = {
@@ -86,6 +87,49 @@ def imagenet_weights_path(net: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / BACKBONES[net][3]
 
 
+class ShapesTrunk(nn.Module):
+    """The course's own backbone: the convolutional trunk of a shapes classifier (by default the shipped
+    ``shapes_classifier16``), tapped after each residual block. Works offline on 16x16 to 64x64 images in [-1, 1]."""
+
+    def __init__(self, classifier=None, pretrained: bool = True):
+        super().__init__()
+        from .nets import Classifier, ClassifierConfig
+
+        if classifier is None:
+            if pretrained:
+                from . import checkpoints
+
+                classifier = checkpoints.load("shapes_classifier16")
+            else:
+                cfg = ClassifierConfig(time_conditional=False)
+                classifier = Classifier(cfg)
+        self.conv_in, self.blocks, self.downsample = classifier.conv_in, classifier.blocks, classifier.downsample
+        self.channels = [b.conv2.out_channels for b in self.blocks]
+
+    def forward(self, x):
+        h, out = self.conv_in(x), []
+        for block, down in zip(self.blocks, self.downsample):
+            h = block(h)
+            out.append(h)
+            h = down(h)
+        return out
+
+
+class TwoAFCHead(nn.Module):
+    """The paper's G: from the distances d0 = d(x, p0), d1 = d(x, p1) to the probability that p1 is judged closer,
+    through (d0, d1, d0 - d1, d0 / (d1 + eps), d1 / (d0 + eps)) and two hidden layers of 32 (LeakyReLU)."""
+
+    def __init__(self, hidden: int = 32, eps: float = 0.1):
+        super().__init__()
+        self.eps = eps
+        self.net = nn.Sequential(nn.Linear(5, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, d0, d1):
+        feats = torch.stack([d0, d1, d0 - d1, d0 / (d1 + self.eps), d1 / (d0 + self.eps)], dim=-1)
+        return self.net(feats).squeeze(-1)  # a logit; sigmoid gives P(p1 closer)
+
+
 class LPIPS(nn.Module):
     """LPIPS with a torchvision backbone and the ``lpips`` package's linear weights (``lin=True``).
 
@@ -99,24 +143,32 @@ class LPIPS(nn.Module):
         super().__init__()
         import torchvision
 
-        if net not in BACKBONES:
-            raise ValueError(f"net: expected one of {sorted(BACKBONES)}, got {net!r}")
-        ctor, self.slices, self.channels, _ = BACKBONES[net]
+        if net not in BACKBONES and net != "shapes":
+            raise ValueError(f"net: expected one of {sorted(BACKBONES) + ['shapes']}, got {net!r}")
         self.net_name = net
         torch.manual_seed(seed)
-        model = getattr(torchvision.models, ctor)(weights=None)
-        state, self.backbone_source = self._backbone_state(net, backbone, allow_download)
-        if state is not None:
-            model.load_state_dict(state)
-        features = model.features
-        self.layers = nn.ModuleList(nn.Sequential(*[features[i] for i in range(a, b)]) for a, b in self.slices)
-        for p in self.layers.parameters():
+        if net == "shapes":  # the course's own backbone: no scaling layer, no package weights
+            self.trunk = ShapesTrunk(pretrained=backbone != "random")
+            self.backbone_source = "course shapes classifier" if backbone != "random" else "random (seeded)"
+            self.channels, self.layers = self.trunk.channels, None
+            shift, scale = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+        else:
+            ctor, slices, self.channels, _ = BACKBONES[net]
+            model = getattr(torchvision.models, ctor)(weights=None)
+            state, self.backbone_source = self._backbone_state(net, backbone, allow_download)
+            if state is not None:
+                model.load_state_dict(state)
+            features = model.features
+            self.layers = nn.ModuleList(nn.Sequential(*[features[i] for i in range(a, b)]) for a, b in slices)
+            self.trunk = None
+            shift, scale = _SHIFT.clone(), _SCALE.clone()
+        for p in self.backbone_parameters():
             p.requires_grad_(False)
-        self.register_buffer("shift", _SHIFT.clone())
-        self.register_buffer("scale", _SCALE.clone())
+        self.register_buffer("shift", shift)
+        self.register_buffer("scale", scale)
         self.weights = nn.ParameterList(nn.Parameter(torch.ones(c), requires_grad=False) for c in self.channels)
         self.lin = lin
-        if lin:
+        if lin and net != "shapes":
             import lpips as lpips_pkg
 
             path = Path(lpips_pkg.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
@@ -149,9 +201,14 @@ class LPIPS(nn.Module):
             return None, "random (seeded) - ImageNet weights not cached"
         raise ValueError(f"backbone: expected 'auto', 'imagenet', 'random' or a state dict, got {backbone!r}")
 
+    def backbone_parameters(self):
+        return (self.trunk if self.trunk is not None else self.layers).parameters()
+
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The tapped layers' activations for images already in [-1, 1]."""
         h = (x - self.shift) / self.scale
+        if self.trunk is not None:
+            return self.trunk(h)
         out = []
         for layer in self.layers:
             h = layer(h)

@@ -284,3 +284,46 @@ def test_quantization_checks_reject_plausible_mistakes(label):
     check, fn, hint = WRONG_QUANT[label]
     with pytest.raises(CourseworkError, match=hint):
         check(fn)
+
+
+# -- notebook 04 checks ---------------------------------------------------------------------------------------------
+from course_lib.coursework import check_lpips_distance, check_normalize_channels  # noqa: E402
+
+
+def _good_lpips(feats_x, feats_x0, weights):
+    total = 0
+    for a, b, w in zip(feats_x, feats_x0, weights):
+        a = a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        b = b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+        total = total + (((a - b) ** 2) * w.view(1, -1, 1, 1)).sum(1).mean((1, 2))
+    return total
+
+
+def test_lpips_checks_accept_correct_answers():
+    assert check_normalize_channels(lambda f: f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)).endswith(
+        "4/4 cases match")
+    assert check_lpips_distance(_good_lpips).endswith("4/4 cases match")
+
+
+WRONG_LPIPS = {
+    "norm without eps": (check_normalize_channels, lambda f: f / f.pow(2).sum(1, keepdim=True).sqrt(), "eps"),
+    "norm over space": (check_normalize_channels,
+                        lambda f: f / (f.pow(2).sum((2, 3), keepdim=True).sqrt() + 1e-10), "channel axis"),
+    "l1 norm": (check_normalize_channels, lambda f: f / (f.abs().sum(1, keepdim=True) + 1e-10), "L1"),
+    "no normalisation": (check_lpips_distance,
+                         lambda feats_x, feats_x0, weights: sum((((a - b) ** 2) * w.view(1, -1, 1, 1)).sum(1).mean((1, 2))
+                                                                for a, b, w in zip(feats_x, feats_x0, weights)),
+                         "normalise"),
+    "sum over positions": (check_lpips_distance,
+                           lambda feats_x, feats_x0, weights: sum(
+                               (((a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+                                  - b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)) ** 2) * w.view(1, -1, 1, 1))
+                               .sum(1).sum((1, 2)) for a, b, w in zip(feats_x, feats_x0, weights)), "average"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(WRONG_LPIPS))
+def test_lpips_checks_reject_plausible_mistakes(label):
+    check, fn, hint = WRONG_LPIPS[label]
+    with pytest.raises(CourseworkError, match=hint):
+        check(fn)

@@ -109,3 +109,23 @@ def test_weights_present_path_uses_the_cached_file(tmp_path, monkeypatch):
         m = LPIPS("alex", backbone="auto")
     assert m.backbone_source.startswith("ImageNet")
     assert torch.equal(m.layers[0][0].weight, fake["features.0.weight"])
+
+
+def test_course_backbone_and_2afc_head():
+    from course_lib.perceptual import TwoAFCHead
+    m = LPIPS("shapes", lin=False)
+    assert m.backbone_source == "course shapes classifier" and m.channels == [32, 64, 64]
+    x, y = _pair(size=32)
+    with torch.no_grad():
+        assert torch.all(m(x, x) == 0) and torch.all(m(x, y) > 0)
+    head = TwoAFCHead()
+    logits = head(torch.rand(5), torch.rand(5))
+    assert logits.shape == (5,)
+
+
+def test_quick_2afc_training_runs_and_learned_variants_are_recorded():
+    from course_lib.experiments import lpips_2afc
+    res, tensors = lpips_2afc(n_train=128, n_test=64, steps=5, batch_size=16, log=lambda *a: None)
+    assert set(res["agreement"]) == {"L2", "SSIM", "features, unweighted", "lin", "tune", "scratch"}
+    assert all(0 <= v <= 1 for v in res["agreement"].values())
+    assert len(tensors) == 3 and all(bool((w >= 0).all()) for w in tensors.values())  # weights stay non-negative
