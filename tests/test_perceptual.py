@@ -129,3 +129,20 @@ def test_quick_2afc_training_runs_and_learned_variants_are_recorded():
     assert set(res["agreement"]) == {"L2", "SSIM", "features, unweighted", "lin", "tune", "scratch"}
     assert all(0 <= v <= 1 for v in res["agreement"].values())
     assert len(tensors) == 3 and all(bool((w >= 0).all()) for w in tensors.values())  # weights stay non-negative
+    assert any(not torch.allclose(w, torch.ones_like(w)) for w in tensors.values())  # lin really trained them
+
+
+def test_distortion_lab_extremes_and_an_l2_lpips_disagreement():
+    import matplotlib.pyplot as plt
+
+    from course_lib.data import generate_shapes
+    from course_lib.demos.lpips import distortion_lab
+
+    imgs = generate_shapes(4, 32, (1, 2), seed=5).images
+    demo = distortion_lab(imgs, LPIPS("shapes", lin=False))
+    assert demo.set(kind="blur", strength=0.0)["lpips"] == 0.0
+    shift, noise = demo.set(kind="shift", strength=1.0), demo.set(kind="noise", strength=1.0)
+    # L2 calls the noisy images closer, the feature distance the shifted ones
+    assert noise["l2"] < shift["l2"] and shift["lpips"] < noise["lpips"]
+    assert demo.set(kind="contrast", strength=1.0)["map"].shape == (4, 32, 32)
+    plt.close("all")
