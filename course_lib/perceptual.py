@@ -220,10 +220,10 @@ class LPIPS(nn.Module):
         if x.shape[1] != 3:
             raise ValueError(f"{name}: expected 3 channels (N, 3, H, W), got shape {tuple(x.shape)}")
         lo, hi = (0.0, 1.0) if normalize else (-1.0, 1.0)
-        if float(x.min()) < lo - 0.05 or float(x.max()) > hi + 0.05:
+        x_min, x_max = float(x.detach().min()), float(x.detach().max())
+        if x_min < lo - 0.05 or x_max > hi + 0.05:
             raise ValueError(f"{name}: expected values in [{lo:g}, {hi:g}] (normalize={normalize}), got "
-                             f"{float(x.min()):.3g}..{float(x.max()):.3g}"
-                             + ("; images in [0, 255] must be scaled first" if float(x.max()) > 2 else ""))
+                             f"{x_min:.3g}..{x_max:.3g}" + ("; images in [0, 255] must be scaled first" if x_max > 2 else ""))
 
     def forward(self, x, x0, normalize: bool = False, spatial: bool = False):
         """d(x, x0): (N,) distances, or (N, H, W) summed spatial maps with ``spatial=True``."""

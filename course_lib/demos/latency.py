@@ -23,6 +23,7 @@ from ..schedules import make_alphas_cumprod  # noqa: E402
 from . import ddim as D  # noqa: E402
 from . import guidance as G  # noqa: E402
 from . import vq as V  # noqa: E402
+from .lpips import distortion_lab  # noqa: E402
 
 
 def _demos():
@@ -61,7 +62,16 @@ def _demos():
         "03 voronoi": (V.voronoi_demo(vq_points, snapshots), [dict(snapshot=k) for k in (0, 5, 10, 20, 30)]),
         "03 beta": (V.sweep_reconstruction_demo(vq_samples, sweeps["beta"], "beta", "beta"),
                     [dict(beta=b) for b in sweeps["beta"]]),
+        "04 distortion lab": (distortion_lab(generate_shapes(4, 32, (1, 2), seed=5).images, _shapes_lpips()),
+                              [dict(kind=k, strength=s) for k in ("blur", "noise", "shift", "contrast")
+                               for s in (0.0, 0.5, 1.0)]),
     }
+
+
+def _shapes_lpips():
+    from ..perceptual import LPIPS
+
+    return LPIPS("shapes", lin=False)
 
 
 def measure(names=None) -> dict:
