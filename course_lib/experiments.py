@@ -280,7 +280,7 @@ def lpips_2afc(n_train: int = 4000, n_test: int = 1000, steps: int = 400, batch_
     for variant in ("lin", "tune", "scratch"):
         torch.manual_seed(0)
         metric = LPIPS("shapes", backbone="random" if variant == "scratch" else "auto", lin=False)
-        metric.lin = True  # use the per-channel weights w_l (they start at 1: the unweighted distance)
+        metric.set_weights([torch.ones(c) for c in metric.channels])  # w_l start at 1: the unweighted distance
         for w in metric.weights:
             w.requires_grad_(True)
         params = list(metric.weights)

@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from ._checks import as_tensor, broadcast_to_batch, check_alpha_bar, check_same_shape, check_tensor
-from .diffusion import _check_timesteps, ddim_sample, ddpm_posterior, predicted_x0, sigma_eta
+from .diffusion import _check_timesteps, ddim_sample, ddpm_posterior, predicted_x0
 
 __all__ = ["classifier_log_prob_grad", "classifier_guided_mean", "classifier_guided_eps", "cfg_eps",
            "guided_ddpm_sample", "guided_ddim_sample", "cfg_sample"]

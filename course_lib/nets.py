@@ -12,7 +12,7 @@ as plain JSON and :mod:`course_lib.checkpoints` can rebuild it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 from einops import rearrange
@@ -304,10 +304,6 @@ def build_model(kind: str, config: dict) -> nn.Module:
     cls, cfg_cls = MODELS[kind]
     cfg = cfg_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
     return cls(cfg)
-
-
-def config_dict(model: nn.Module) -> dict:
-    return asdict(model.config)
 
 
 @dataclass

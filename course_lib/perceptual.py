@@ -13,7 +13,6 @@ module says so with a warning and falls back to a seeded random backbone (``back
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -200,6 +199,18 @@ class LPIPS(nn.Module):
                           "published LPIPS.", stacklevel=3)
             return None, "random (seeded) - ImageNet weights not cached"
         raise ValueError(f"backbone: expected 'auto', 'imagenet', 'random' or a state dict, got {backbone!r}")
+
+    def set_weights(self, weights) -> "LPIPS":
+        """Use the per-channel weights ``weights`` (one non-negative vector per layer) from now on."""
+        if len(weights) != len(self.weights):
+            raise ValueError(f"weights: expected {len(self.weights)} vectors, one per layer, got {len(weights)}")
+        for l, (w, new) in enumerate(zip(self.weights, weights)):
+            new = torch.as_tensor(new, dtype=w.dtype).reshape(-1)
+            if new.shape != w.shape or bool((new < 0).any()):
+                raise ValueError(f"weights[{l}]: expected {w.numel()} non-negative values, got shape {tuple(new.shape)}")
+            w.data.copy_(new)
+        self.lin = True
+        return self
 
     def backbone_parameters(self):
         return (self.trunk if self.trunk is not None else self.layers).parameters()

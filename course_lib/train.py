@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field

@@ -1,12 +1,11 @@
 """The slider demos of notebook 01: compute at the sliders' extremes, check what they return, draw."""
 import matplotlib.pyplot as plt
-import pytest
 import torch
 
 from course_lib import checkpoints
 from course_lib.data import generate_shapes, ring_mixture
 from course_lib.demos import ddim as demos
-from course_lib.diffusion import ddpm_posterior, predicted_x0, q_sample
+from course_lib.diffusion import ddpm_posterior
 from course_lib.schedules import make_alphas_cumprod
 
 AC = make_alphas_cumprod()

@@ -1,5 +1,4 @@
 """course_lib.guidance: the formulas, and guided sampling with the exact mixture (no learned error)."""
-import math
 
 import pytest
 import torch

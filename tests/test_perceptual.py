@@ -146,3 +146,14 @@ def test_distortion_lab_extremes_and_an_l2_lpips_disagreement():
     assert noise["l2"] < shift["l2"] and shift["lpips"] < noise["lpips"]
     assert demo.set(kind="contrast", strength=1.0)["map"].shape == (4, 32, 32)
     plt.close("all")
+
+
+def test_set_weights_switches_to_the_weighted_distance_and_checks_input():
+    m = LPIPS("shapes", lin=False)
+    x, y = _pair(size=32)
+    with torch.no_grad():
+        unweighted = m(x, y)
+        m.set_weights([torch.full((c,), 2.0) for c in m.channels])
+        assert torch.allclose(m(x, y), 2 * unweighted)
+    with pytest.raises(ValueError, match="weights"):
+        m.set_weights([torch.ones(3)])

@@ -10,7 +10,7 @@ import torch
 from matplotlib.patches import Circle
 
 from .. import viz
-from ..diffusion import (ddim_sample, ddim_step_terms, ddpm_posterior, predicted_x0, q_sample, q_sigma_posterior,
+from ..diffusion import (ddim_sample, ddim_step_terms, ddpm_posterior, q_sample, q_sigma_posterior,
                          sigma_eta)
 from ..metrics import MMDToReference, mixture_nll
 from ..schedules import timestep_subsequence
