@@ -108,3 +108,31 @@ def save(name: str, model: torch.nn.Module, info: dict, weights_dir: Path | None
     m[name] = e
     mpath.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
     return e
+
+
+def save_log(name: str, tensors: dict, weights_dir: Path | None = None) -> dict:
+    """Ship a training log beside a model (``NAME.log.safetensors``: snapshots, curves) and record it, with its
+    sha256, in the model's manifest entry under ``log_file``. Call after :func:`save`."""
+    wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    path = wdir / f"{name}.log.safetensors"
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    mpath = wdir / "manifest.json"
+    m = manifest(mpath)
+    if name not in m:
+        raise CheckpointError(f"name: save the model {name!r} before its log")
+    m[name]["log_file"] = {"file": path.name, "sha256": sha256(path), "size_bytes": path.stat().st_size}
+    mpath.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    return m[name]["log_file"]
+
+
+def load_log(name: str, weights_dir: Path | None = None) -> dict:
+    """The tensors of a model's shipped training log (checked against the manifest's sha256)."""
+    wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    e = entry(name, wdir)
+    if "log_file" not in e:
+        raise CheckpointError(f"{name}: this model ships no training log")
+    path = wdir / e["log_file"]["file"]
+    if not path.exists() or sha256(path) != e["log_file"]["sha256"]:
+        raise CheckpointError(f"{name}: log file {path.name} is missing or differs from the manifest; rebuild it "
+                              f"with `{retrain_command(name)}`")
+    return load_file(str(path))

@@ -28,7 +28,9 @@ from .schedules import alphas_cumprod, cosine_betas, linear_betas
 __all__ = ["CourseworkError", "check_function", "check_alphas_cumprod", "check_q_sample_at", "check_predicted_x0",
            "check_sigma_eta", "check_ddim_step", "check_classifier_guided_mean", "check_classifier_guided_eps",
            "check_cfg_eps", "check_straight_through", "check_vq_losses", "check_lfq_index",
-           "check_normalize_channels", "check_lpips_distance", "make_student_notebook",
+           "check_normalize_channels", "check_lpips_distance", "check_adaptive_weight", "check_hinge_d_loss",
+           "check_cross_attention", "check_latent_round_trip",
+           "make_student_notebook",
            "main", "EXERCISES"]
 
 
@@ -521,11 +523,196 @@ def check_lpips_distance(fn) -> str:
     return check_function("lpips_distance", fn, reference, cases, mistakes, exercise="Exercise 4.2")
 
 
+# -- Exercises 5.1 and 5.2: VQGAN's adaptive weight and the hinge loss ----------------------------------------
+def check_adaptive_weight(fn) -> str:
+    """Exercise 5.1: ``fn(rec_loss, gan_loss, last_layer_weight, delta)`` = clamp(||grad rec|| / (||grad gan|| +
+    delta), 0, 1e4), detached, gradients taken with respect to ``last_layer_weight`` only."""
+    from torch import nn
+
+    from .gan import adaptive_weight
+
+    def losses(seed, gan_scale):
+        torch.manual_seed(seed)
+        dec = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 6))
+        z, target = torch.randn(5, 4), torch.randn(5, 6)
+        out = dec(z)
+        critic = nn.Linear(6, 1)
+        return dec, (out - target).abs().mean(), -gan_scale * critic(out).mean()
+
+    def wrap(f, check_detached=False):
+        def run(seed, gan_scale, delta):
+            dec, rec, gan = losses(seed, gan_scale)
+            lam = f(rec, gan, dec[-1].weight, delta)
+            if check_detached and isinstance(lam, torch.Tensor) and lam.requires_grad:
+                raise CourseworkError("lambda still has a graph: detach it (.detach()), it weights the GAN term "
+                                      "and must not itself be optimised")
+            return lam
+        return run
+
+    def grads(rec, gan, w):
+        return (torch.autograd.grad(rec, w, retain_graph=True)[0], torch.autograd.grad(gan, w, retain_graph=True)[0])
+
+    def wrong(kind):
+        def f(rec, gan, w, delta):
+            gr, gg = grads(rec, gan, w)
+            if kind == "swapped":
+                return (gg.norm() / (gr.norm() + delta)).clamp(0, 1e4).detach()
+            if kind == "no_delta":
+                return (gr.norm() / gg.norm()).clamp(0, 1e4).detach()
+            if kind == "no_clamp":
+                return (gr.norm() / (gg.norm() + delta)).detach()
+            if kind == "squared":
+                return (gr.pow(2).sum() / (gg.pow(2).sum() + delta)).clamp(0, 1e4).detach()
+        return f
+
+    cases = [Case("a tiny decoder", {"seed": 0, "gan_scale": 1.0, "delta": 1e-6}),
+             Case("GAN loss 100x larger", {"seed": 1, "gan_scale": 100.0, "delta": 1e-6}),
+             Case("a large delta", {"seed": 2, "gan_scale": 1.0, "delta": 0.5}),
+             Case("GAN gradient nearly zero (the clamp at 1e4)", {"seed": 3, "gan_scale": 1e-9, "delta": 1e-6})]
+    mistakes = {
+        "the ratio is upside down: ||grad L_rec|| goes on top, ||grad L_GAN|| + delta below": wrong("swapped"),
+        "add delta to the denominator": wrong("no_delta"),
+        "clamp lambda to [0, 1e4] (a vanishing GAN gradient must not blow it up)": wrong("no_clamp"),
+        "use the norms (square roots), not the squared norms": wrong("squared"),
+    }
+    return check_function("adaptive_weight", wrap(fn, True), wrap(lambda r, g, w, d: adaptive_weight(r, g, w, d)),
+                          cases, {k: wrap(v) for k, v in mistakes.items()}, rtol=1e-4, exercise="Exercise 5.1")
+
+
+def check_hinge_d_loss(fn) -> str:
+    """Exercise 5.2: ``fn(logits_real, logits_fake)`` = 0.5 (mean relu(1 - real) + mean relu(1 + fake))."""
+    from .gan import hinge_d_loss
+
+    g = torch.Generator().manual_seed(19)
+    cases = [Case("random patch maps (4, 1, 6, 6)", {"logits_real": torch.randn(4, 1, 6, 6, generator=g),
+                                                     "logits_fake": torch.randn(4, 1, 6, 6, generator=g)}),
+             Case("a confident discriminator (margins met)", {"logits_real": torch.full((2, 1, 3, 3), 2.0),
+                                                              "logits_fake": torch.full((2, 1, 3, 3), -3.0)}),
+             Case("a fooled discriminator", {"logits_real": torch.full((2, 1, 3, 3), -2.0),
+                                             "logits_fake": torch.full((2, 1, 3, 3), 1.5)}),
+             Case("different sizes of real and fake maps", {"logits_real": 3 * torch.randn(3, 1, 4, 4, generator=g),
+                                                            "logits_fake": 3 * torch.randn(5, 1, 2, 2, generator=g)})]
+    relu = torch.nn.functional.relu
+    mistakes = {
+        "average the two terms: 0.5 * (real term + fake term)":
+            lambda logits_real, logits_fake: relu(1 - logits_real).mean() + relu(1 + logits_fake).mean(),
+        "real logits should be pushed above +1: max(0, 1 - D(x)), not max(0, 1 + D(x))":
+            lambda logits_real, logits_fake: 0.5 * (relu(1 + logits_real).mean() + relu(1 + logits_fake).mean()),
+        "fake logits should be pushed below -1: max(0, 1 + D(x_hat)), not max(0, 1 - D(x_hat))":
+            lambda logits_real, logits_fake: 0.5 * (relu(1 - logits_real).mean() + relu(1 - logits_fake).mean()),
+        "the hinge is max(0, .): without it a confident discriminator keeps being rewarded":
+            lambda logits_real, logits_fake: 0.5 * ((1 - logits_real).mean() + (1 + logits_fake).mean()),
+    }
+    return check_function("hinge_d_loss", fn, hinge_d_loss, cases, mistakes, exercise="Exercise 5.2")
+
+
+# -- Exercises 6.1 and 6.2: cross-attention, and the scaled latent ---------------------------------------------
+def check_cross_attention(fn) -> str:
+    """Exercise 6.1: ``fn(layer, x, context, mask)`` equals ``layer(x, context, mask=mask)`` for a
+    :class:`course_lib.attention.CrossAttention`."""
+    from einops import rearrange
+
+    from .attention import CrossAttention
+
+    def layer(seed, heads, dim_head):
+        torch.manual_seed(seed)
+        return CrossAttention(16, 12, heads, dim_head)
+
+    g = torch.Generator().manual_seed(20)
+    some = torch.ones(3, 5, dtype=torch.bool)
+    some[0, 3:] = False
+    some[2, 1:] = False
+
+    def case(label, seed, heads, dim_head, mask):
+        return Case(label, {"seed": seed, "heads": heads, "dim_head": dim_head, "x": torch.randn(3, 7, 16, generator=g),
+                            "context": torch.randn(3, 5, 12, generator=g), "mask": mask})
+
+    cases = [case("4 heads, nothing masked", 0, 4, 8, torch.ones(3, 5, dtype=torch.bool)),
+             case("4 heads, padding masked", 1, 4, 8, some), case("1 head", 2, 1, 16, some),
+             case("8 heads of width 2", 3, 8, 2, some)]
+
+    def run(f):
+        def g_(seed, heads, dim_head, x, context, mask):
+            with torch.no_grad():
+                return f(layer(seed, heads, dim_head), x, context, mask)
+        return g_
+
+    def wrong(scale="sqrt", axis=-1, use_mask=True, split=True):
+        def f(lay, x, context, mask):
+            h = lay.heads if split else 1
+            q = rearrange(lay.to_q(x), "b n (h d) -> b h n d", h=h)
+            k = rearrange(lay.to_k(context), "b m (h d) -> b h m d", h=h)
+            v = rearrange(lay.to_v(context), "b m (h d) -> b h m d", h=h)
+            d = q.shape[-1]
+            s = q @ k.transpose(-1, -2) / {"sqrt": d ** 0.5, "d": d, "none": 1.0}[scale]
+            if use_mask:
+                s = s.masked_fill(~mask[:, None, None, :], float("-inf"))
+            return lay.to_out(rearrange(s.softmax(dim=axis) @ v, "b h n d -> b n (h d)"))
+        return f
+
+    mistakes = {
+        "scale the scores by 1/sqrt(d) with d the width of one head": wrong(scale="none"),
+        "divide by sqrt(d), not by d": wrong(scale="d"),
+        "the softmax runs over the caption tokens (the last axis, keys), not over the image tokens": wrong(axis=-2),
+        "masked caption tokens must get -inf before the softmax (mask[:, None, None, :])": wrong(use_mask=False),
+        "split the width into heads (rearrange 'b n (h d) -> b h n d') before the dot products": wrong(split=False),
+    }
+    reference = run(lambda lay, x, context, mask: lay(x, context, mask=mask))
+    return check_function("cross_attention", run(fn), reference, cases, {k: run(v) for k, v in mistakes.items()},
+                          exercise="Exercise 6.1", nan_hint="A row whose every caption token is masked gives NaN; "
+                                                            "here every row keeps at least one token, so check the mask's broadcasting.")
+
+
+def check_latent_round_trip(encode_fn, decode_fn) -> str:
+    """Exercise 6.2: ``encode_fn(autoencoder, scale, x)`` = scale * E(x) and ``decode_fn(autoencoder, scale, z)`` =
+    G(quantize(z / scale)), on a small VQ autoencoder."""
+    from .nets import VQVAE, VQVAEConfig
+
+    def ae(seed):
+        torch.manual_seed(seed)
+        return VQVAE(VQVAEConfig(channels=(8, 16), latent_dim=4, num_codes=16)).eval()
+
+    g = torch.Generator().manual_seed(21)
+    enc_cases = [Case(f"scale {s}", {"seed": i, "scale": s, "x": torch.rand(2, 3, 16, 16, generator=g) * 2 - 1})
+                 for i, s in enumerate((1.0, 0.37, 4.2))]
+    dec_cases = [Case(f"scale {s}", {"seed": i, "scale": s, "z": torch.randn(2, 4, 4, 4, generator=g)})
+                 for i, s in enumerate((1.0, 0.37, 4.2))]
+
+    def enc(f):
+        def g_(seed, scale, x):
+            with torch.no_grad():
+                return f(ae(seed), scale, x)
+        return g_
+
+    def dec(f):
+        def g_(seed, scale, z):
+            with torch.no_grad():
+                return f(ae(seed), scale, z)
+        return g_
+
+    def ref_decode(a, s, z):
+        return a.decode(a.quantize(z / s)[0])
+
+    line1 = check_function("encode", enc(encode_fn), enc(lambda a, s, x: s * a.encode(x)), enc_cases,
+                           {"multiply by the scale s (it makes the latents unit-variance), do not divide":
+                                enc(lambda a, s, x: a.encode(x) / s),
+                            "encode returns s * E(x): the scale is missing": enc(lambda a, s, x: a.encode(x))},
+                           exercise="Exercise 6.2")
+    line2 = check_function("decode", dec(decode_fn), dec(ref_decode), dec_cases,
+                           {"divide by s before quantizing: the decoder was trained on unscaled latents":
+                                dec(lambda a, s, z: a.decode(a.quantize(z)[0])),
+                            "quantize first (autoencoder.quantize), then decode": dec(lambda a, s, z: a.decode(z / s)),
+                            "divide by s, do not multiply": dec(lambda a, s, z: a.decode(a.quantize(z * s)[0]))},
+                           exercise="Exercise 6.2")
+    return line1 + "; " + line2
+
+
 EXERCISES = {"0.1": check_alphas_cumprod, "0.2": check_q_sample_at, "1.1": check_predicted_x0,
              "1.2": check_sigma_eta, "1.3": check_ddim_step, "2.1": check_classifier_guided_mean,
              "2.2": check_classifier_guided_eps, "2.3": check_cfg_eps, "3.1": check_straight_through,
              "3.2": check_vq_losses, "3.3": check_lfq_index, "4.1": check_normalize_channels,
-             "4.2": check_lpips_distance}
+             "4.2": check_lpips_distance, "5.1": check_adaptive_weight, "5.2": check_hinge_d_loss,
+             "6.1": check_cross_attention, "6.2": check_latent_round_trip}
 
 
 # -- student notebooks ------------------------------------------------------------------------------------------

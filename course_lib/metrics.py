@@ -13,7 +13,7 @@ from ._checks import check_positive_int, check_tensor
 
 __all__ = [
     "sliced_wasserstein", "mmd_rbf", "MMDToReference", "mixture_nll", "frechet_distance_from_stats", "frechet_distance",
-    "precision_recall", "psnr", "ssim", "shapes_features", "image_quality",
+    "precision_recall", "psnr", "ssim", "shapes_features", "image_quality", "edge_sharpness", "reconstruction_report",
 ]
 
 
@@ -200,4 +200,49 @@ def image_quality(fake: torch.Tensor, real: torch.Tensor, classifier, labels: to
     if labels is not None:
         pred = classifier.head(ff.to(next(classifier.parameters()).device)).argmax(1).cpu()
         out["accuracy"] = round(float((pred == labels.cpu()).double().mean()), 4)
+    return out
+
+
+def edge_sharpness(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    r"""Gradient energy of reconstructions relative to their originals, per image:
+    :math:`\sum |\nabla \hat x| / \sum |\nabla x|` with forward differences in both directions.
+    1 means edges as crisp as the original; blur lowers it below 1, noise or ringing raise it above."""
+    check_tensor(x, "x", ndim=4)
+    check_tensor(x_hat, "x_hat", ndim=4)
+    if x_hat.shape != x.shape:
+        raise ValueError(f"x_hat: expected the shape of x {tuple(x.shape)}, got {tuple(x_hat.shape)}")
+
+    def energy(im):
+        return (im[..., 1:, :] - im[..., :-1, :]).abs().sum(dim=(1, 2, 3)) + \
+            (im[..., :, 1:] - im[..., :, :-1]).abs().sum(dim=(1, 2, 3))
+    return energy(x_hat) / energy(x).clamp_min(1e-8)
+
+
+@torch.no_grad()
+def reconstruction_report(x_hat: torch.Tensor, x: torch.Tensor, indices=None, num_codes: int | None = None) -> dict:
+    """Notebook 05's comparison of autoencoders on the same held-out images in [-1, 1]: PSNR, SSIM, LPIPS (course
+    backbone, unweighted: the perceptual loss's own measure), edge sharpness, and two Fréchet distances of the
+    reconstructions to the originals: in the clean classifier's features (its trunk is the LPIPS backbone) and in
+    the independently trained noise-aware classifier's features at t = 0 (a network no loss here has seen).
+    Images larger than 16x16 are average-pooled to 16x16 for the classifiers, which were trained at that size."""
+    from . import checkpoints
+    from .perceptual import LPIPS
+    from .quantize import codebook_usage
+
+    lp = LPIPS(net="shapes", lin=False).to(x.device)
+    dist = torch.cat([lp(x_hat[i:i + 250], x[i:i + 250]) for i in range(0, len(x), 250)])
+    small = (lambda im: F.adaptive_avg_pool2d(im, 16)) if x.shape[-1] != 16 else (lambda im: im)
+    clean = checkpoints.load("shapes_classifier16", device=x.device)
+    noisy = checkpoints.load("shapes_noisy_classifier16", device=x.device)
+    t0 = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    out = {
+        "psnr_db": round(float(psnr(x_hat, x).mean()), 2), "ssim": round(float(ssim(x_hat, x).mean()), 4),
+        "lpips": round(float(dist.mean()), 4), "sharpness": round(float(edge_sharpness(x_hat, x).mean()), 3),
+        "fd_clean_classifier": round(float(frechet_distance(clean.features(small(x)), clean.features(small(x_hat)))), 4),
+        "fd_noisy_classifier": round(float(frechet_distance(noisy.features(small(x), t0),
+                                                            noisy.features(small(x_hat), t0))), 4),
+    }
+    if indices is not None:
+        use = codebook_usage(indices, num_codes)
+        out.update(perplexity=round(use["perplexity"], 1), usage=round(use["usage"], 4))
     return out

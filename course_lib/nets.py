@@ -381,6 +381,10 @@ class VQVAE(nn.Module):
     def decode(self, z_q):
         return self.decoder(z_q)
 
+    def last_layer(self) -> torch.Tensor:
+        """Weight of the decoder's last convolution: VQGAN's :math:`G_L`, where the adaptive weight compares gradients."""
+        return self.decoder[-1].weight
+
     def codes_to_latents(self, indices):
         """(B, h, w) code ids -> (B, D, h, w) quantized latents."""
         from .quantize import lfq_codes
@@ -401,3 +405,262 @@ class VQVAE(nn.Module):
 
 
 MODELS["VQVAE"] = (VQVAE, VQVAEConfig)
+
+
+# -- stage two of VQGAN: an autoregressive prior over code indices -----------------------------------------------
+@dataclass
+class GPTConfig:
+    vocab_size: int = 256      # number of codes K
+    block_size: int = 64       # sequence length h*w (raster order)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where position i attends to positions <= i only."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        if cfg.n_embd % cfg.n_head:
+            raise ValueError(f"n_embd: expected a multiple of n_head={cfg.n_head}, got {cfg.n_embd}")
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.dropout = cfg.dropout
+
+    def forward(self, x):
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.n_head)
+        # is_causal masks the upper triangle: softmax weight 0 on every later token
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class GPTBlock(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.n_embd), nn.LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(), nn.Linear(4 * cfg.n_embd, cfg.n_embd))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPTPrior(nn.Module):
+    r"""VQGAN's stage two: :math:`p(s) = \prod_i p(s_i \mid s_{<i})` over the code indices s of an image in raster
+    order, a small decoder-only transformer (as nanoGPT). A start token (id ``vocab_size``) precedes the sequence,
+    so the first code has a distribution too: ``forward(idx)`` with idx (B, n) codes returns (B, n, K) logits where
+    position i predicts code i from codes < i.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.tok_emb = nn.Embedding(cfg.vocab_size + 1, cfg.n_embd)  # + start token
+        self.pos_emb = nn.Parameter(torch.zeros(1, cfg.block_size, cfg.n_embd))
+        nn.init.normal_(self.pos_emb, std=0.02)
+        self.blocks = nn.ModuleList(GPTBlock(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if idx.ndim != 2 or idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"idx: expected (B, n) integer code ids, got {tuple(idx.shape)} {idx.dtype}")
+        if idx.shape[1] > cfg.block_size:
+            raise ValueError(f"idx: expected at most block_size={cfg.block_size} codes, got {idx.shape[1]}")
+        if idx.numel() and (idx.min() < 0 or idx.max() >= cfg.vocab_size):
+            raise ValueError(f"idx: code ids must lie in [0, {cfg.vocab_size}), got [{int(idx.min())}, {int(idx.max())}]")
+        start = torch.full((idx.shape[0], 1), cfg.vocab_size, dtype=torch.long, device=idx.device)
+        tokens = torch.cat([start, idx.long()], dim=1)[:, : idx.shape[1]]  # shift right: position i sees < i
+        x = self.tok_emb(tokens) + self.pos_emb[:, : tokens.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+    def loss(self, idx: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood per code (nats), the stage-two training loss."""
+        logits = self.forward(idx)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), idx.reshape(-1).long())
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, top_k: int | None = None, generator=None,
+               length: int | None = None) -> torch.Tensor:
+        r"""Draw n code sequences one code at a time from :math:`\text{softmax}(\text{logits}/T)` restricted to the
+        ``top_k`` most likely codes. Returns (n, length) ids (default length: block_size)."""
+        cfg = self.config
+        length = cfg.block_size if length is None else length
+        if temperature <= 0:
+            raise ValueError(f"temperature: expected a positive number, got {temperature}")
+        if top_k is not None and not 1 <= top_k <= cfg.vocab_size:
+            raise ValueError(f"top_k: expected None or an integer in [1, {cfg.vocab_size}], got {top_k}")
+        device = self.head.weight.device
+        idx = torch.zeros(n, 0, dtype=torch.long, device=device)
+        for i in range(length):
+            # recomputing the prefix each step (no KV cache) keeps this readable; 64 steps of a 4-layer net are cheap
+            padded = torch.cat([idx, torch.zeros(n, 1, dtype=torch.long, device=device)], dim=1)
+            logits = self.forward(padded)[:, i].float() / temperature
+            if top_k is not None:
+                kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = logits.softmax(-1)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(device)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx
+
+
+MODELS["GPTPrior"] = (GPTPrior, GPTConfig)
+
+
+# -- Latent Diffusion (notebook 06): a caption encoder and a UNet that attends to it --------------------------------
+@dataclass
+class CaptionUNetConfig:
+    in_channels: int = 4               # latent channels (3 for a pixel-space model)
+    base_channels: int = 32
+    channel_mults: tuple = (1, 2)
+    attention_levels: tuple = (True, True)  # a SpatialTransformer at each level (plus one in the middle)
+    context_dim: int = 64              # width of the caption tokens tau_theta(y)
+    heads: int = 4
+    attention: str = "standard"        # "standard": Q from the image, K, V from the caption; "swapped": the reverse
+    vocab_size: int = 20               # len(course_lib.data.VOCAB)
+    caption_length: int = 11           # CAPTION_LENGTH
+    caption_layers: int = 2
+    groups: int = 8
+
+
+class CaptionEncoder(nn.Module):
+    r""":math:`\tau_\theta`: caption token ids (B, L) -> tokens (B, L+1, dim) and a key mask (B, L+1).
+
+    Token embeddings plus learned positions, then pre-norm self-attention layers that ignore ``<pad>`` (id 0).
+    Position 0 is a learned start token that is always attendable, so the empty caption (all ``<pad>``), which
+    classifier-free guidance uses as "no condition", still gives well-defined attention.
+    """
+
+    def __init__(self, vocab_size: int, length: int, dim: int, layers: int = 2, heads: int = 4):
+        super().__init__()
+        self.length = length
+        self.tok_emb = nn.Embedding(vocab_size, dim)
+        self.start = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_emb = nn.Parameter(torch.zeros(1, length + 1, dim))
+        nn.init.normal_(self.pos_emb, std=0.02)
+        nn.init.normal_(self.start, std=0.02)
+        self.layers = nn.ModuleList(nn.ModuleList([nn.LayerNorm(dim), CrossAttention(dim, None, heads, dim // heads),
+                                                   nn.LayerNorm(dim), nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(),
+                                                                                    nn.Linear(4 * dim, dim))])
+                                    for _ in range(layers))
+        self.norm_out = nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor):
+        if tokens.ndim != 2 or tokens.shape[1] != self.length or tokens.dtype != torch.long:
+            raise ValueError(f"tokens: expected (B, {self.length}) long caption ids, got {tokens.dtype} "
+                             f"{tuple(tokens.shape)}")
+        if int(tokens.min()) < 0 or int(tokens.max()) >= self.tok_emb.num_embeddings:
+            raise ValueError(f"tokens: ids must lie in [0, {self.tok_emb.num_embeddings}), got "
+                             f"[{int(tokens.min())}, {int(tokens.max())}]")
+        b = tokens.shape[0]
+        x = torch.cat([self.start.expand(b, -1, -1), self.tok_emb(tokens)], dim=1) + self.pos_emb
+        mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=tokens.device), tokens != 0], dim=1)
+        for ln1, attn, ln2, ff in self.layers:
+            x = x + attn(ln1(x), mask=mask)
+            x = x + ff(ln2(x))
+        return self.norm_out(x), mask
+
+
+class CaptionUNet(nn.Module):
+    r"""Latent Diffusion's denoiser :math:`\epsilon_\theta(z_t, t, \tau_\theta(y))`: a UNet whose levels end in
+    :class:`course_lib.attention.SpatialTransformer` blocks that cross-attend to the caption tokens, trained jointly
+    with its :class:`CaptionEncoder`. ``forward(z_t, t, tokens=None)``; ``tokens=None`` is the empty caption
+    (unconditional). :meth:`transformers` lists the attention layers by name, for attention maps.
+    """
+
+    def __init__(self, config: CaptionUNetConfig):
+        super().__init__()
+        from .attention import SpatialTransformer
+
+        self.config = cfg = config
+        if cfg.attention not in ("standard", "swapped"):
+            raise ValueError(f"attention: expected 'standard' or 'swapped', got {cfg.attention!r}")
+        if len(cfg.attention_levels) != len(cfg.channel_mults):
+            raise ValueError(f"attention_levels: expected one flag per level ({len(cfg.channel_mults)}), got "
+                             f"{cfg.attention_levels}")
+        swapped = cfg.attention == "swapped"
+        ch = [cfg.base_channels * m for m in cfg.channel_mults]
+        emb_dim = 4 * cfg.base_channels
+        self.caption_encoder = CaptionEncoder(cfg.vocab_size, cfg.caption_length, cfg.context_dim, cfg.caption_layers,
+                                              cfg.heads)
+        self.time_mlp = nn.Sequential(nn.Linear(cfg.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+
+        def st(c, on=True):
+            return SpatialTransformer(c, cfg.context_dim, cfg.heads, groups=cfg.groups, swapped=swapped) if on else None
+
+        self.down = nn.ModuleList()
+        prev = ch[0]
+        for i, c in enumerate(ch):
+            self.down.append(nn.ModuleDict({
+                "res": ResBlock(prev, c, emb_dim, cfg.groups),
+                **({"attn": st(c)} if cfg.attention_levels[i] else {}),
+                **({"down": nn.Conv2d(c, c, 3, stride=2, padding=1)} if i < len(ch) - 1 else {})}))
+            prev = c
+        self.mid1, self.mid_attn, self.mid2 = (ResBlock(ch[-1], ch[-1], emb_dim, cfg.groups), st(ch[-1]),
+                                               ResBlock(ch[-1], ch[-1], emb_dim, cfg.groups))
+        self.up = nn.ModuleList()
+        for i in reversed(range(len(ch))):
+            self.up.append(nn.ModuleDict({
+                "res": ResBlock(prev + ch[i], ch[i], emb_dim, cfg.groups),
+                **({"attn": st(ch[i])} if cfg.attention_levels[i] else {}),
+                **({"up": nn.Conv2d(ch[i], ch[i - 1], 3, padding=1)} if i > 0 else {})}))
+            prev = ch[i - 1] if i > 0 else ch[i]
+        self.norm_out = nn.GroupNorm(cfg.groups, ch[0])
+        self.conv_out = nn.Conv2d(ch[0], cfg.in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def transformers(self) -> dict:
+        """{name: SpatialTransformer} in the order the forward pass meets them (name says level and resolution)."""
+        out = {}
+        n = len(self.down)
+        for i, blk in enumerate(self.down):
+            if "attn" in blk:
+                out[f"down{i}"] = blk["attn"]
+        out["mid"] = self.mid_attn
+        for j, blk in enumerate(self.up):
+            if "attn" in blk:
+                out[f"up{n - 1 - j}"] = blk["attn"]
+        return out
+
+    def forward(self, x, t, tokens=None):
+        cfg = self.config
+        _check_image_input(x, cfg.in_channels)
+        factor = 2 ** (len(cfg.channel_mults) - 1)
+        if x.shape[-1] % factor or x.shape[-2] % factor:
+            raise ValueError(f"x: expected H and W divisible by {factor}, got {tuple(x.shape[-2:])}")
+        if tokens is None:
+            tokens = torch.zeros(x.shape[0], cfg.caption_length, dtype=torch.long, device=x.device)
+        if tokens.shape[0] != x.shape[0]:
+            raise ValueError(f"tokens: expected one caption per image ({x.shape[0]}), got {tuple(tokens.shape)}")
+        context, mask = self.caption_encoder(tokens)
+        emb = self.time_mlp(timestep_embedding(_timesteps_for(t, x), cfg.base_channels))
+        h = self.conv_in(x)
+        skips = []
+        for blk in self.down:
+            h = blk["res"](h, emb)
+            if "attn" in blk:
+                h = blk["attn"](h, context, mask)
+            skips.append(h)
+            if "down" in blk:
+                h = blk["down"](h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb), context, mask), emb)
+        for blk in self.up:
+            h = blk["res"](torch.cat([h, skips.pop()], dim=1), emb)
+            if "attn" in blk:
+                h = blk["attn"](h, context, mask)
+            if "up" in blk:
+                h = blk["up"](F.interpolate(h, scale_factor=2, mode="nearest"))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+MODELS["CaptionUNet"] = (CaptionUNet, CaptionUNetConfig)

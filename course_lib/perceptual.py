@@ -226,20 +226,25 @@ class LPIPS(nn.Module):
             out.append(h)
         return out
 
-    def _check_input(self, x, name, normalize):
+    def _check_input(self, x, name, normalize, check_range=True):
         check_tensor(x, name, ndim=4)
         if x.shape[1] != 3:
             raise ValueError(f"{name}: expected 3 channels (N, 3, H, W), got shape {tuple(x.shape)}")
+        if not check_range:
+            return
         lo, hi = (0.0, 1.0) if normalize else (-1.0, 1.0)
         x_min, x_max = float(x.detach().min()), float(x.detach().max())
         if x_min < lo - 0.05 or x_max > hi + 0.05:
             raise ValueError(f"{name}: expected values in [{lo:g}, {hi:g}] (normalize={normalize}), got "
                              f"{x_min:.3g}..{x_max:.3g}" + ("; images in [0, 255] must be scaled first" if x_max > 2 else ""))
 
-    def forward(self, x, x0, normalize: bool = False, spatial: bool = False):
-        """d(x, x0): (N,) distances, or (N, H, W) summed spatial maps with ``spatial=True``."""
-        self._check_input(x, "x", normalize)
-        self._check_input(x0, "x0", normalize)
+    def forward(self, x, x0, normalize: bool = False, spatial: bool = False, check_range: bool = True):
+        """d(x, x0): (N,) distances, or (N, H, W) summed spatial maps with ``spatial=True``.
+
+        ``check_range=False`` skips the value-range check, for LPIPS used as a training loss on a decoder's raw
+        output, which may overshoot [-1, 1] early in training (the images still have to be 3-channel and 4-d)."""
+        self._check_input(x, "x", normalize, check_range)
+        self._check_input(x0, "x0", normalize, check_range)
         if x.shape != x0.shape:
             raise ValueError(f"x0: expected the shape of x {tuple(x.shape)}, got {tuple(x0.shape)}")
         if normalize:

@@ -63,8 +63,8 @@ class Recipe:
     name: str
     model: str
     config: dict
-    task: str            # "diffusion", "classifier" or "autoencoder"
-    data: str            # "shapes16" or "ring8"
+    task: str            # "diffusion", "classifier", "autoencoder", "vqgan" or "prior"
+    data: str            # "shapes16", "shapes32" or "ring8"
     steps: int
     batch_size: int
     lr: float
@@ -98,6 +98,48 @@ RECIPES = {r.name: r for r in [
            task="autoencoder", data="shapes16", steps=2000, batch_size=128, lr=1e-3, seed=5,
            description="VQ-VAE on 16x16 shapes: 4x4 grid of codes from a 256-code codebook (D=16), beta 0.25, "
                        "codebook loss with dead-code restarts"),
+    # notebook 05's three autoencoders: same architecture (32x32 -> 4x4 grid of codes from 256, D=16: the high
+    # compression where the paper's argument lives; at 8x8 codes plain L2 already reached 37 dB), data, batch and
+    # steps; only the objective differs. The perceptual term is the course's unweighted deep-feature distance
+    # (LPIPS(net="shapes", lin=False)), whose scale is about 10x that of lpips' AlexNet-lin, hence weight 0.1.
+    *[Recipe(name, "VQVAE", dict(channels=(32, 64, 64), num_codes=256, latent_dim=16, restart_dead_codes=True),
+             task="vqgan", data="shapes32", steps=2000, batch_size=32, lr=1e-3, seed=6,
+             description=desc, extra={"loss": loss, "log_every": 25, "disc": {"num_layers": 1, "channels": 64},
+                                      "snapshot_steps": [0, 50, 100, 200, 400, 600, 800, 1000, 1500, 1999]})
+      for name, desc, loss in [
+          ("shapes_ae32_l2", "VQ autoencoder on 32x32 shapes, L2 reconstruction only (the VQ-VAE objective)",
+           dict(rec="l2", perceptual_weight=0.0, gan=False)),
+          ("shapes_ae32_lpips", "VQ autoencoder on 32x32 shapes, L1 + 0.1 x LPIPS (course backbone, unweighted)",
+           dict(rec="l1", perceptual_weight=0.1, gan=False)),
+          ("shapes_vqgan32", "VQGAN on 32x32 shapes: L1 + 0.1 x LPIPS + hinge patch-GAN with the adaptive lambda "
+                             "(discriminator on from step 600)",
+           dict(rec="l1", perceptual_weight=0.1, gan=True, disc_start=600)),
+      ]],
+    Recipe("shapes_gpt32", "GPTPrior", dict(vocab_size=256, block_size=16, n_layer=4, n_head=4, n_embd=128),
+           task="prior", data="shapes32", steps=3000, batch_size=64, lr=1e-3, seed=7,
+           description="VQGAN stage two: a 4-layer GPT over shapes_vqgan32's 4x4 code sequences in raster order",
+           extra={"autoencoder": "shapes_vqgan32", "log_every": 25}),
+    # notebook 06: the autoencoder whose latents the diffusion models use (f = 4: 32x32 -> 8x8x4), then three
+    # caption-conditioned diffusion models on the same data: latent with standard cross-attention, latent with the
+    # swapped layer, and pixel space (given about the same training wall-clock as the latent model)
+    Recipe("shapes_ae32_f4", "VQVAE", dict(channels=(32, 64), num_codes=256, latent_dim=4, restart_dead_codes=True),
+           task="vqgan", data="shapes32", steps=2000, batch_size=32, lr=1e-3, seed=8,
+           description="Latent Diffusion's first stage: VQ autoencoder on 32x32 shapes to an 8x8x4 latent (f=4), L2",
+           extra={"loss": dict(rec="l2", perceptual_weight=0.0, gan=False), "log_every": 25,
+                  "snapshot_steps": [0, 100, 500, 1999]}),
+    *[Recipe(name, "CaptionUNet", config, task="ldm", data="shapes32", steps=steps, batch_size=64, lr=1e-3, seed=9,
+             ema_decay=0.999, cond_drop_prob=0.1, description=desc, extra={"autoencoder": ae, "log_every": 25})
+      for name, config, steps, ae, desc in [
+          ("shapes_ldm32", dict(in_channels=4), 4000, "shapes_ae32_f4",
+           "latent diffusion on shapes_ae32_f4's 8x8x4 latents, caption-conditioned by cross-attention (Q from the "
+           "image, K and V from the caption) at every level, 10% empty captions for classifier-free guidance"),
+          ("shapes_ldm32_swapped", dict(in_channels=4, attention="swapped"), 4000, "shapes_ae32_f4",
+           "as shapes_ldm32 but every cross-attention swapped (Q from the caption, K and V from the image; the "
+           "per-token outputs averaged and broadcast to every pixel)"),
+          ("shapes_pixel32", dict(in_channels=3, channel_mults=(1, 2, 2), attention_levels=(False, False, True)),
+           1000, None, "pixel-space counterpart of shapes_ldm32: the same caption UNet on 32x32 images (attention "
+                       "at 8x8 only), trained for about the latent model's wall-clock time"),
+      ]],
     Recipe("ring8_mlp", "MLPDenoiser", dict(dim=2, hidden=128, num_layers=3),
            task="diffusion", data="ring8", steps=20000, batch_size=512, lr=2e-3, seed=4, ema_decay=0.995,
            description="eps-prediction MLP on the ring of 8 Gaussians (ring_mixture(): radius 2, std 0.1; "
@@ -129,6 +171,9 @@ def _batch(recipe: Recipe, step: int, n: int | None = None):
     seed = recipe.seed * 1_000_003 + step
     if recipe.data == "shapes16":
         b = generate_shapes(n, 16, 1, seed=seed)
+        return b.images, b.labels, b.attributes
+    if recipe.data == "shapes32":
+        b = generate_shapes(n, 32, 1, seed=seed)
         return b.images, b.labels, b.attributes
     if recipe.data == "ring8":
         x, y = ring_mixture().sample(n, torch.Generator().manual_seed(seed))
@@ -237,9 +282,176 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
     return final.eval(), info
 
 
+def _train_vqgan(recipe: Recipe, device, progress: bool = True):
+    """Train one of notebook 05's autoencoders with :class:`course_lib.gan.VQGANTrainer`; returns (model, info,
+    log tensors: reconstructions of 8 held-out images at the snapshot steps, and the logged curves)."""
+    from .gan import PatchDiscriminator, VQGANLossConfig, VQGANTrainer
+    from .perceptual import LPIPS
+    from .quantize import codebook_usage
+
+    torch.manual_seed(recipe.seed)
+    ae = build_model(recipe.model, recipe.config).to(device)
+    loss_cfg = VQGANLossConfig(**recipe.extra["loss"])
+    disc = PatchDiscriminator(**recipe.extra.get("disc", {})).to(device) if loss_cfg.gan else None
+    perceptual = None
+    if loss_cfg.perceptual_weight > 0:
+        lp = LPIPS(net="shapes", lin=False).to(device).requires_grad_(False).eval()
+        perceptual = lambda a, b: lp(a, b, check_range=False)  # noqa: E731 (raw decoder output may overshoot)
+    trainer = VQGANTrainer(ae, loss_cfg, disc, perceptual, lr=recipe.lr)
+    fixed = generate_shapes(8, 32, 1, seed=10_000_000 + 6).images.to(device)
+    snap_steps = [s for s in recipe.extra.get("snapshot_steps", []) if s < recipe.steps]
+    snaps, history, t0 = [], [], time.time()
+    keys = ("l1", "l2", "lpips", "codebook", "commitment", "g_loss", "lambda_", "rec_grad_norm", "gan_grad_norm",
+            "d_loss", "logits_real", "logits_fake", "loss")
+    curves = {k: [] for k in keys}
+    for step in tqdm(range(recipe.steps), desc=recipe.name, disable=not progress):
+        x, _, _ = _batch(recipe, step)
+        logs = trainer.step(x.to(device), lr=_lr_at(step, recipe))
+        if step % recipe.extra.get("log_every", 25) == 0 or step == recipe.steps - 1:
+            use = codebook_usage(logs["indices"], ae.config.num_codes)
+            history.append({"step": step, "perplexity": round(use["perplexity"], 2),
+                            **{k: round(logs[k], 5) for k in keys if k in logs}})
+            for k in keys:
+                curves[k].append(float(logs.get(k, float("nan"))))
+        if step in snap_steps:
+            with torch.no_grad():
+                ae.eval()
+                snaps.append(ae(fixed).clamp(-1, 1).cpu())
+    wall = time.time() - t0
+    ae.eval()
+    log_tensors = {"snapshot_steps": torch.tensor(snap_steps), "snapshots": torch.stack(snaps) if snaps else torch.zeros(0),
+                   "snapshot_images": fixed.cpu(), "curve_steps": torch.tensor([h["step"] for h in history]),
+                   **{f"curve_{k}": torch.tensor(v) for k, v in curves.items()}}
+    info = {"final_loss": history[-1].get("loss"), "wall_time_s": round(wall, 1), "loss_config": recipe.extra["loss"],
+            "history": history[:: max(1, len(history) // 40)]}
+    if disc is not None:  # shipped in the log: notebook 05 shows its logit maps
+        info["discriminator_params"] = sum(p.numel() for p in disc.parameters())
+        info["discriminator_config"] = disc.config
+        log_tensors.update({f"discriminator.{k}": v for k, v in disc.state_dict().items()})
+    return ae, info, log_tensors
+
+
+def _prior_codes(recipe: Recipe, step: int, device, n: int | None = None, autoencoder=None):
+    """Code sequences (B, h*w) of the batch of ``step`` under the recipe's autoencoder, raster order."""
+    ae = autoencoder or checkpoints.load(recipe.extra["autoencoder"], device=device)
+    x, _, _ = _batch(recipe, step, n)
+    with torch.no_grad():
+        _, idx, _ = ae.quantize(ae.encode(x.to(device)))
+    return idx.flatten(1)
+
+
+def _train_prior(recipe: Recipe, device, progress: bool = True):
+    """Train the transformer prior on the codes of the recipe's autoencoder (loaded from the shipped weights)."""
+    torch.manual_seed(recipe.seed)
+    ae = checkpoints.load(recipe.extra["autoencoder"], device=device)
+    model = build_model(recipe.model, recipe.config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    steps_log, losses, t0, running = [], [], time.time(), None
+    for step in tqdm(range(recipe.steps), desc=recipe.name, disable=not progress):
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, recipe)
+        loss = model.loss(_prior_codes(recipe, step, device, autoencoder=ae))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % recipe.extra.get("log_every", 25) == 0 or step == recipe.steps - 1:
+            steps_log.append(step)
+            losses.append(loss.item())
+    info = {"final_loss": round(running, 4), "wall_time_s": round(time.time() - t0, 1),
+            "autoencoder": recipe.extra["autoencoder"]}
+    return model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
+
+
+def _train_ldm(recipe: Recipe, device, progress: bool = True):
+    """Train a caption-conditioned denoiser on scaled latents (or pixels) with L_LDM; returns (EMA model, info, log)."""
+    from .ldm import latent_scale, ldm_loss
+
+    torch.manual_seed(recipe.seed)
+    ae_name = recipe.extra.get("autoencoder")
+    ae = checkpoints.load(ae_name, device=device) if ae_name else None
+    scale = latent_scale(ae, generate_shapes(1000, 32, 1, seed=10_000_000 + 11).images.to(device)) if ae else 1.0
+    model = build_model(recipe.model, recipe.config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
+    ema = EMA(model, recipe.ema_decay)
+    ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    steps_log, losses, t0, running = [], [], time.time(), None
+    for step in tqdm(range(recipe.steps), desc=recipe.name, disable=not progress):
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, recipe)
+        b = generate_shapes(recipe.batch_size, 32, 1, seed=recipe.seed * 1_000_003 + step)
+        with torch.no_grad():
+            z0 = scale * ae.encode(b.images.to(device)) if ae is not None else b.images.to(device)
+        loss = ldm_loss(model, z0, b.tokens.to(device), ac, gen, recipe.cond_drop_prob)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema.update(model, step)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % recipe.extra.get("log_every", 25) == 0 or step == recipe.steps - 1:
+            steps_log.append(step)
+            losses.append(loss.item())
+    wall = time.time() - t0
+    info = {"final_loss": round(running, 5), "wall_time_s": round(wall, 1), "autoencoder": ae_name,
+            "latent_scale": round(scale, 6), "seconds_per_step": round(wall / recipe.steps, 4)}
+    return ema.model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
+
+
+@torch.no_grad()
+def caption_following(images: torch.Tensor, attributes: dict, classifier) -> dict:
+    """How often the clean shapes classifier (on 16x16 average-pooled images) reads the requested shape, colour and
+    position (row and column) off ``images``; ``attributes`` as from :func:`generate_shapes` (first object)."""
+    small = F.adaptive_avg_pool2d(images, 16) if images.shape[-1] != 16 else images
+    logits = classifier.attribute_logits(small.to(next(classifier.parameters()).device))
+    pred = {name: lg.argmax(1).cpu() for name, lg in zip(("shape", "colour", "row", "column"), logits[:4])}
+    ok = {name: pred[name] == attributes[name][:, 0] for name in pred}
+    both = ok["shape"] & ok["colour"]
+    return {"shape": round(float(ok["shape"].double().mean()), 4), "colour": round(float(ok["colour"].double().mean()), 4),
+            "position": round(float((ok["row"] & ok["column"]).double().mean()), 4),
+            "shape_and_colour": round(float(both.double().mean()), 4),
+            "all": round(float((both & ok["row"] & ok["column"]).double().mean()), 4)}
+
+
+@torch.no_grad()
+def evaluate_ldm(pipe, device, n: int = 256, steps: int = 20, guidance_scale: float = 3.0) -> dict:
+    """Captions of n held-out images -> samples (DDIM, classifier-free guidance); caption-following rates, FD to
+    real images (clean classifier features at 16x16), and sampling time per step (batch n)."""
+    from .metrics import image_quality
+
+    clf = checkpoints.load("shapes_classifier16", device=device)
+    ref = generate_shapes(n, 32, 1, seed=10_000_000 + 12)
+    real = generate_shapes(1000, 32, 1, seed=10_000_000 + 13).images
+    out = {"num_samples": n, "ddim_steps": steps, "guidance_scale": guidance_scale,
+           "real_images": caption_following(ref.images, ref.attributes, clf)}
+    g = torch.Generator().manual_seed(0)
+    t0 = time.time()
+    x = pipe.sample(ref.tokens, steps=steps, guidance_scale=guidance_scale, generator=g).cpu()
+    out["seconds_per_step"] = round((time.time() - t0) / steps, 4)
+    out["network_evaluations"] = steps * (2 if guidance_scale != 1.0 else 1)
+    out["caption_following"] = caption_following(x, ref.attributes, clf)
+    pool = lambda im: F.adaptive_avg_pool2d(im, 16)  # noqa: E731
+    out["quality"] = image_quality(pool(x), pool(real), clf)
+    return out
+
+
 # -- evaluation of each kind of model --------------------------------------------------------------------------
 @torch.no_grad()
-def _evaluate(recipe: Recipe, model, device, log=print) -> dict:
+def _evaluate(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
+    if recipe.task == "ldm":
+        from .ldm import LatentDiffusion
+
+        info = info or checkpoints.entry(recipe.name)
+        ae = checkpoints.load(info["autoencoder"], device=device) if info.get("autoencoder") else None
+        return evaluate_ldm(LatentDiffusion(model, ae, info.get("latent_scale", 1.0)), device)
+    if recipe.task == "vqgan":
+        return evaluate_autoencoder32(model, device)
+    if recipe.task == "prior":
+        codes = _prior_codes(recipe, 10_000_000, device, n=1000)
+        return {"held_out_nll_nats_per_code": round(float(model.loss(codes)), 4),
+                "uniform_nll_nats_per_code": round(math.log(model.config.vocab_size), 4)}
     if recipe.task == "autoencoder":
         return evaluate_autoencoder(model, device)
     if recipe.task == "classifier":
@@ -264,6 +476,9 @@ def _evaluate(recipe: Recipe, model, device, log=print) -> dict:
                 out[f"accuracy_t{tt}"] = round(float((model(x_t, t.to(device)).argmax(1) == y).float().mean()), 4)
         return out
     ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
+    if recipe.data == "shapes32":
+        b = generate_shapes(n, 32, 1, seed=seed)
+        return b.images, b.labels, b.attributes
     if recipe.data == "ring8":
         from .metrics import mixture_nll, mmd_rbf, sliced_wasserstein
         mix = ring_mixture()
@@ -312,6 +527,16 @@ def evaluate_autoencoder(model, device, n: int = 1000) -> dict:
             "perplexity": round(use["perplexity"], 1), "usage": round(use["usage"], 4)}
 
 
+@torch.no_grad()
+def evaluate_autoencoder32(model, device, n: int = 500) -> dict:
+    """Notebook 05's comparison on held-out 32x32 shapes; see :func:`course_lib.metrics.reconstruction_report`."""
+    from .metrics import reconstruction_report
+
+    x = generate_shapes(n, 32, 1, seed=10_000_000 + 7).images.to(device)
+    z_q, idx, _ = model.quantize(model.encode(x))
+    return reconstruction_report(model.decode(z_q).clamp(-1, 1), x, idx, model.config.num_codes)
+
+
 def train(name: str, steps: int | None = None, device=None, resume: bool = False, save: bool = True,
           weights_dir=None, progress: bool = True, evaluate: bool = True, log=print, save_every: int = 500,
           runs_dir=None):
@@ -324,7 +549,14 @@ def train(name: str, steps: int | None = None, device=None, resume: bool = False
             raise ValueError(f"steps: expected a positive number of steps, got {steps}")
         recipe.steps = steps
     device = default_device(device)
-    model, info = _train_loop(recipe, device, resume, progress, log, save_every, runs_dir)
+    log_tensors = None
+    if recipe.task in ("vqgan", "prior", "ldm"):
+        if resume:
+            raise ValueError(f"resume: {recipe.task} recipes train in a few minutes and do not save resumable state")
+        fn = {"vqgan": _train_vqgan, "prior": _train_prior, "ldm": _train_ldm}[recipe.task]
+        model, info, log_tensors = fn(recipe, device, progress)
+    else:
+        model, info = _train_loop(recipe, device, resume, progress, log, save_every, runs_dir)
     name = recipe.name
     cmd = f"python -m course_lib.train {name}" + (f" --steps {steps}" if steps is not None else "")
     info.update({
@@ -335,10 +567,12 @@ def train(name: str, steps: int | None = None, device=None, resume: bool = False
     })
     if evaluate:
         t0 = time.time()
-        info["metrics"] = _evaluate(recipe, model, device, log)
+        info["metrics"] = _evaluate(recipe, model, device, log, info)
         info["eval_time_s"] = round(time.time() - t0, 1)
     if save:
         checkpoints.save(name, model, info, weights_dir)
+        if log_tensors:
+            checkpoints.save_log(name, log_tensors, weights_dir)
     return model, info
 
 

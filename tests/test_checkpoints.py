@@ -37,6 +37,9 @@ def test_every_shipped_model_loads_and_runs(name):
             assert model(torch.randn(5, 2), torch.arange(5)).shape == (5, 2)
         elif e["model"] == "VQVAE":
             assert model(torch.randn(2, 3, 16, 16)).shape == (2, 3, 16, 16)
+        elif e["model"] == "GPTPrior":
+            codes = torch.randint(0, model.config.vocab_size, (2, model.config.block_size))
+            assert model(codes).shape == (2, model.config.block_size, model.config.vocab_size)
         else:
             t = torch.zeros(2, dtype=torch.long) if model.config.time_conditional else None
             assert model(torch.randn(2, 3, 16, 16), t).shape == (2, 4)
@@ -75,3 +78,26 @@ def test_save_then_load_round_trip(tmp_path):
     loaded = checkpoints.load("tiny", weights_dir=tmp_path)
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in SHIPPED.items() if "log_file" in e))
+def test_shipped_training_logs_match_the_manifest(name):
+    e = SHIPPED[name]["log_file"]
+    path = checkpoints.WEIGHTS_DIR / e["file"]
+    assert checkpoints.sha256(path) == e["sha256"] and path.stat().st_size == e["size_bytes"] < 5 * 2**20
+    log = checkpoints.load_log(name)
+    assert len(log["curve_steps"]) > 10
+
+
+def test_save_log_round_trip_and_errors(tmp_path):
+    model = MLPDenoiser(MLPConfig())
+    with pytest.raises(checkpoints.CheckpointError, match="before its log"):
+        checkpoints.save_log("toy", {"a": torch.zeros(2)}, tmp_path)
+    checkpoints.save("toy", model, {"seed": 0}, tmp_path)
+    with pytest.raises(checkpoints.CheckpointError, match="no training log"):
+        checkpoints.load_log("toy", tmp_path)
+    checkpoints.save_log("toy", {"a": torch.arange(3.0)}, tmp_path)
+    assert torch.equal(checkpoints.load_log("toy", tmp_path)["a"], torch.arange(3.0))
+    (tmp_path / "toy.log.safetensors").write_bytes(b"broken")
+    with pytest.raises(checkpoints.CheckpointError, match="differs from the manifest"):
+        checkpoints.load_log("toy", tmp_path)

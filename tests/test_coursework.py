@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from course_lib.coursework import (CourseworkError, check_alphas_cumprod, check_function, check_q_sample_at,
-                                   make_student_notebook, strip_solutions)
+                                   make_student_notebook, strip_solutions, check_adaptive_weight, check_hinge_d_loss)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -327,3 +327,94 @@ def test_lpips_checks_reject_plausible_mistakes(label):
     check, fn, hint = WRONG_LPIPS[label]
     with pytest.raises(CourseworkError, match=hint):
         check(fn)
+
+
+# -- notebook 05: adaptive weight and hinge loss -----------------------------------------------------------------
+def _aw(kind):
+    def f(rec, gan, w, delta):
+        keep = kind == "right"  # create_graph: the gradients (and so lambda) keep a graph unless detached
+        gr = torch.autograd.grad(rec, w, retain_graph=True, create_graph=keep)[0]
+        gg = torch.autograd.grad(gan, w, retain_graph=True, create_graph=keep)[0]
+        lam = {"swapped": lambda: gg.norm() / (gr.norm() + delta),
+               "no delta": lambda: gr.norm() / gg.norm(),
+               "no clamp": lambda: gr.norm() / (gg.norm() + delta),
+               "squared": lambda: gr.pow(2).sum() / (gg.pow(2).sum() + delta),
+               "right": lambda: gr.norm() / (gg.norm() + delta)}[kind]()
+        if kind == "no clamp":
+            return lam.detach()
+        return lam.clamp(0, 1e4) if kind == "right" else lam.clamp(0, 1e4).detach()
+    return f
+
+
+_relu = torch.nn.functional.relu
+WRONG_GAN = {
+    "swapped ratio": (check_adaptive_weight, _aw("swapped"), "upside down"),
+    "no delta": (check_adaptive_weight, _aw("no delta"), "delta"),
+    "no clamp": (check_adaptive_weight, _aw("no clamp"), "clamp"),
+    "squared norms": (check_adaptive_weight, _aw("squared"), "squared"),
+    "gradients with a graph, not detached": (check_adaptive_weight, _aw("right"), "detach"),
+    "no half": (check_hinge_d_loss, lambda logits_real, logits_fake: _relu(1 - logits_real).mean()
+                + _relu(1 + logits_fake).mean(), "average"),
+    "real sign": (check_hinge_d_loss, lambda logits_real, logits_fake: 0.5 * (_relu(1 + logits_real).mean()
+                                                                             + _relu(1 + logits_fake).mean()), "above"),
+    "fake sign": (check_hinge_d_loss, lambda logits_real, logits_fake: 0.5 * (_relu(1 - logits_real).mean()
+                                                                             + _relu(1 - logits_fake).mean()), "below"),
+    "no hinge": (check_hinge_d_loss, lambda logits_real, logits_fake: 0.5 * ((1 - logits_real).mean()
+                                                                            + (1 + logits_fake).mean()), "max"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(WRONG_GAN))
+def test_gan_checks_reject_plausible_mistakes(label):
+    check, fn, hint = WRONG_GAN[label]
+    with pytest.raises(CourseworkError, match=hint):
+        check(fn)
+
+
+def test_gan_checks_accept_the_reference():
+    from course_lib.gan import adaptive_weight, hinge_d_loss
+    assert "4/4" in check_adaptive_weight(lambda r, g, w, d: adaptive_weight(r, g, w, d))
+    assert "4/4" in check_hinge_d_loss(hinge_d_loss)
+
+
+# -- notebook 06: cross-attention and the scaled latent ----------------------------------------------------------
+from einops import rearrange  # noqa: E402
+
+from course_lib.coursework import check_cross_attention, check_latent_round_trip  # noqa: E402
+
+
+def _xattn(scale="sqrt", axis=-1, use_mask=True):
+    def f(lay, x, context, mask):
+        q = rearrange(lay.to_q(x), "b n (h d) -> b h n d", h=lay.heads)
+        k = rearrange(lay.to_k(context), "b m (h d) -> b h m d", h=lay.heads)
+        v = rearrange(lay.to_v(context), "b m (h d) -> b h m d", h=lay.heads)
+        s = q @ k.transpose(-1, -2) / {"sqrt": q.shape[-1] ** 0.5, "none": 1.0}[scale]
+        if use_mask:
+            s = s.masked_fill(~mask[:, None, None, :], float("-inf"))
+        return lay.to_out(rearrange(s.softmax(dim=axis) @ v, "b h n d -> b n (h d)"))
+    return f
+
+
+WRONG_LDM = {
+    "no scale": (lambda f: check_cross_attention(f), _xattn(scale="none"), "sqrt"),
+    "softmax over queries": (lambda f: check_cross_attention(f), _xattn(axis=-2), "last axis"),
+    "mask ignored": (lambda f: check_cross_attention(f), _xattn(use_mask=False), "-inf"),
+    "encode divides": (lambda f: check_latent_round_trip(f, None), lambda a, s, x: a.encode(x) / s, "multiply"),
+    "decode forgets the scale": (lambda f: check_latent_round_trip(lambda a, s, x: s * a.encode(x), f),
+                                 lambda a, s, z: a.decode(a.quantize(z)[0]), "divide by s"),
+    "decode without quantizing": (lambda f: check_latent_round_trip(lambda a, s, x: s * a.encode(x), f),
+                                  lambda a, s, z: a.decode(z / s), "quantize"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(WRONG_LDM))
+def test_ldm_checks_reject_plausible_mistakes(label):
+    check, fn, hint = WRONG_LDM[label]
+    with pytest.raises(CourseworkError, match=hint):
+        check(fn)
+
+
+def test_ldm_checks_accept_the_reference():
+    assert "4/4" in check_cross_attention(_xattn())
+    line = check_latent_round_trip(lambda a, s, x: s * a.encode(x), lambda a, s, z: a.decode(a.quantize(z / s)[0]))
+    assert line == "encode: 3/3 cases match; decode: 3/3 cases match"

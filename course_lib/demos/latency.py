@@ -65,6 +65,27 @@ def _demos():
         "04 distortion lab": (distortion_lab(generate_shapes(4, 32, (1, 2), seed=5).images, _shapes_lpips()),
                               [dict(kind=k, strength=s) for k in ("blur", "noise", "shift", "contrast")
                                for s in (0.0, 0.5, 1.0)]),
+        **_vqgan_demos(),
+    }
+
+
+def _vqgan_demos():
+    from ..gan import load_discriminator
+    from . import vqgan as Q
+
+    vqgan, gpt = checkpoints.load("shapes_vqgan32"), checkpoints.load("shapes_gpt32")
+    lp = _shapes_lpips()
+    x = generate_shapes(16, 32, 1, seed=10_000_000 + 8).images
+    live = Q.lambda_demo(vqgan, load_discriminator("shapes_vqgan32"), x,
+                         lambda a, b: (a - b).abs().mean() + 0.1 * lp(a, b, check_range=False).mean())
+    scrubber = Q.snapshot_scrubber()
+    return {
+        "05 training snapshots": (scrubber, [dict(snapshot=k) for k in range(len(scrubber.steps))]),
+        "05 lambda vs delta": (live, [dict(log10_delta=d, log10_max_weight=m, log10_gan_scale=c)
+                                      for d in (-8.0, -6.0, -2.0, 2.0) for m in (-1.0, 4.0) for c in (-6.0, 0.0, 2.0)]),
+        "05 prior sampling (images)": (Q.prior_sampler(gpt, vqgan),
+                                       [dict(temperature=t, top_k=k, seed=s) for t in (0.1, 1.0, 2.0)
+                                        for k in (1, 16, 256) for s in (0, 9)]),
     }
 
 

@@ -1,0 +1,78 @@
+"""The slider demos of notebook 06 (Latent Diffusion): where each caption token looks, and caption to image."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import torch
+from torch.nn import functional as F
+
+from .. import viz
+from ..data import COLOURS, COLUMNS, ROWS, SHAPES, SIZES, encode_caption
+from ..widgets import slider_demo
+
+__all__ = ["attention_explorer", "caption_demo"]
+
+DPI = 80
+
+
+def attention_explorer(image: torch.Tensor, maps: dict, words: list[str]):
+    """Sliders over the denoising step and the layer, a picker for the caption token: that token's cross-attention
+    map (mean over heads) over the generated image. ``maps`` from :meth:`LatentDiffusion.sample_with_attention` for
+    one image ({layer: (1, steps, M, h, w)}); ``words`` the M caption positions (``<start>`` first)."""
+    layers = list(maps)
+    steps = next(iter(maps.values())).shape[1]
+    tokens = {w: i for i, w in enumerate(words)}
+    img = viz.to_image(image)
+
+    def compute(step, layer, token):
+        a = maps[layer][0, step, tokens[token]]
+        up = F.interpolate(a[None, None], size=image.shape[-2:], mode="nearest")[0, 0]
+        return {"map": up.numpy(), "raw": a, "peak": float(a.max()), "resolution": tuple(a.shape)}
+
+    def draw(r, v):
+        fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4), dpi=DPI)
+        axes[0].imshow(img, interpolation="nearest")
+        axes[0].set_title("generated image", fontsize=9)
+        axes[1].imshow(img, interpolation="nearest")
+        art = fig.artists_ = {"map": axes[1].imshow(r["map"], cmap="inferno", alpha=0.6, interpolation="nearest",
+                                                    vmin=0, vmax=max(r["peak"], 1e-6))}
+        for ax in axes:
+            ax.set_axis_off()
+        art["title"] = axes[1].set_title("", fontsize=9)
+        update(fig, r, v)
+        return fig
+
+    def update(fig, r, v):
+        art = fig.artists_
+        art["map"].set_data(r["map"])
+        art["map"].set_clim(0, max(r["peak"], 1e-6))
+        art["title"].set_text(f"'{v['token']}' in {v['layer']} ({r['resolution'][0]}x{r['resolution'][1]}), "
+                              f"step {v['step'] + 1}/{steps}")
+
+    return slider_demo(compute, draw, update=update, step=(0, steps - 1, 1, steps - 1), layer=layers,
+                       token=[w for w in words if w != "<pad>"])
+
+
+def caption_demo(pipe, n: int = 4, seed: int = 0):
+    """Pickers for size, colour, shape, row and column; sliders for the guidance scale and the number of DDIM
+    steps: n samples of the caption (the same starting noise for every setting, so only the caption and the
+    sampler change)."""
+    z_T = torch.randn((n, *pipe.latent_shape), generator=torch.Generator().manual_seed(seed))
+
+    def compute(size, colour, shape, row, column, guidance, steps):
+        caption = f"{size} {colour} {shape} {row} {column}"
+        tokens = encode_caption(caption)[None].repeat(n, 1)
+        images = pipe.sample(tokens, steps=steps, guidance_scale=guidance, z_T=z_T.clone())
+        return {"images": images.cpu(), "caption": caption}
+
+    def draw(r, v):
+        fig, ax = plt.subplots(1, 1, figsize=(6, 1.9), dpi=DPI)
+        fig.artists_ = {"img": viz.show_images(r["images"], nrow=n, ax=ax)}
+        update(fig, r, v)
+        return fig
+
+    def update(fig, r, v):
+        fig.artists_["img"].set_data(viz.image_grid(r["images"], nrow=n))
+        fig.suptitle(f"'{r['caption']}', guidance {v['guidance']:.1f}, {v['steps']} DDIM steps", fontsize=9)
+
+    return slider_demo(compute, draw, update=update, size=list(SIZES), colour=list(COLOURS), shape=list(SHAPES),
+                       row=list(ROWS), column=list(COLUMNS), guidance=(0.0, 8.0, 0.5, 3.0), steps=(2, 50, 1, 20))

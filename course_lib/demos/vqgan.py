@@ -1,0 +1,150 @@
+"""The slider demos of notebook 05 (VQGAN): training snapshots of the three autoencoders, the adaptive weight
+lambda against delta and the clamp on a live batch, and sampling the transformer prior."""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .. import checkpoints, viz
+from ..gan import adaptive_weight, generator_loss
+from ..widgets import slider_demo
+
+__all__ = ["AUTOENCODERS", "snapshot_scrubber", "lambda_demo", "prior_sampler", "uniform_codes", "bits_per_image"]
+
+DPI = 80
+# notebook 05's three objectives, same architecture and budget
+AUTOENCODERS = {"shapes_ae32_l2": "(a) L2", "shapes_ae32_lpips": "(b) L1 + LPIPS",
+                "shapes_vqgan32": "(c) L1 + LPIPS + GAN"}
+
+
+def snapshot_scrubber(names=tuple(AUTOENCODERS), weights_dir=None):
+    """One slider over training snapshots: the same 8 held-out images reconstructed by each model at that step
+    (the snapshots ship in each model's training log, so scrubbing costs only a redraw)."""
+    logs = {n: checkpoints.load_log(n, weights_dir) for n in names}
+    steps = logs[names[0]]["snapshot_steps"].tolist()
+    for n in names:
+        if logs[n]["snapshot_steps"].tolist() != steps:
+            raise ValueError(f"names: {n} was snapshotted at other steps than {names[0]}; retrain with equal recipes")
+    originals = logs[names[0]]["snapshot_images"]
+
+    def compute(snapshot):
+        return {n: logs[n]["snapshots"][snapshot] for n in names}
+
+    def draw(r, v):
+        fig, axes = plt.subplots(len(names) + 1, 1, figsize=(7, 1.2 * (len(names) + 1) + 0.4), dpi=DPI)
+        viz.show_images(originals, nrow=8, ax=axes[0], title="held-out originals")
+        fig.artists_ = {n: viz.show_images(r[n], nrow=8, ax=ax, title=AUTOENCODERS.get(n, n))
+                        for n, ax in zip(names, axes[1:])}
+        update(fig, r, v)
+        return fig
+
+    def update(fig, r, v):
+        for n in names:
+            fig.artists_[n].set_data(viz.image_grid(r[n], nrow=8))
+        fig.suptitle(f"after {steps[v['snapshot']] + 1} training steps (batch 32)", fontsize=10)
+
+    demo = slider_demo(compute, draw, update=update, snapshot=(0, len(steps) - 1, 1, len(steps) - 1))
+    demo.steps = steps
+    return demo
+
+
+def lambda_demo(autoencoder, discriminator, x: torch.Tensor, rec_loss_fn):
+    r"""lambda = ||grad L_rec|| / (||grad L_GAN|| + delta), clamped, on one live batch ``x``.
+
+    The two gradient norms at the decoder's last layer are computed once (two backward passes); the sliders then
+    move delta, the clamp and a factor c that rescales L_GAN, whose gradient norm scales by c. With a small
+    delta, lambda * ||grad L_GAN|| equals ||grad L_rec|| whatever c: the adaptive weight undoes the scale of the
+    GAN loss. A large delta (or the clamp) breaks that balance.
+    """
+    autoencoder.eval()
+    z_q, _, _ = autoencoder.quantize(autoencoder.encode(x))
+    x_hat = autoencoder.decode(z_q)
+    rec = rec_loss_fn(x_hat, x)
+    g_loss = generator_loss(discriminator(x_hat))
+    _, rec_norm, gan_norm = adaptive_weight(rec, g_loss, autoencoder.last_layer(), return_norms=True)
+    rec_norm, gan_norm = float(rec_norm), float(gan_norm)
+    deltas = np.logspace(-8, 2, 121)
+
+    def lam(delta, max_weight, c):
+        return min(rec_norm / (c * gan_norm + delta), max_weight)
+
+    def compute(log10_delta, log10_max_weight, log10_gan_scale):
+        c, delta, mw = 10 ** log10_gan_scale, 10 ** log10_delta, 10 ** log10_max_weight
+        curve = np.minimum(rec_norm / (c * gan_norm + deltas), mw)
+        value = lam(delta, mw, c)
+        return {"curve": curve, "lambda": value, "delta": delta, "gan_norm": c * gan_norm,
+                "balanced": value * c * gan_norm}
+
+    def draw(r, v):
+        fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=DPI, gridspec_kw={"width_ratios": [1.6, 1]})
+        art = fig.artists_ = {}
+        art["curve"], = a0.loglog(deltas, r["curve"], color=viz.TERM_COLORS["predicted_x0"])
+        art["point"], = a0.loglog([r["delta"]], [r["lambda"]], "o", color="crimson")
+        a0.axvline(1e-6, color="grey", ls=":", lw=1)
+        a0.text(1.2e-6, 1e-3, "paper's δ", fontsize=8, color="grey")
+        a0.axvline(1e-4, color="grey", ls="--", lw=1)
+        a0.text(1.2e-4, 1e-2, "reference code's δ", fontsize=8, color="grey")
+        a0.set_ylim(1e-4, 2e5)
+        a0.set_xlabel("δ")
+        a0.set_ylabel("λ")
+        art["bars"] = a1.bar([0, 1], [rec_norm, r["balanced"]], color=[viz.TERM_COLORS["predicted_x0"], "crimson"])
+        a1.set_xticks([0, 1], ["‖∇ L_rec‖", "λ‖∇ L_GAN‖"])
+        a1.set_yscale("log")
+        a1.set_ylim(1e-6, 1e6)
+        a1.set_title("gradient sizes at the decoder's last layer", fontsize=9)
+        fig.tight_layout(rect=(0, 0, 1, 0.9))
+        update(fig, r, v)
+        return fig
+
+    def update(fig, r, v):
+        art = fig.artists_
+        art["curve"].set_ydata(r["curve"])
+        art["point"].set_data([r["delta"]], [r["lambda"]])
+        art["bars"][1].set_height(max(r["balanced"], 1e-12))
+        fig.suptitle(f"‖∇L_rec‖ = {rec_norm:.3g}, ‖∇L_GAN‖ = {r['gan_norm']:.3g}:  λ = {r['lambda']:.4g}, "
+                     f"λ‖∇L_GAN‖ / ‖∇L_rec‖ = {r['balanced'] / rec_norm:.3g}", fontsize=9)
+
+    demo = slider_demo(compute, draw, update=update, log10_delta=(-8.0, 2.0, 0.5, -6.0),
+                       log10_max_weight=(-1.0, 4.0, 0.5, 4.0), log10_gan_scale=(-6.0, 2.0, 0.5, 0.0))
+    demo.rec_norm, demo.gan_norm = rec_norm, gan_norm
+    return demo
+
+
+def prior_sampler(gpt, autoencoder, n: int = 8, grid=(4, 4)):
+    """Sliders: temperature, top-k (256 = off) and seed; n code sequences from the transformer prior, decoded."""
+    K = gpt.config.vocab_size
+
+    @torch.no_grad()
+    def compute(temperature, top_k, seed):
+        codes = gpt.sample(n, temperature=temperature, top_k=None if top_k >= K else top_k,
+                           generator=torch.Generator().manual_seed(seed))
+        images = autoencoder.decode(autoencoder.codes_to_latents(codes.view(n, *grid))).clamp(-1, 1)
+        return {"codes": codes, "images": images, "distinct": len(codes.unique())}
+
+    def draw(r, v):
+        fig, ax = plt.subplots(1, 1, figsize=(7, 1.4), dpi=DPI)
+        fig.artists_ = {"img": viz.show_images(r["images"], nrow=n, ax=ax)}
+        update(fig, r, v)
+        return fig
+
+    def update(fig, r, v):
+        fig.artists_["img"].set_data(viz.image_grid(r["images"], nrow=n))
+        k = "off" if v["top_k"] >= K else v["top_k"]
+        fig.suptitle(f"temperature {v['temperature']:.2f}, top-k {k}: {r['distinct']} distinct codes used",
+                     fontsize=9)
+
+    return slider_demo(compute, draw, update=update, temperature=(0.1, 2.0, 0.1, 1.0), top_k=(1, K, 1, K),
+                       seed=(0, 9, 1, 0))
+
+
+def uniform_codes(n: int, num_codes: int, grid=(4, 4), seed: int = 0) -> torch.Tensor:
+    """Codes drawn independently and uniformly (notebook 03's "no prior"), (n, h, w)."""
+    return torch.randint(0, num_codes, (n, *grid), generator=torch.Generator().manual_seed(seed))
+
+
+def bits_per_image(nll_nats_per_code: float, length: int) -> float:
+    """Nats per code to bits per image (for comparing a prior against the uniform log2 K per code)."""
+    return nll_nats_per_code * length / math.log(2)

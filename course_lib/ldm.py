@@ -1,0 +1,165 @@
+r"""Latent Diffusion (Rombach et al. 2022): diffusion in an autoencoder's latent space, conditioned by cross-attention.
+
+.. math:: L_{LDM} = \mathbb{E}_{\mathcal{E}(x), y, \epsilon \sim \mathcal{N}(0, 1), t}
+          \big[\|\epsilon - \epsilon_\theta(z_t, t, \tau_\theta(y))\|_2^2\big]
+
+:math:`z_0 = s\,\mathcal E(x)` are the autoencoder's latents times a scale factor s (chosen so that they have unit
+standard deviation, like the noise the forward process adds); :math:`\tau_\theta` encodes the caption and
+:math:`\epsilon_\theta` is a :class:`course_lib.nets.CaptionUNet`. Sampling runs DDIM (notebook 01) in latent space
+and decodes once at the end. With ``autoencoder=None`` the same pipeline is a pixel-space model (s = 1, identity
+encoder and decoder): notebook 06 trains one of each on the same data and compares them.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange
+from torch.nn import functional as F
+
+from . import checkpoints
+from ._checks import check_tensor
+from .diffusion import ddim_sample, q_sample
+from .guidance import cfg_eps
+from .schedules import make_alphas_cumprod, timestep_subsequence
+
+__all__ = ["latent_scale", "ldm_loss", "LatentDiffusion", "attention_on_object"]
+
+
+@torch.no_grad()
+def latent_scale(autoencoder, images: torch.Tensor) -> float:
+    r"""LDM's scale factor :math:`s = 1 / \mathrm{std}(\mathcal E(x))` over ``images`` (pre-quantization latents)."""
+    check_tensor(images, "images", ndim=4)
+    return float(1.0 / autoencoder.encode(images).flatten().std())
+
+
+def ldm_loss(unet, z0: torch.Tensor, tokens: torch.Tensor, alphas_cumprod: torch.Tensor,
+             generator: torch.Generator | None = None, drop_prob: float = 0.1) -> torch.Tensor:
+    r""":math:`L_{LDM}` on a batch of scaled latents ``z0`` and caption ids ``tokens``; a fraction ``drop_prob`` of
+    captions is replaced by the empty caption (all ``<pad>``), which trains the unconditional model used by
+    classifier-free guidance."""
+    n = z0.shape[0]
+    t = torch.randint(0, len(alphas_cumprod), (n,), generator=generator).to(z0.device)
+    noise = torch.randn(z0.shape, generator=generator).to(z0.device)
+    z_t = q_sample(z0, alphas_cumprod.to(z0.device)[t], noise)
+    drop = (torch.rand(n, generator=generator) < drop_prob).to(z0.device)
+    tokens = torch.where(drop[:, None], torch.zeros_like(tokens), tokens)
+    return F.mse_loss(unet(z_t, t, tokens).float(), noise)
+
+
+class LatentDiffusion:
+    """Autoencoder + scale factor + caption-conditioned denoiser: encode, decode, guided DDIM sampling."""
+
+    def __init__(self, unet, autoencoder=None, scale: float = 1.0, alphas_cumprod=None):
+        self.unet, self.autoencoder, self.scale = unet, autoencoder, float(scale)
+        self.alphas_cumprod = make_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
+
+    @classmethod
+    def from_shipped(cls, name: str, device=None, weights_dir=None) -> "LatentDiffusion":
+        """The shipped model ``name`` with its autoencoder and scale factor, as recorded in the manifest."""
+        e = checkpoints.entry(name, weights_dir)
+        unet = checkpoints.load(name, device=device, weights_dir=weights_dir)
+        ae = checkpoints.load(e["autoencoder"], device=device, weights_dir=weights_dir) if e.get("autoencoder") else None
+        return cls(unet, ae, e.get("latent_scale", 1.0))
+
+    @property
+    def latent_shape(self) -> tuple:
+        """(C, H, W) of what the denoiser sees for a 32x32 image."""
+        c = self.unet.config.in_channels
+        if self.autoencoder is None:
+            return (c, 32, 32)
+        return (c, 32 // 2 ** len(self.autoencoder.config.channels), 32 // 2 ** len(self.autoencoder.config.channels))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        r""":math:`z = s\,\mathcal E(x)`: images (N, 3, 32, 32) in [-1, 1] -> scaled latents."""
+        check_tensor(images, "images", ndim=4)
+        return images if self.autoencoder is None else self.scale * self.autoencoder.encode(images)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        r""":math:`\hat x = \mathcal D(z / s)`; a VQ autoencoder quantizes first (LDM's VQ-regularised decoder)."""
+        check_tensor(z, "z", ndim=4)
+        if self.autoencoder is None:
+            return z.clamp(-1, 1)
+        z_q, _, _ = self.autoencoder.quantize(z / self.scale)
+        return self.autoencoder.decode(z_q).clamp(-1, 1)
+
+    def guided_eps(self, guidance_scale: float, tokens: torch.Tensor):
+        """eps_fn(z_t, t) for DDIM: classifier-free guidance, empty and given caption in one batch of 2N."""
+        empty = torch.zeros_like(tokens)
+
+        def eps_fn(z, t):
+            if guidance_scale == 1.0:
+                return self.unet(z, t, tokens)
+            e = self.unet(torch.cat([z, z]), torch.cat([t, t]), torch.cat([empty, tokens]))
+            e_u, e_c = e.chunk(2)
+            return cfg_eps(e_u, e_c, guidance_scale)
+        return eps_fn
+
+    @torch.no_grad()
+    def sample(self, tokens: torch.Tensor, steps: int = 20, guidance_scale: float = 3.0, eta: float = 0.0,
+               generator: torch.Generator | None = None, z_T: torch.Tensor | None = None,
+               return_latents: bool = False):
+        """Images (N, 3, 32, 32) for caption ids (N, L): DDIM with ``steps`` uniform steps in the denoiser's space."""
+        device = next(self.unet.parameters()).device
+        tokens = tokens.to(device)
+        if z_T is None:
+            z_T = torch.randn((tokens.shape[0], *self.latent_shape), generator=generator).to(device)
+        ts = timestep_subsequence(len(self.alphas_cumprod), steps, "uniform")
+        z0 = ddim_sample(self.guided_eps(guidance_scale, tokens), z_T, self.alphas_cumprod, ts, eta=eta,
+                         generator=generator)
+        images = self.decode(z0)
+        return (images, z0) if return_latents else images
+
+    @torch.no_grad()
+    def sample_with_attention(self, tokens: torch.Tensor, steps: int = 20, guidance_scale: float = 3.0,
+                              generator: torch.Generator | None = None, z_T: torch.Tensor | None = None):
+        """:meth:`sample`, also recording every cross-attention layer's weights at every step (conditional branch,
+        averaged over heads): returns (images, {layer: (N, steps, M, h, w)}), M caption positions (start token
+        first), h x w that layer's resolution. For the swapped layer the weights are per caption token over the
+        pixels, so the same layout holds."""
+        layers = self.unet.transformers()
+        maps = {name: [] for name in layers}
+        swapped = self.unet.config.attention == "swapped"
+        base = self.guided_eps(guidance_scale, tokens.to(next(self.unet.parameters()).device))
+
+        def eps_fn(z, t):
+            eps = base(z, t)
+            for name, st in layers.items():
+                a = st.blocks[0].last_attention[-z.shape[0]:].mean(1)  # conditional half; mean over heads
+                if not swapped:
+                    a = a.transpose(1, 2)  # (N, HW, M) -> (N, M, HW)
+                side = int(math.isqrt(a.shape[-1]))
+                maps[name].append(rearrange(a, "n m (h w) -> n m h w", h=side, w=side).cpu())
+            return eps
+
+        for st in layers.values():
+            for b in st.blocks:
+                b.store_attention = True
+        try:
+            device = next(self.unet.parameters()).device
+            if z_T is None:
+                z_T = torch.randn((tokens.shape[0], *self.latent_shape), generator=generator).to(device)
+            ts = timestep_subsequence(len(self.alphas_cumprod), steps, "uniform")
+            z0 = ddim_sample(eps_fn, z_T, self.alphas_cumprod, ts, generator=generator)
+        finally:
+            for st in layers.values():
+                for b in st.blocks:
+                    b.store_attention, b.last_attention = False, None
+        return self.decode(z0), {name: torch.stack(v, dim=1) for name, v in maps.items()}
+
+
+def attention_on_object(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    r"""How much one caption token's attention falls on the object, relative to chance:
+    :math:`\sum_{hw \in \text{object}} a_{hw} / (\text{object area} / \text{image area})` per image, with the
+    mask average-pooled to the map's resolution. 1 = no better than spread evenly; higher = on the object.
+
+    maps: (N, h, w) attention weights of one token (each map sums to 1); masks: (N, H, W) bool object masks.
+    """
+    check_tensor(maps, "maps", ndim=3)
+    if masks.shape[0] != maps.shape[0]:
+        raise ValueError(f"masks: expected {maps.shape[0]} masks like maps, got {tuple(masks.shape)}")
+    m = F.adaptive_avg_pool2d(masks.float()[:, None], maps.shape[-2:])[:, 0]
+    area = m.mean(dim=(1, 2)).clamp_min(1e-6)
+    return (maps * m).sum(dim=(1, 2)) / maps.sum(dim=(1, 2)).clamp_min(1e-12) / area

@@ -1,0 +1,142 @@
+"""course_lib.attention and the caption encoder: the equations against PyTorch's attention and an explicit softmax,
+the key mask, self-attention, the spatial wrapper, the swapped layer's shapes, the padding mask."""
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from course_lib.attention import CrossAttention, SpatialTransformer, SwappedCrossAttention, TransformerBlock
+from course_lib.data import CAPTION_LENGTH, VOCAB, generate_shapes
+from course_lib.nets import CaptionEncoder, CaptionUNet, CaptionUNetConfig
+
+
+def _attn(heads=4, dim_head=8, query_dim=16, context_dim=12):
+    torch.manual_seed(0)
+    return CrossAttention(query_dim, context_dim, heads, dim_head)
+
+
+def test_cross_attention_equals_sdpa_and_the_explicit_formula():
+    attn = _attn()
+    g = torch.Generator().manual_seed(1)
+    x, ctx = torch.randn(2, 10, 16, generator=g), torch.randn(2, 5, 12, generator=g)
+    out, weights = attn(x, ctx, return_attention=True)
+    split = lambda t: t.view(2, -1, 4, 8).transpose(1, 2)  # noqa: E731  (B, heads, tokens, d)
+    q, k, v = split(attn.to_q(x)), split(attn.to_k(ctx)), split(attn.to_v(ctx))
+    ref = F.scaled_dot_product_attention(q, k, v)
+    explicit_w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), dim=-1)
+    assert torch.allclose(weights, explicit_w, atol=1e-6)
+    for r in (ref, explicit_w @ v):
+        assert torch.allclose(out, attn.to_out(r.transpose(1, 2).reshape(2, 10, 32)), atol=1e-5)
+    assert out.shape == (2, 10, 16) and weights.shape == (2, 4, 10, 5)  # one row per image token, one column per caption token
+
+
+def test_key_mask_hides_tokens():
+    attn = _attn()
+    g = torch.Generator().manual_seed(2)
+    x, ctx = torch.randn(1, 6, 16, generator=g), torch.randn(1, 5, 12, generator=g)
+    mask = torch.tensor([[True, True, False, True, False]])
+    out, w = attn(x, ctx, mask=mask, return_attention=True)
+    assert torch.all(w[..., ~mask[0]] == 0)
+    changed = ctx.clone()
+    changed[:, ~mask[0]] = 100.0  # whatever sits behind the mask does not matter
+    assert torch.allclose(attn(x, changed, mask=mask), out, atol=1e-6)
+    q, k, v = (t.view(1, -1, 4, 8).transpose(1, 2) for t in (attn.to_q(x), attn.to_k(ctx), attn.to_v(ctx)))
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    assert torch.allclose(out, attn.to_out(ref.transpose(1, 2).reshape(1, 6, 32)), atol=1e-5)
+
+
+def test_self_attention_when_context_is_none():
+    torch.manual_seed(0)
+    attn = CrossAttention(16, None, 4, 8)
+    x = torch.randn(2, 7, 16)
+    assert torch.equal(attn(x), attn(x, x))
+
+
+def test_bad_input():
+    attn = _attn()
+    with pytest.raises(ValueError, match="mask"):
+        attn(torch.randn(1, 3, 16), torch.randn(1, 5, 12), mask=torch.ones(1, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask"):
+        attn(torch.randn(1, 3, 16), torch.randn(1, 5, 12), mask=torch.zeros(1, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="same B"):
+        attn(torch.randn(2, 3, 16), torch.randn(1, 5, 12))
+
+
+def test_spatial_transformer_round_trip_and_identity_at_init():
+    torch.manual_seed(0)
+    st = SpatialTransformer(16, 12, heads=4)
+    x, ctx = torch.randn(2, 16, 5, 7), torch.randn(2, 3, 12)
+    assert torch.equal(st(x, ctx), x)  # proj_out starts at zero: the block is the identity
+    torch.nn.init.normal_(st.proj_out.weight)
+    out = st(x, ctx)
+    assert out.shape == x.shape and not torch.equal(out, x)
+    # the token order is the raster order of the map: moving one pixel's features moves its token
+    st.blocks[0].store_attention = True
+    st(x, ctx)
+    assert st.blocks[0].last_attention.shape == (2, 4, 35, 3)
+
+
+def test_transformer_block_is_pre_norm_residual():
+    torch.manual_seed(0)
+    blk = TransformerBlock(16, 12, heads=4, dim_head=4)
+    x, ctx = torch.randn(1, 6, 16), torch.randn(1, 3, 12)
+    h = x + blk.self_attn(blk.norm1(x))
+    h = h + blk.cross_attn(blk.norm2(h), ctx)
+    assert torch.allclose(blk(x, ctx), h + blk.ff(blk.norm3(h)), atol=1e-6)
+
+
+def test_swapped_attention_returns_one_vector_per_caption_token():
+    torch.manual_seed(0)
+    sw = SwappedCrossAttention(16, 12, heads=4, dim_head=8)
+    x, ctx = torch.randn(2, 10, 16), torch.randn(2, 5, 12)
+    per_token = sw(x, ctx, return_per_token=True)
+    assert per_token.shape == (2, 5, 16)  # M caption tokens, not N pixels
+    out, w = sw(x, ctx, return_attention=True)
+    assert w.shape == (2, 4, 5, 10) and torch.allclose(w.sum(-1), torch.ones(2, 4, 5))  # softmax over pixels
+    assert out.shape == (2, 10, 16) and torch.equal(out[:, 0], out[:, 7])  # every pixel gets the same vector
+    mask = torch.tensor([[True, True, False, False, False], [True] * 5])
+    pooled = sw(x, ctx, mask=mask)[:, 0]
+    assert torch.allclose(pooled[0], per_token[0, :2].mean(0), atol=1e-6)
+
+
+def test_caption_encoder_padding_mask():
+    torch.manual_seed(0)
+    enc = CaptionEncoder(len(VOCAB), CAPTION_LENGTH, 16, layers=2, heads=4)
+    tokens = generate_shapes(3, 32, 1, seed=0).tokens  # one object: 5 words, then <pad>
+    ctx, mask = enc(tokens)
+    assert ctx.shape == (3, CAPTION_LENGTH + 1, 16) and mask.shape == (3, CAPTION_LENGTH + 1)
+    assert mask[:, 0].all() and torch.equal(mask[:, 1:], tokens != 0)
+    with torch.no_grad():  # the real tokens do not see the padding: change the <pad> embedding, nothing changes
+        enc.tok_emb.weight[0] += 5.0
+    ctx2, _ = enc(tokens)
+    assert torch.allclose(ctx2[mask], ctx[mask], atol=1e-5)
+    empty, m = enc(torch.zeros(2, CAPTION_LENGTH, dtype=torch.long))
+    assert m.sum().item() == 2 and torch.isfinite(empty).all()  # the empty caption: only the start token
+    with pytest.raises(ValueError, match="tokens"):
+        enc(torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="ids"):
+        enc(torch.full((1, CAPTION_LENGTH), len(VOCAB)))
+
+
+@pytest.mark.parametrize("attention", ["standard", "swapped"])
+def test_caption_unet_shapes_and_attention_maps(attention):
+    torch.manual_seed(0)
+    unet = CaptionUNet(CaptionUNetConfig(attention=attention))
+    tokens = generate_shapes(2, 32, 1, seed=1).tokens
+    torch.nn.init.normal_(unet.conv_out.weight, std=0.1)  # zero at init ("predict no noise"): wake it up
+    for st in unet.transformers().values():
+        torch.nn.init.normal_(st.proj_out.weight, std=0.1)
+        st.blocks[0].store_attention = True
+    out = unet(torch.randn(2, 4, 8, 8), torch.tensor([3, 900]), tokens)
+    assert out.shape == (2, 4, 8, 8)
+    names = list(unet.transformers())
+    assert names == ["down0", "down1", "mid", "up1", "up0"]
+    w = unet.transformers()["down0"].blocks[0].last_attention
+    assert w.shape == ((2, 4, 64, CAPTION_LENGTH + 1) if attention == "standard" else (2, 4, CAPTION_LENGTH + 1, 64))
+    # the caption matters, and None is the empty caption
+    assert not torch.allclose(unet(torch.zeros(2, 4, 8, 8), 5, tokens), unet(torch.zeros(2, 4, 8, 8), 5, None))
+    assert torch.equal(unet(torch.zeros(2, 4, 8, 8), 5, None),
+                       unet(torch.zeros(2, 4, 8, 8), 5, torch.zeros_like(tokens)))
+    with pytest.raises(ValueError, match="attention"):
+        CaptionUNet(CaptionUNetConfig(attention="sideways"))
