@@ -314,6 +314,32 @@ def lpips_2afc(n_train: int = 4000, n_test: int = 1000, steps: int = 400, batch_
     return out, tensors
 
 
+def vqgan_codebook(num_codes=(8,), steps: int = 2000, log=print) -> tuple[dict, dict]:
+    """Notebook 05's three objectives again with a smaller codebook (same architecture, data, seed and budget as
+    the shipped K=256 models): how the answer to "perceptual reconstruction loss?" changes when the code must
+    leave more out. Returns (results by K and objective, reconstructions of the 8 snapshot images per run)."""
+    import copy
+
+    from .train import RECIPES, _train_vqgan, evaluate_autoencoder32
+
+    device = torch.device("cpu")
+    out, samples = {"config": {"num_codes": list(num_codes), "steps": steps}}, {}
+    for k in num_codes:
+        for name in ("shapes_ae32_l2", "shapes_ae32_lpips", "shapes_vqgan32"):
+            recipe = copy.deepcopy(RECIPES[name])
+            recipe.config["num_codes"], recipe.steps = k, steps
+            recipe.extra["snapshot_steps"] = [steps - 1]
+            recipe.extra["loss"]["disc_start"] = min(recipe.extra["loss"].get("disc_start", 0), steps * 3 // 10)
+            t0 = time.perf_counter()
+            model, info, logs = _train_vqgan(recipe, device, progress=False)
+            metrics = {**evaluate_autoencoder32(model, device), "seconds": round(time.perf_counter() - t0, 1)}
+            out.setdefault(str(k), {})[name] = metrics
+            samples[f"{k}|{name}"] = logs["snapshots"][-1]
+            samples["originals"] = logs["snapshot_images"]
+            log(f"K={k} {name}: {metrics}")
+    return out, samples
+
+
 # name -> (run(quick) -> (results, samples or None), file stem of the results, file stem of the samples)
 SWEEPS = {
     "ddim": (lambda quick: ddim_tables(QUICK if quick else FULL), "ddim_tables", "ddim_samples"),
@@ -324,6 +350,7 @@ SWEEPS = {
                  "guidance_table", "guidance_samples"),
     "lpips": (lambda quick: lpips_2afc(**(dict(n_train=256, n_test=128, steps=20, batch_size=16) if quick else {})),
               "lpips_2afc", "lpips_lin_shapes"),
+    "vqgan-codebook": (lambda quick: vqgan_codebook(steps=30 if quick else 2000), "vqgan_codebook", "vqgan_codebook_samples"),
     "vq": (lambda quick: vq_sweeps(**(dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8)) if quick else {})),
            "vq_sweeps", "vq_samples"),
 }

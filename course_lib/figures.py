@@ -1,4 +1,4 @@
-"""Regenerate the README's figures in img/: ``python -m course_lib.figures``."""
+"""Regenerate the README's figures in img/: ``python -m course_lib.figures [NAME.png ...]`` (all by default)."""
 from __future__ import annotations
 
 import sys
@@ -52,11 +52,155 @@ def ddpm_samples(path: Path):
     plt.close(fig)
 
 
-def main():
+def ddim_trajectories(path: Path):
+    """Notebook 01: paths of the exact-score sampler on the ring of 8 Gaussians, deterministic DDIM against eta = 1."""
+    from .data import ring_mixture
+
+    mix, ac = ring_mixture(), make_alphas_cumprod()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    for ax, eta, title in ((axes[0], 0.0, "DDIM, eta = 0 (deterministic)"), (axes[1], 1.0, "eta = 1 (DDPM-like)")):
+        g = torch.Generator().manual_seed(0)
+        x_T = torch.randn(300, 2, generator=g, dtype=torch.float64)
+        _, traj = ddim_sample(mix.eps_fn(ac), x_T, ac, timestep_subsequence(1000, 50), eta=eta, generator=g,
+                              return_trajectory=True)
+        viz.density_contours(ax, mix.log_prob)
+        viz.plot_trajectories(traj, ax=ax, max_paths=60)
+        ax.set_title(title, fontsize=10)
+    fig.suptitle("sampling paths, 50 steps, exact eps* of the ring of 8 Gaussians")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def guidance_sweep(path: Path):
+    """Notebook 02: classifier-free guidance on shapes_ddpm16, one row per scale."""
+    from .guidance import cfg_sample
+
+    model, ac = checkpoints.load("shapes_ddpm16"), make_alphas_cumprod()
+    y = torch.arange(4).repeat_interleave(4)
+    scales = (0.0, 1.0, 3.0, 7.0)
+    fig, axes = plt.subplots(len(scales), 1, figsize=(8, 1.2 * len(scales) + 0.4))
+    for ax, s in zip(axes, scales):
+        g = torch.Generator().manual_seed(0)
+        x = cfg_sample(model, torch.randn(16, 3, 16, 16, generator=g), ac, timestep_subsequence(1000, 20), y, s)
+        viz.show_images(x, nrow=16, ax=ax, title=f"guidance scale {s:g}")
+    fig.suptitle("classifier-free guidance; columns ask for circle, square, triangle, cross (4 each)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def codebook_usage(path: Path):
+    """Notebook 03/05: how often each code is used on 1000 held-out images, sorted."""
+    from .quantize import codebook_usage as usage
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+    for ax, (name, size) in zip(axes, (("shapes_vqvae16", 16), ("shapes_vqgan32", 32))):
+        model = checkpoints.load(name)
+        x = generate_shapes(1000, size, 1, seed=10_000_000 + 5).images
+        with torch.no_grad():
+            _, idx, _ = model.quantize(model.encode(x))
+        counts = torch.bincount(idx.flatten(), minlength=model.config.num_codes).sort(descending=True).values
+        u = usage(idx, model.config.num_codes)
+        ax.bar(range(len(counts)), counts.numpy(), width=1.0, color=viz.TERM_COLORS["codebook"])
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: perplexity {u['perplexity']:.0f} of {model.config.num_codes} codes", fontsize=9)
+        ax.set_xlabel("code, by frequency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def lpips_maps(path: Path):
+    """Notebook 04: LPIPS's spatial map for three distortions of the same image."""
+    from .data.distortions import distort
+    from .perceptual import LPIPS
+
+    metric = LPIPS("shapes", lin=False)
+    x = generate_shapes(1, 32, (1, 2), seed=12).images
+    fig, axes = plt.subplots(2, 4, figsize=(8, 4.2))
+    axes[0, 0].imshow(viz.to_image(x[0]), interpolation="nearest")
+    axes[0, 0].set_title("reference", fontsize=9)
+    axes[1, 0].set_axis_off()
+    for col, kind in enumerate(("blur", "noise", "shift"), start=1):
+        d = distort(x, kind, 0.6, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            m = metric(x, d, spatial=True)[0]
+            dist = metric(x, d).item()
+        axes[0, col].imshow(viz.to_image(d[0]), interpolation="nearest")
+        axes[0, col].set_title(f"{kind}: L2 {((d - x) ** 2).mean():.3f}", fontsize=9)
+        axes[1, col].imshow(m, cmap="magma", interpolation="nearest")
+        axes[1, col].set_title(f"LPIPS map, d = {dist:.3f}", fontsize=9)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def vqgan_reconstructions(path: Path):
+    """Notebook 05: the three objectives on the same held-out images."""
+    from .demos.vqgan import AUTOENCODERS
+
+    x = generate_shapes(8, 32, 1, seed=10_000_000 + 7).images
+    fig, axes = plt.subplots(len(AUTOENCODERS) + 1, 1, figsize=(8, 5))
+    viz.show_images(x, nrow=8, ax=axes[0], title="originals")
+    m = checkpoints.manifest()
+    for ax, (name, label) in zip(axes[1:], AUTOENCODERS.items()):
+        with torch.no_grad():
+            r = checkpoints.load(name)(x).clamp(-1, 1)
+        viz.show_images(r, nrow=8, ax=ax, title=f"{label}: held-out PSNR {m[name]['metrics']['psnr_db']} dB, "
+                                                 f"LPIPS {m[name]['metrics']['lpips']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def attention_maps(path: Path):
+    """Notebook 06: where each word of a caption looks, in the latent diffusion model's first cross-attention."""
+    from torch.nn import functional as F
+
+    from .data import VOCAB, encode_caption
+    from .ldm import LatentDiffusion
+
+    pipe = LatentDiffusion.from_shipped("shapes_ldm32")
+    caption = "large red circle top left"
+    tokens = encode_caption(caption)[None]
+    image, maps = pipe.sample_with_attention(tokens, steps=20, generator=torch.Generator().manual_seed(1))
+    words = [VOCAB[i] for i in tokens[0].tolist() if i]
+    fig, axes = plt.subplots(1, len(words) + 1, figsize=(12, 2.6))
+    axes[0].imshow(viz.to_image(image[0]), interpolation="nearest")
+    axes[0].set_title(f"'{caption}'", fontsize=8)
+    for ax, (pos, w) in zip(axes[1:], enumerate(words, start=1)):
+        a = maps["up0"][0, -1, pos]
+        ax.imshow(viz.to_image(image[0]), interpolation="nearest")
+        ax.imshow(F.interpolate(a[None, None], size=32, mode="nearest")[0, 0], cmap="inferno", alpha=0.6)
+        ax.set_title(f"'{w}'", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle("cross-attention of each word (last layer, up0 at 8x8; last DDIM step; mean over heads)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+FIGURES = {"shapes_world.png": shapes_world, "shapes_ddpm16_samples.png": ddpm_samples,
+           "ddim_trajectories.png": ddim_trajectories, "guidance_sweep.png": guidance_sweep,
+           "codebook_usage.png": codebook_usage, "lpips_maps.png": lpips_maps,
+           "vqgan_reconstructions.png": vqgan_reconstructions, "attention_maps.png": attention_maps}
+
+
+def main(argv=None):
+    names = (argv if argv is not None else sys.argv[1:]) or list(FIGURES)
+    unknown = set(names) - set(FIGURES)
+    if unknown:
+        print(f"unknown figure(s) {sorted(unknown)}; choose from {sorted(FIGURES)}", file=sys.stderr)
+        return 2
     IMG.mkdir(exist_ok=True)
-    shapes_world(IMG / "shapes_world.png")
-    ddpm_samples(IMG / "shapes_ddpm16_samples.png")
-    print(f"wrote {IMG}/shapes_world.png, {IMG}/shapes_ddpm16_samples.png")
+    for name in names:
+        torch.manual_seed(0)
+        FIGURES[name](IMG / name)
+        print(f"wrote {IMG / name}")
     return 0
 
 

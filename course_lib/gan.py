@@ -31,7 +31,9 @@ class PatchDiscriminator(nn.Module):
     ``num_layers`` stride-2 4x4 convolutions (channels doubling from ``channels``, capped at 8x), then a stride-1
     4x4 convolution and a 1-channel 4x4 output convolution. For an H x W input the logit map is
     :meth:`output_size` (H, W) = (H / 2**num_layers - 2, ...): 32x32 with 2 layers gives 6x6 logits. GroupNorm
-    replaces the reference code's BatchNorm so that a logit does not depend on the other images of the batch.
+    replaces the reference code's BatchNorm so that a logit does not depend on the other images of the batch; like
+    BatchNorm in training mode, its statistics span the whole image, so :meth:`receptive_field` is that of the
+    convolutions and every logit still feels the rest of the image a little, through the normalisation.
     """
 
     def __init__(self, in_channels: int = 3, channels: int = 32, num_layers: int = 2, groups: int = 8):

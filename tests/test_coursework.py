@@ -97,7 +97,8 @@ def test_strip_solutions_keeps_indentation_and_names_the_exercise():
 
 
 @pytest.mark.parametrize("name,exercises", [("00_welcome", 2), ("01_ddim", 3), ("02_classifier_guidance", 3),
-                                            ("03_vq_vae", 3), ("04_lpips", 2)])
+                                            ("03_vq_vae", 3), ("04_lpips", 2), ("05_vqgan", 2),
+                                            ("06_latent_diffusion", 2)])
 def test_student_notebook_fails_exactly_at_the_check_cells(tmp_path, name, exercises):
     """Run nbval on the generated student copy: only the check cells fail, each with the hint."""
     src = ROOT / "notebooks" / f"{name}.ipynb"

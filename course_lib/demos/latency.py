@@ -66,6 +66,27 @@ def _demos():
                               [dict(kind=k, strength=s) for k in ("blur", "noise", "shift", "contrast")
                                for s in (0.0, 0.5, 1.0)]),
         **_vqgan_demos(),
+        **_ldm_demos(),
+    }
+
+
+def _ldm_demos():
+    from ..data import encode_caption
+    from ..ldm import LatentDiffusion
+    from .ldm import attention_explorer, caption_demo
+
+    pipe = LatentDiffusion.from_shipped("shapes_ldm32")
+    tokens = encode_caption("large red circle top left")[None]
+    image, maps = pipe.sample_with_attention(tokens, steps=20, generator=torch.Generator().manual_seed(1))
+    words = ["<start>", "large", "red", "circle", "top", "left"] + ["<pad>"] * 6
+    explorer = attention_explorer(image[0], maps, words)
+    return {
+        "06 attention maps": (explorer, [dict(step=s, layer=layer, token=w) for s in (0, 10, 19)
+                                         for layer in ("down0", "mid", "up0") for w in ("circle", "red", "<start>")]),
+        "06 caption to image (images)": (caption_demo(pipe),
+                                         [dict(size="large", colour=c, shape=sh, row="top", column="left", guidance=g,
+                                               steps=st) for c, sh in (("red", "circle"), ("blue", "cross"))
+                                          for g in (0.0, 3.0, 8.0) for st in (5, 20, 50)]),
     }
 
 

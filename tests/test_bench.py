@@ -1,0 +1,34 @@
+"""course_lib.bench: its pieces on small inputs (the full command takes minutes and runs by hand)."""
+import pytest
+
+from course_lib import bench
+
+
+def test_our_ddim_loop_matches_diffusers_on_the_shipped_model():
+    r = bench.ddim_against_diffusers(n=2, steps=5, repeats=1)
+    if "skipped" in r:
+        pytest.skip(r["skipped"])
+    assert r["max_abs_diff"] < 1e-4 and r["ours_s"] > 0 and r["diffusers_s"] > 0
+
+
+def test_markdown_table_and_readme_markers(tmp_path):
+    r = {"date": "2026-11-29", "machine": "x86_64, 2 threads", "repeats": 3,
+         "notebooks": {"00_welcome": 7.0, "01_ddim": 9.5},
+         "import": {"course_lib": {"torch_s": 2.1, "beyond_torch_s": 0.3}},
+         "demos": {"01 forward": {"cold": (30, 45), "cached": (20, 25)},
+                   "02 shapes guidance (images)": {"cold": (300, 500), "cached": (40, 50)}},
+         "ddim": {"num_images": 64, "ancestral": {"nfe": 1000, "seconds": 40.0, "fd": 1.5},
+                  "ddim10": {"nfe": 10, "seconds": 0.5, "fd": 3.0, "speedup": 80.0, "fd_ratio": 2.0}},
+         "diffusers": {"skipped": "diffusers is not installed"},
+         "pixel_latent": {"shapes_ldm32": {"skipped": "shapes_ldm32 is not shipped"}}}
+    md = bench.markdown(r)
+    assert "| the whole course (sum) | 16.5 s | < 600 s |" in md
+    assert "p95 < 1000 ms" in md and "p95 < 100 ms" in md  # image demos get the 1 s budget, the others 100 ms
+    assert "80.0x" in md and "diffusers is not installed" in md and "not shipped" in md
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:start -->\nold table\n<!-- bench:end -->\nrest\n")
+    assert bench.update_readme(md, readme)
+    text = readme.read_text()
+    assert "old table" not in text and md in text and text.endswith("<!-- bench:end -->\nrest\n")
+    (tmp_path / "plain.md").write_text("no markers")
+    assert not bench.update_readme(md, tmp_path / "plain.md")
