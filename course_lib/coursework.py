@@ -248,6 +248,20 @@ def check_sigma_eta(fn) -> str:
     return check_function("sigma_eta", fn, sigma_eta, _sigma_cases(), mistakes, exercise="Exercise 1.2")
 
 
+def _rounding_pairs(n: int = 8):
+    """(abar_t, abar_prev) pairs of the linear schedule with the smallest float32 value of 1 - abar_prev - sigma_t^2
+    at eta = 1: zero or barely positive in exact arithmetic, below zero after rounding on most machines (which pairs
+    depends on the CPU's arithmetic, so they are found here rather than hard-coded)."""
+    ac = alphas_cumprod(linear_betas(1000)).float()
+    a = ac[1:, None].expand(-1, 1000).reshape(-1)
+    p = ac[None, :].expand(999, -1).reshape(-1)
+    keep = p > a
+    a, p = a[keep], p[keep]
+    room = 1 - p - sigma_eta(a, p, 1.0) ** 2
+    idx = room.argsort()[:n]
+    return a[idx][:, None], p[idx][:, None]
+
+
 def _ddim_step_cases() -> list[Case]:
     g = torch.Generator().manual_seed(12)
     cases = []
@@ -256,6 +270,10 @@ def _ddim_step_cases() -> list[Case]:
             cases.append(Case(f"{label}, eta={eta}", {
                 "x_t": torch.randn(shape, generator=g), "eps": torch.randn(shape, generator=g),
                 "alpha_bar_t": a_t, "alpha_bar_prev": a_prev, "eta": eta, "noise": torch.randn(shape, generator=g)}))
+    a_t, a_prev = _rounding_pairs()
+    cases.append(Case("eta=1, big jumps where float32 rounds 1 - abar_prev - sigma^2 to about zero", {
+        "x_t": torch.randn(8, 2, generator=g), "eps": torch.randn(8, 2, generator=g), "alpha_bar_t": a_t,
+        "alpha_bar_prev": a_prev, "eta": 1.0, "noise": torch.randn(8, 2, generator=g)}))
     return cases
 
 

@@ -37,6 +37,10 @@ def test_every_shipped_model_loads_and_runs(name):
             assert model(torch.randn(5, 2), torch.arange(5)).shape == (5, 2)
         elif e["model"] == "VQVAE":
             assert model(torch.randn(2, 3, 16, 16)).shape == (2, 3, 16, 16)
+        elif e["model"] == "CaptionUNet":
+            c, side = model.config.in_channels, 8 if model.config.in_channels == 4 else 32
+            out = model(torch.randn(2, c, side, side), torch.tensor([10, 900]), torch.zeros(2, 11, dtype=torch.long))
+            assert out.shape == (2, c, side, side) and torch.isfinite(out).all()
         elif e["model"] == "GPTPrior":
             codes = torch.randint(0, model.config.vocab_size, (2, model.config.block_size))
             assert model(codes).shape == (2, model.config.block_size, model.config.vocab_size)

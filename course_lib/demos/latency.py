@@ -26,7 +26,7 @@ from . import vq as V  # noqa: E402
 from .lpips import distortion_lab  # noqa: E402
 
 
-def _demos():
+def _base_demos():
     ac = make_alphas_cumprod()
     ring, ring3 = ring_mixture(), ring_mixture(8, 2.0, 0.3)
     pts, y = ring.sample(600, torch.Generator().manual_seed(0))
@@ -65,9 +65,20 @@ def _demos():
         "04 distortion lab": (distortion_lab(generate_shapes(4, 32, (1, 2), seed=5).images, _shapes_lpips()),
                               [dict(kind=k, strength=s) for k in ("blur", "noise", "shift", "contrast")
                                for s in (0.0, 0.5, 1.0)]),
-        **_vqgan_demos(),
-        **_ldm_demos(),
     }
+
+
+def _demos(names=None) -> dict:
+    """The demos to measure; only the groups that ``names`` needs are built (building loads models and samples)."""
+    wanted = lambda prefix: names is None or any(n.startswith(prefix) for n in names)  # noqa: E731
+    out = {}
+    if names is None or any(not n.startswith(("05", "06")) for n in names):
+        out.update(_base_demos())
+    if wanted("05"):
+        out.update(_vqgan_demos())
+    if wanted("06"):
+        out.update(_ldm_demos())
+    return out
 
 
 def _ldm_demos():
@@ -122,7 +133,7 @@ def measure(names=None) -> dict:
 
     IPython.display.display = lambda *a, **k: None  # no frontend here: SliderDemo still renders the PNG
     out = {}
-    for name, (demo, values) in _demos().items():
+    for name, (demo, values) in _demos(names).items():
         if names is not None and name not in names:
             continue
         demo.set(**values[0])  # the first figure is built in the notebook cell, not in a callback
