@@ -97,7 +97,7 @@ def _ldm_demos():
         "06 caption to image (images)": (caption_demo(pipe),
                                          [dict(size="large", colour=c, shape=sh, row="top", column="left", guidance=g,
                                                steps=st) for c, sh in (("red", "circle"), ("blue", "cross"))
-                                          for g in (0.0, 3.0, 8.0) for st in (5, 20, 50)]),
+                                          for g in (0.0, 3.0, 8.0) for st in (5, 20, 40)]),
     }
 
 

@@ -75,4 +75,4 @@ def caption_demo(pipe, n: int = 4, seed: int = 0):
         fig.suptitle(f"'{r['caption']}', guidance {v['guidance']:.1f}, {v['steps']} DDIM steps", fontsize=9)
 
     return slider_demo(compute, draw, update=update, size=list(SIZES), colour=list(COLOURS), shape=list(SHAPES),
-                       row=list(ROWS), column=list(COLUMNS), guidance=(0.0, 8.0, 0.5, 3.0), steps=(2, 50, 1, 20))
+                       row=list(ROWS), column=list(COLUMNS), guidance=(0.0, 8.0, 0.5, 3.0), steps=(2, 40, 1, 20))

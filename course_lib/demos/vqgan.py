@@ -95,6 +95,12 @@ def lambda_demo(autoencoder, discriminator, x: torch.Tensor, rec_loss_fn):
         a1.set_yscale("log")
         a1.set_ylim(1e-6, 1e6)
         a1.set_title("gradient sizes at the decoder's last layer", fontsize=9)
+        for ax in (a0, a1):
+            ax.minorticks_off()  # log-scale minor ticks cost more to draw than everything else here
+        # plain-text tick labels: matplotlib's default 10^k labels go through mathtext, the slowest part of a redraw
+        a0.set_xticks([1e-8, 1e-6, 1e-4, 1e-2, 1], ["1e-8", "1e-6", "1e-4", "0.01", "1"])
+        a0.set_yticks([1e-4, 1e-2, 1, 1e2, 1e4], ["1e-4", "0.01", "1", "100", "1e4"])
+        a1.set_yticks([1e-6, 1e-3, 1, 1e3, 1e6], ["1e-6", "1e-3", "1", "1e3", "1e6"])
         fig.tight_layout(rect=(0, 0, 1, 0.9))
         update(fig, r, v)
         return fig
