@@ -19,7 +19,7 @@ from collections import OrderedDict
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
-__all__ = ["SliderDemo", "slider_demo", "make_widget"]
+__all__ = ["SliderDemo", "slider_demo", "make_widget", "image_strip_demo"]
 
 
 def make_widget(name: str, spec):
@@ -142,4 +142,23 @@ def slider_demo(compute, draw=None, cache_size: int = 256, update=None, **slider
     ``update(fig, result, values)``, if given, redraws by changing the artists of the figure that ``draw``
     made the first time (set_data, set_offsets, set_text) instead of building a new figure.
     """
+    return SliderDemo(compute, draw, sliders, cache_size, update)
+
+
+def image_strip_demo(compute, title, nrow: int, figsize=(6, 1.9), dpi: int = 80, cache_size: int = 256,
+                     **sliders) -> SliderDemo:
+    """A demo whose picture is one row of images: ``compute(**values)`` returns a dict with ``"images"``
+    (N, 3, H, W) in [-1, 1]; ``title(result, values)`` gives the figure's title. Redraws in place."""
+    from . import viz
+
+    def draw(r, v):
+        fig, ax = plt.subplots(1, 1, figsize=figsize, dpi=dpi)
+        fig.artists_ = {"img": viz.show_images(r["images"], nrow=nrow, ax=ax)}
+        update(fig, r, v)
+        return fig
+
+    def update(fig, r, v):
+        fig.artists_["img"].set_data(viz.image_grid(r["images"], nrow=nrow))
+        fig.suptitle(title(r, v), fontsize=9)
+
     return SliderDemo(compute, draw, sliders, cache_size, update)

@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from .. import viz
 from ..data import COLOURS, COLUMNS, ROWS, SHAPES, SIZES, encode_caption
-from ..widgets import slider_demo
+from ..widgets import image_strip_demo, slider_demo
 
 __all__ = ["attention_explorer", "caption_demo"]
 
@@ -64,15 +64,9 @@ def caption_demo(pipe, n: int = 4, seed: int = 0):
         images = pipe.sample(tokens, steps=steps, guidance_scale=guidance, z_T=z_T.clone())
         return {"images": images.cpu(), "caption": caption}
 
-    def draw(r, v):
-        fig, ax = plt.subplots(1, 1, figsize=(6, 1.9), dpi=DPI)
-        fig.artists_ = {"img": viz.show_images(r["images"], nrow=n, ax=ax)}
-        update(fig, r, v)
-        return fig
+    def title(r, v):
+        return f"'{r['caption']}', guidance {v['guidance']:.1f}, {v['steps']} DDIM steps"
 
-    def update(fig, r, v):
-        fig.artists_["img"].set_data(viz.image_grid(r["images"], nrow=n))
-        fig.suptitle(f"'{r['caption']}', guidance {v['guidance']:.1f}, {v['steps']} DDIM steps", fontsize=9)
-
-    return slider_demo(compute, draw, update=update, size=list(SIZES), colour=list(COLOURS), shape=list(SHAPES),
-                       row=list(ROWS), column=list(COLUMNS), guidance=(0.0, 8.0, 0.5, 3.0), steps=(2, 40, 1, 20))
+    return image_strip_demo(compute, title, n, figsize=(6, 1.9), dpi=DPI, size=list(SIZES), colour=list(COLOURS),
+                            shape=list(SHAPES), row=list(ROWS), column=list(COLUMNS),
+                            guidance=(0.0, 8.0, 0.5, 3.0), steps=(2, 40, 1, 20))

@@ -2,17 +2,15 @@
 lambda against delta and the clamp on a live batch, and sampling the transformer prior."""
 from __future__ import annotations
 
-import math
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from .. import checkpoints, viz
 from ..gan import adaptive_weight, generator_loss
-from ..widgets import slider_demo
+from ..widgets import image_strip_demo, slider_demo
 
-__all__ = ["AUTOENCODERS", "snapshot_scrubber", "lambda_demo", "prior_sampler", "uniform_codes", "bits_per_image"]
+__all__ = ["AUTOENCODERS", "snapshot_scrubber", "lambda_demo", "prior_sampler", "uniform_codes"]
 
 DPI = 80
 # notebook 05's three objectives, same architecture and budget
@@ -123,27 +121,15 @@ def prior_sampler(gpt, autoencoder, n: int = 8, grid=(4, 4)):
         images = autoencoder.decode(autoencoder.codes_to_latents(codes.view(n, *grid))).clamp(-1, 1)
         return {"codes": codes, "images": images, "distinct": len(codes.unique())}
 
-    def draw(r, v):
-        fig, ax = plt.subplots(1, 1, figsize=(7, 1.4), dpi=DPI)
-        fig.artists_ = {"img": viz.show_images(r["images"], nrow=n, ax=ax)}
-        update(fig, r, v)
-        return fig
-
-    def update(fig, r, v):
-        fig.artists_["img"].set_data(viz.image_grid(r["images"], nrow=n))
+    def title(r, v):
         k = "off" if v["top_k"] >= K else v["top_k"]
-        fig.suptitle(f"temperature {v['temperature']:.2f}, top-k {k}: {r['distinct']} distinct codes used",
-                     fontsize=9)
+        return f"temperature {v['temperature']:.2f}, top-k {k}: {r['distinct']} distinct codes used"
 
-    return slider_demo(compute, draw, update=update, temperature=(0.1, 2.0, 0.1, 1.0), top_k=(1, K, 1, K),
-                       seed=(0, 9, 1, 0))
+    return image_strip_demo(compute, title, n, figsize=(7, 1.4), dpi=DPI, temperature=(0.1, 2.0, 0.1, 1.0),
+                            top_k=(1, K, 1, K), seed=(0, 9, 1, 0))
 
 
 def uniform_codes(n: int, num_codes: int, grid=(4, 4), seed: int = 0) -> torch.Tensor:
     """Codes drawn independently and uniformly (notebook 03's "no prior"), (n, h, w)."""
     return torch.randint(0, num_codes, (n, *grid), generator=torch.Generator().manual_seed(seed))
 
-
-def bits_per_image(nll_nats_per_code: float, length: int) -> float:
-    """Nats per code to bits per image (for comparing a prior against the uniform log2 K per code)."""
-    return nll_nats_per_code * length / math.log(2)
