@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-__all__ = ["TERM_COLORS", "to_image", "image_grid", "show_images", "scatter_2d", "density_contours",
+__all__ = ["TERM_COLORS", "to_image", "image_grid", "show_images", "scatter_2d", "density_grid", "density_contours",
            "plot_trajectories", "class_colors"]
 
 TERM_COLORS = {
@@ -66,22 +66,31 @@ def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, a
     return im
 
 
-def density_contours(ax, log_density_fn, lim: float = 3.0, n: int = 120,
+def density_grid(log_density_fn, lim: float = 3.0, n: int = 120) -> torch.Tensor:
+    """The density ``exp(log_density_fn(points (M, 2)))`` on an n x n grid over [-lim, lim]^2 (rows are x_2), for
+    :func:`density_contours`. Demos compute it with the rest of a slider's maths, so that it is cached."""
+    xs = torch.linspace(-lim, lim, n)
+    gx, gy = torch.meshgrid(xs, xs, indexing="xy")
+    with torch.no_grad():
+        return log_density_fn(torch.stack([gx.flatten(), gy.flatten()], 1)).exp().reshape(n, n)
+
+
+def density_contours(ax, density, lim: float = 3.0, n: int = 120,
                      levels=(0.02, 0.08, 0.25, 0.5, 0.8), **kwargs):
-    """Contours of a density given as ``log_density_fn(points (M, 2)) -> (M,)`` over [-lim, lim]^2.
+    """Contours of a density over [-lim, lim]^2: ``density`` is ``log_density_fn(points (M, 2)) -> (M,)`` or a
+    square grid from :func:`density_grid` (then ``n`` is its size).
 
     ``levels`` are fractions of the density's maximum on the grid, so sharp and flat densities
     get comparable pictures.
     """
-    xs = torch.linspace(-lim, lim, n)
-    gx, gy = torch.meshgrid(xs, xs, indexing="xy")
-    pts = torch.stack([gx.flatten(), gy.flatten()], 1)
-    with torch.no_grad():
-        dens = log_density_fn(pts).exp().reshape(n, n)
+    dens = density if isinstance(density, torch.Tensor) else density_grid(density, lim, n)
+    if dens.ndim != 2 or dens.shape[0] != dens.shape[1]:
+        raise ValueError(f"density: expected a function or a square (n, n) grid, got shape {tuple(dens.shape)}")
+    xs = np.linspace(-lim, lim, dens.shape[0])
     kwargs.setdefault("colors", TERM_COLORS["data"])
     kwargs.setdefault("linewidths", 0.6)
     top = float(dens.max())
-    return ax.contour(gx.numpy(), gy.numpy(), dens.numpy(), levels=[f * top for f in levels], **kwargs)
+    return ax.contour(xs, xs, dens.numpy(), levels=[f * top for f in levels], **kwargs)
 
 
 def scatter_2d(x: torch.Tensor, ax=None, labels=None, mixture=None, alpha_bar: float = 1.0, lim: float = 3.0,

@@ -19,7 +19,27 @@ from collections import OrderedDict
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
-__all__ = ["SliderDemo", "slider_demo", "make_widget", "image_strip_demo"]
+__all__ = ["SliderDemo", "slider_demo", "make_widget", "image_strip_demo", "moving"]
+
+
+def moving(*artists):
+    """Mark artists that a demo's ``update`` changes (data, text, colour limits): :meth:`SliderDemo.render` then
+    redraws only them over a cached picture of the rest. The figure itself is unchanged (``savefig`` and
+    ``plt.show`` draw everything). Returns the artist (or the tuple, for several)."""
+    for a in artists:
+        a._slider_moves = True
+    return artists[0] if len(artists) == 1 else artists
+
+
+def _png(canvas) -> bytes:
+    """The Agg canvas' pixels as PNG; low zlib effort (the bytes only travel to the browser on this machine)."""
+    from PIL import Image
+
+    width, height = canvas.get_width_height(physical=True)
+    image = Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="png", compress_level=1)
+    return buf.getvalue()
 
 
 def make_widget(name: str, spec):
@@ -99,12 +119,60 @@ class SliderDemo:
         self.latencies.append(time.perf_counter() - t0)
         return result
 
-    @staticmethod
-    def render(fig) -> bytes:
-        """The figure as PNG, in one pass (no tight bounding box: demo figures lay themselves out once)."""
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=fig.dpi)
-        return buf.getvalue()
+    def render(self, fig) -> bytes:
+        """The figure as PNG. Artists marked with :func:`moving` are the ones a slider changes: the rest of the
+        figure (axes, ticks, legends, static data) is drawn once per axes layout and kept as pixels, and each
+        callback only restores them and draws the moving artists on top (matplotlib's blitting). Static artists
+        of the same axes that lie above a moving one (a contour over an image, a legend over points, the
+        spines) are left out of the kept pixels and drawn after it, so the picture is the one a full draw
+        gives, but for the inner ends of tick marks where a moving image meets the frame (ticks stay in the
+        kept pixels). Without marked artists the whole figure is drawn."""
+        from matplotlib.axis import Axis
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        if not isinstance(fig.canvas, FigureCanvasAgg):  # plt.close() leaves a figure a bare canvas
+            FigureCanvasAgg(fig)
+        canvas = fig.canvas
+        marked = [a for a in fig.findobj() if getattr(a, "_slider_moves", False) and a.get_visible()]
+        if not marked:
+            canvas.draw()
+            return _png(canvas)
+        # What each frame draws, in the order a full draw would: per axes by (zorder, order of addition); tick
+        # labels, grids (Axis) and static axes titles stay in the kept pixels, they sit outside the data area.
+        frame = []
+        for ax in dict.fromkeys(a.axes for a in marked):
+            if ax is None:
+                continue
+            children = ax.get_children()
+            lowest = min(a.get_zorder() for a in marked if a.axes is ax)
+            outside = (ax.patch, ax.title, ax._left_title, ax._right_title)
+            mine = [(c.get_zorder(), i, c) for i, c in enumerate(children) if c.get_visible()
+                    and (getattr(c, "_slider_moves", False)
+                         or (c.get_zorder() > lowest and not isinstance(c, Axis) and c not in outside))]
+            frame += [c for _, _, c in sorted(mine, key=lambda e: e[:2])]
+        frame += [a for a in marked if a.axes is None]  # figure-level text (suptitle) last, as in a full draw
+        # A background is valid while the layout is: same size, same axes limits (a zooming demo gets one
+        # background per view; a few are kept, on the figure they belong to).
+        layout = (tuple(fig.get_size_inches()), fig.dpi, len(frame),
+                  tuple((tuple(ax.get_xlim()), tuple(ax.get_ylim())) for ax in fig.axes))
+        backgrounds = fig.__dict__.setdefault("_slider_backgrounds", {})
+        background = backgrounds.get(layout)
+        if background is None:
+            for a in frame:  # matplotlib leaves animated artists out of a full draw
+                a.set_animated(True)
+            try:
+                canvas.draw()
+            finally:
+                for a in frame:
+                    a.set_animated(False)
+            background = backgrounds[layout] = canvas.copy_from_bbox(fig.bbox)
+            if len(backgrounds) > 8:
+                backgrounds.pop(next(iter(backgrounds)))
+        else:
+            canvas.restore_region(background)
+        for artist in frame:
+            fig.draw_artist(artist)
+        return _png(canvas)
 
     def _on_change(self, change):
         self.update()
@@ -153,12 +221,12 @@ def image_strip_demo(compute, title, nrow: int, figsize=(6, 1.9), dpi: int = 80,
 
     def draw(r, v):
         fig, ax = plt.subplots(1, 1, figsize=figsize, dpi=dpi)
-        fig.artists_ = {"img": viz.show_images(r["images"], nrow=nrow, ax=ax)}
-        update(fig, r, v)
+        fig.artists_ = {"img": moving(viz.show_images(r["images"], nrow=nrow, ax=ax)),
+                        "title": moving(fig.suptitle(title(r, v), fontsize=9))}
         return fig
 
     def update(fig, r, v):
         fig.artists_["img"].set_data(viz.image_grid(r["images"], nrow=nrow))
-        fig.suptitle(title(r, v), fontsize=9)
+        fig.artists_["title"].set_text(title(r, v))
 
     return SliderDemo(compute, draw, sliders, cache_size, update)

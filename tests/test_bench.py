@@ -32,3 +32,24 @@ def test_markdown_table_and_readme_markers(tmp_path):
     assert "old table" not in text and md in text and text.endswith("<!-- bench:end -->\nrest\n")
     (tmp_path / "plain.md").write_text("no markers")
     assert not bench.update_readme(md, tmp_path / "plain.md")
+
+
+def test_every_slider_demo_of_notebooks_01_to_04_meets_its_budget():
+    """Cold (empty cache) and cached p95 of each demo against the issue's budgets: 100 ms for 2-D and analytic
+    demos, 1 s for demos that run a sampler on each move (05 and 06 have their own tests)."""
+    from course_lib.demos.latency import measure
+
+    names = ["01 forward", "01 posterior", "01 terms", "01 sampling S<=50", "01 sampling S>=100 (sampler)",
+             "02 taylor", "02 field", "02 exact guidance", "02 shapes guidance (images)", "03 voronoi", "03 beta",
+             "04 distortion lab"]
+    res = measure(names)
+    assert set(res) == set(names)
+    for name, r in res.items():
+        assert 0 < r["cold"][0] <= r["cold"][1] and 0 < r["cached"][0] <= r["cached"][1], (name, r)
+        for phase in ("cold", "cached"):
+            assert r[phase][1] < bench.demo_budget_ms(name), (name, phase, r[phase])
+
+
+def test_demo_budgets():
+    assert bench.demo_budget_ms("01 forward") == 100 and bench.demo_budget_ms("02 shapes guidance (images)") == 1000
+    assert bench.demo_budget_ms("01 sampling S>=100 (sampler)") == 1000

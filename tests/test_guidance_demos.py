@@ -49,11 +49,3 @@ def test_shapes_guidance_demo_shows_the_asked_shape():
             assert acc >= 0.75, (shape, key, acc)
     assert torch.isfinite(demo.set(shape="circle", scale=0.0)["cg"]).all()
     plt.close("all")
-
-
-def test_latency_command_measures_a_demo():
-    from course_lib.demos.latency import measure
-    res = measure(names={"02 field"})
-    assert set(res) == {"02 field"}
-    cold, cached = res["02 field"]["cold"], res["02 field"]["cached"]
-    assert 0 < cold[0] <= cold[1] and 0 < cached[0] <= cached[1]

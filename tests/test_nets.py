@@ -84,3 +84,24 @@ def test_default_device(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             default_device("cuda")
+
+
+@pytest.mark.parametrize("num_classes", [None, 4])
+def test_mlp_shared_timestep_is_embedded_once_with_the_same_result(num_classes):
+    """A batch with one timestep (how samplers call it) takes the embed-once path; it must equal the per-point
+    computation, and a batch of mixed timesteps must not take it."""
+    torch.manual_seed(0)
+    mlp = MLPDenoiser(MLPConfig(num_classes=num_classes)).eval()
+    x = torch.randn(64, 2)
+    y = torch.randint(0, 4, (64,)) if num_classes else None
+    with torch.no_grad():
+        shared = mlp(x, torch.full((64,), 321), y)
+        one_by_one = torch.cat([mlp(x[i:i + 1], torch.tensor([321]), None if y is None else y[i:i + 1])
+                                for i in range(64)])
+        assert shared.shape == (64, 2)
+        torch.testing.assert_close(shared, one_by_one, rtol=1e-5, atol=1e-6)
+        mixed_t = torch.arange(64) * 15
+        mixed = mlp(x, mixed_t, y)
+        torch.testing.assert_close(mixed[5:6], mlp(x[5:6], mixed_t[5:6], None if y is None else y[5:6]),
+                                   rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(mixed, shared)

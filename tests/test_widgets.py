@@ -60,3 +60,82 @@ def test_cache_is_bounded():
     for v in range(10):
         demo.set(a=v)
     assert len(demo._cache) == 3 and demo.compute_calls == 10
+
+
+def _blit_demo():
+    """Moving image under a static contour and legend, moving points and a moving suptitle: the cases render
+    has to order (static artists above a moving one are drawn after it)."""
+    import numpy as np
+
+    from course_lib.widgets import moving
+
+    xs = np.linspace(-1, 1, 40)
+    bump = np.exp(-(xs[None] ** 2 + xs[:, None] ** 2) * 4)
+
+    def compute(k):
+        return {"img": np.roll(bump, k, axis=1), "pts": np.stack([xs[::8] + k / 40, xs[::8] ** 2], 1)}
+
+    def draw(r, v):
+        fig, ax = plt.subplots(figsize=(3, 3), dpi=60)
+        fig.artists_ = {"img": moving(ax.imshow(r["img"], extent=(-1, 1, -1, 1), origin="lower")),
+                        "pts": moving(ax.scatter(*r["pts"].T, color="red", label="points", zorder=3)),
+                        "title": moving(fig.suptitle(f"k = {v['k']}"))}
+        ax.contour(xs, xs, bump, levels=[0.5], colors="white")
+        ax.legend(loc="lower left")
+        ax.set_title("static title")
+        return fig
+
+    def update(fig, r, v):
+        fig.artists_["img"].set_data(r["img"])
+        fig.artists_["pts"].set_offsets(r["pts"])
+        fig.artists_["title"].set_text(f"k = {v['k']}")
+
+    return slider_demo(compute, draw, update=update, k=(0, 20, 1, 0))
+
+
+def test_blitted_frames_equal_a_full_draw():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    demo = _blit_demo()
+    demo.set(k=0)
+    for k in (5, 17, 5):
+        demo.set(k=k)
+        fast = np.asarray(Image.open(io.BytesIO(demo.png)).convert("RGB"))
+        buf = io.BytesIO()
+        demo.figure.savefig(buf, format="png", dpi=demo.figure.dpi)  # everything drawn, in matplotlib's order
+        full = np.asarray(Image.open(buf).convert("RGB"))
+        assert fast.shape == full.shape
+        # Identical except where a tick mark's inner end touches the frame: ticks stay in the kept pixels, under
+        # the moving image, while a full draw puts them (zorder 1.5) over it. Nowhere else.
+        ys, xs = np.nonzero((fast != full).any(axis=2))
+        x0, y0, x1, y1 = demo.figure.axes[0].get_window_extent().extents
+        height = fast.shape[0]
+        on_frame = (np.minimum(np.abs(xs - x0), np.abs(xs - x1)) <= 1.5) | \
+                   (np.minimum(np.abs(height - ys - y0), np.abs(height - ys - y1)) <= 1.5)
+        assert on_frame.all(), f"k={k}: pixels differ inside the picture at {list(zip(xs[~on_frame], ys[~on_frame]))}"
+        assert len(xs) <= 20, f"k={k}: {len(xs)} pixels differ"
+    assert len(demo.figure._slider_backgrounds) == 1  # the layout never changed: one background, reused
+
+
+def test_a_marked_figure_still_draws_everything_outside_the_demo():
+    """moving() only tags artists: savefig / plt.show of a demo's figure (notebooks show draw_fn's figure
+    that way) includes them."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    demo = _blit_demo()
+    fig = demo.draw_fn(demo.compute(k=3), {"k": 3})
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    with_marked = np.asarray(Image.open(buf).convert("RGB"))
+    for a in (fig.artists_["img"], fig.artists_["pts"]):
+        a.set_visible(False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    assert (with_marked != np.asarray(Image.open(buf).convert("RGB"))).any()
+    plt.close(fig)

@@ -14,7 +14,7 @@ from ..diffusion import (ddim_sample, ddim_step_terms, ddpm_posterior, q_sample,
                          sigma_eta)
 from ..metrics import MMDToReference, mixture_nll
 from ..schedules import timestep_subsequence
-from ..widgets import slider_demo
+from ..widgets import moving, slider_demo
 
 __all__ = ["forward_demo", "posterior_demo", "terms_demo", "sampling_demo", "shapes_sampler_demo", "STEP_OPTIONS"]
 
@@ -31,18 +31,20 @@ def forward_demo(image: torch.Tensor, points: torch.Tensor, labels, mixture, alp
     def compute(t):
         abar = float(alphas_cumprod[t])
         return {"abar": abar, "image": q_sample(image[None], abar, img_noise[None])[0],
-                "points": q_sample(points, abar, pt_noise)}
+                "points": q_sample(points, abar, pt_noise),
+                "density": viz.density_grid(lambda p: mixture.log_prob(p, abar))}
 
-    def title(r, v):
-        return (rf"$x_t$, $t={v['t']}$: $\sqrt{{\bar\alpha_t}}={math.sqrt(r['abar']):.3f}$, "
-                rf"$\sqrt{{1-\bar\alpha_t}}={math.sqrt(1 - r['abar']):.3f}$")
+    def numbers(r, v):  # plain text: a mathtext title is re-parsed on every move (tens of ms)
+        return f"t = {v['t']}:   √ᾱₜ = {math.sqrt(r['abar']):.3f},   √(1 − ᾱₜ) = {math.sqrt(1 - r['abar']):.3f}"
 
     def draw(r, v):
         fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.8), dpi=DPI)
-        fig.artists_ = {"image": a.imshow(viz.to_image(r["image"]), interpolation="nearest"),
-                        "points": viz.scatter_2d(r["points"], b, labels=labels, title="2-D cloud"), "ax": b,
-                        "contours": viz.density_contours(b, lambda p: mixture.log_prob(p, r["abar"]))}
-        a.set_title(title(r, v), fontsize=9)
+        fig.artists_ = {"image": moving(a.imshow(viz.to_image(r["image"]), interpolation="nearest")),
+                        "points": moving(viz.scatter_2d(r["points"], b, labels=labels)), "ax": b,
+                        "contours": moving(viz.density_contours(b, r["density"])),
+                        "numbers": moving(fig.suptitle(numbers(r, v), fontsize=10))}
+        a.set_title(r"$x_t=\sqrt{\bar\alpha_t}\,x_0+\sqrt{1-\bar\alpha_t}\,\epsilon$", fontsize=9)
+        b.set_title("2-D cloud, and the density of $x_t$", fontsize=9)
         a.set_axis_off()
         fig.tight_layout()
         return fig
@@ -50,10 +52,10 @@ def forward_demo(image: torch.Tensor, points: torch.Tensor, labels, mixture, alp
     def update(fig, r, v):
         art = fig.artists_
         art["image"].set_data(viz.to_image(r["image"]))
-        art["image"].axes.set_title(title(r, v), fontsize=9)
+        art["numbers"].set_text(numbers(r, v))
         art["points"].set_offsets(r["points"].numpy())
         art["contours"].remove()
-        art["contours"] = viz.density_contours(art["ax"], lambda p: mixture.log_prob(p, r["abar"]))
+        art["contours"] = moving(viz.density_contours(art["ax"], r["density"]))
 
     return slider_demo(compute, draw, update=update, t=(0, len(alphas_cumprod) - 1, 1, 100))
 
@@ -75,25 +77,29 @@ def posterior_demo(x0: torch.Tensor, alphas_cumprod, seed: int = 0, num_samples:
         return {"x_t": x_t[0], "mean": mean[0], "std": float(var.sqrt()), "samples": mean + var.sqrt() * draws,
                 "ddpm_mean": ddpm_mean[0], "ddpm_std": float(ddpm_var.sqrt()), "a_t": a_t, "a_prev": a_prev}
 
-    def title(r, v):
-        return (rf"$t={v['t']} \to {max(v['t'] - v['jump'], 0)}$, $\eta={v['eta']:.2f}$: $\sigma_t={r['std']:.4f}$ "
-                rf"(DDPM $\tilde\beta_t^{{1/2}}={r['ddpm_std']:.4f}$)")
+    def numbers(r, v):  # plain text: a mathtext title is re-parsed on every move (tens of ms)
+        return (f"t = {v['t']} → {max(v['t'] - v['jump'], 0)},  η = {v['eta']:.2f}:   σₜ = {r['std']:.4f}   "
+                f"(DDPM posterior std {r['ddpm_std']:.4f})")
 
     def draw(r, v):
-        fig, ax = plt.subplots(figsize=(5, 5), dpi=DPI)
+        fig, ax = plt.subplots(figsize=(5, 5.2), dpi=DPI)
         C = viz.TERM_COLORS
         art = fig.artists_ = {"ax": ax}
-        art["samples"] = ax.scatter(*r["samples"].numpy().T, s=4, color=C["noise"], alpha=0.5,
-                                    label=r"samples of $x_{prev}$")
-        art["circle"] = ax.add_patch(Circle(r["mean"].numpy(), r["std"], fill=False, color=C["noise"]))
+        art["samples"] = moving(ax.scatter(*r["samples"].numpy().T, s=4, color=C["noise"], alpha=0.5,
+                                           label=r"samples of $x_{prev}$"))
+        art["circle"] = moving(ax.add_patch(Circle(r["mean"].numpy(), r["std"], fill=False, color=C["noise"])))
         ax.scatter(*x0.numpy(), color=C["predicted_x0"], s=60, label="$x_0$", zorder=3)
-        art["x_t"] = ax.scatter(*r["x_t"].numpy(), color=C["x_t"], s=60, label="$x_t$", zorder=3)
-        art["mean"] = ax.scatter(*r["mean"].numpy(), color="black", s=40, label=r"mean of $q_\sigma$", zorder=4)
-        art["ddpm"] = ax.scatter(*r["ddpm_mean"].numpy(), color=C["guidance"], s=80, marker="x",
-                                 label="DDPM posterior mean", zorder=5)
+        art["x_t"] = moving(ax.scatter(*r["x_t"].numpy(), color=C["x_t"], s=60, label="$x_t$", zorder=3))
+        art["mean"] = moving(ax.scatter(*r["mean"].numpy(), color="black", s=40, label=r"mean of $q_\sigma$",
+                                        zorder=4))
+        art["ddpm"] = moving(ax.scatter(*r["ddpm_mean"].numpy(), color=C["guidance"], s=80, marker="x",
+                                        label="DDPM posterior mean", zorder=5))
+        art["numbers"] = moving(fig.suptitle(numbers(r, v), fontsize=9))
+        ax.set_title(r"$q_\sigma(x_{prev}\,|\,x_t, x_0)$: mean, 1-std circle and samples", fontsize=9)
         ax.set_aspect("equal")
         ax.legend(fontsize=7, loc="upper left")
         update(fig, r, v)
+        fig.tight_layout()
         return fig
 
     def update(fig, r, v):
@@ -104,12 +110,16 @@ def posterior_demo(x0: torch.Tensor, alphas_cumprod, seed: int = 0, num_samples:
         for key in ("x_t", "mean"):
             art[key].set_offsets(r[key].numpy()[None])
         art["ddpm"].set_offsets(r["ddpm_mean"].numpy()[None])
+        art["numbers"].set_text(numbers(r, v))
+        # The view follows x0, x_t and the spread, in steps (half-widths a power of sqrt(2), centre on a grid of a
+        # quarter of that): nearby slider values share a view, and a view's axes are drawn once (see render).
         pts = np.stack([x0.numpy(), r["x_t"].numpy(), r["mean"].numpy()])
         c = pts.mean(0)
-        half = max(1.0, np.abs(pts - c).max() + 3 * max(r["std"], 0.05))
+        half = 1.15 * max(1.0, np.abs(pts - c).max() + 3 * max(r["std"], 0.05))
+        half = math.sqrt(2) ** math.ceil(2 * math.log2(half))
+        c = np.round(c / (half / 4)) * (half / 4)
         art["ax"].set_xlim(c[0] - half, c[0] + half)
         art["ax"].set_ylim(c[1] - half, c[1] + half)
-        art["ax"].set_title(title(r, v), fontsize=9)
 
     return slider_demo(compute, draw, update=update, t=(1, len(alphas_cumprod) - 1, 1, 300), jump=(1, 300, 1, 100),
                        eta=(0.0, 1.0, 0.05, 1.0))
@@ -131,15 +141,16 @@ def terms_demo(mixture, alphas_cumprod, num_points: int = 6, seed: int = 0, lim:
         eps = eps_fn(x_t, torch.full((num_points,), t))
         terms = ddim_step_terms(x_t, eps, a_t, a_prev, eta, step_noise)
         return {"x_t": x_t, "terms": terms, "a_t": a_t, "a_prev": a_prev,
-                "sigma": float(sigma_eta(a_t, a_prev, eta)), "prev": t - jump}
+                "sigma": float(sigma_eta(a_t, a_prev, eta)), "prev": t - jump,
+                "density": viz.density_grid(lambda p: mixture.log_prob(p, a_prev), lim)}
 
     parts = [("predicted_x0", "pred_x0_term", r"$\sqrt{\bar\alpha_{t-1}}\,\hat x_0$"),
              ("direction", "direction", r"$\sqrt{1-\bar\alpha_{t-1}-\sigma_t^2}\,\epsilon_\theta$"),
              ("noise", "noise", r"$\sigma_t\epsilon_t$")]
 
-    def title(r, v):
-        return (rf"$t={v['t']} \to {max(r['prev'], 0) if r['prev'] >= 0 else 'x_0'}$, $\eta={v['eta']:.2f}$, "
-                rf"$\sigma_t={r['sigma']:.3f}$ (arrows from the origin, head to tail)")
+    def numbers(r, v):  # plain text: a mathtext title is re-parsed on every move (tens of ms)
+        return (f"t = {v['t']} → {r['prev'] if r['prev'] >= 0 else 'x₀'},  η = {v['eta']:.2f},  "
+                f"σₜ = {r['sigma']:.3f}")
 
     def arrows(tm):
         """(start, vector) of the three arrows of every point, head to tail from the origin."""
@@ -151,24 +162,27 @@ def terms_demo(mixture, alphas_cumprod, num_points: int = 6, seed: int = 0, lim:
         return out
 
     def draw(r, v):
-        fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=DPI)
-        art = fig.artists_ = {"ax": ax, "contours": viz.density_contours(ax, lambda p: mixture.log_prob(p, r["a_prev"]),
-                                                                         lim=lim)}
+        fig, ax = plt.subplots(figsize=(5.5, 5.7), dpi=DPI)
+        art = fig.artists_ = {"ax": ax, "contours": moving(viz.density_contours(ax, r["density"], lim=lim))}
         art["quivers"] = []
         for (key, _, label), (start, vec) in zip(parts, arrows(r["terms"])):
-            art["quivers"].append(ax.quiver(start[:, 0], start[:, 1], vec[:, 0], vec[:, 1], angles="xy",
-                                            scale_units="xy", scale=1, color=viz.TERM_COLORS[key], width=0.006,
-                                            label=label, zorder=2))
+            art["quivers"].append(moving(ax.quiver(start[:, 0], start[:, 1], vec[:, 0], vec[:, 1], angles="xy",
+                                                   scale_units="xy", scale=1, color=viz.TERM_COLORS[key],
+                                                   width=0.006, label=label, zorder=2)))
         tm = r["terms"]
-        art["x_t"] = ax.scatter(*r["x_t"].numpy().T, color=viz.TERM_COLORS["x_t"], s=40, label="$x_t$", zorder=3)
-        art["x_prev"] = ax.scatter(*tm.x_prev.numpy().T, color="black", s=25, marker="s", label="$x_{t-1}$", zorder=3)
-        art["x0"] = ax.scatter(*tm.pred_x0.numpy().T, color=viz.TERM_COLORS["predicted_x0"], marker="*", s=60,
-                               label=r"$\hat x_0$", zorder=3)
+        art["x_t"] = moving(ax.scatter(*r["x_t"].numpy().T, color=viz.TERM_COLORS["x_t"], s=40, label="$x_t$",
+                                       zorder=3))
+        art["x_prev"] = moving(ax.scatter(*tm.x_prev.numpy().T, color="black", s=25, marker="s", label="$x_{t-1}$",
+                                          zorder=3))
+        art["x0"] = moving(ax.scatter(*tm.pred_x0.numpy().T, color=viz.TERM_COLORS["predicted_x0"], marker="*", s=60,
+                                      label=r"$\hat x_0$", zorder=3))
+        art["numbers"] = moving(fig.suptitle(numbers(r, v), fontsize=10))
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
         ax.legend(fontsize=7, loc="lower left")
-        ax.set_title(title(r, v), fontsize=9)
+        ax.set_title("eq. (12): the step as three arrows from the origin, head to tail", fontsize=9)
+        fig.tight_layout()
         return fig
 
     def update(fig, r, v):
@@ -180,8 +194,8 @@ def terms_demo(mixture, alphas_cumprod, num_points: int = 6, seed: int = 0, lim:
         art["x_prev"].set_offsets(r["terms"].x_prev.numpy())
         art["x0"].set_offsets(r["terms"].pred_x0.numpy())
         art["contours"].remove()
-        art["contours"] = viz.density_contours(art["ax"], lambda p: mixture.log_prob(p, r["a_prev"]), lim=lim)
-        art["ax"].set_title(title(r, v), fontsize=9)
+        art["contours"] = moving(viz.density_contours(art["ax"], r["density"], lim=lim))
+        art["numbers"].set_text(numbers(r, v))
 
     return slider_demo(compute, draw, update=update, t=(1, len(alphas_cumprod) - 1, 1, 400), jump=(1, 500, 1, 100),
                        eta=(0.0, 1.0, 0.05, 0.0))
@@ -208,14 +222,14 @@ def sampling_demo(eps_fns: dict, mixture, alphas_cumprod, num_points: int = 256,
 
     def draw(r, v):
         fig, ax = plt.subplots(figsize=(4.6, 4.6), dpi=DPI)
-        fig.artists_ = {"points": viz.scatter_2d(r["x"], ax, mixture=mixture, color=viz.TERM_COLORS["predicted_x0"]),
-                        "ax": ax}
-        ax.set_title(title(r, v), fontsize=9)
+        fig.artists_ = {"points": moving(viz.scatter_2d(r["x"], ax, mixture=mixture,
+                                                        color=viz.TERM_COLORS["predicted_x0"])), "ax": ax}
+        moving(ax.set_title(title(r, v), fontsize=9))
         return fig
 
     def update(fig, r, v):
         fig.artists_["points"].set_offsets(r["x"].numpy())
-        fig.artists_["ax"].set_title(title(r, v), fontsize=9)
+        fig.artists_["ax"].set_title(title(r, v), fontsize=9)  # the same Text artist, new text
 
     return slider_demo(compute, draw, update=update, model=list(eps_fns), steps=STEP_OPTIONS, tau=["uniform", "quadratic"],
                        eta=(0.0, 1.0, 0.1, 0.0))

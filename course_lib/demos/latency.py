@@ -34,6 +34,7 @@ def _base_demos():
     noisy = checkpoints.load("shapes_noisy_classifier16")
     image = generate_shapes(1, 32, 1, seed=5).images[0]
     eps_fns = {"exact eps*": ring.eps_fn(ac), "trained MLP": lambda x, t: mlp(x, t)}
+    sampling = D.sampling_demo(eps_fns, ring, ac)
     vq_points, _ = ring3.sample(800, torch.Generator().manual_seed(0))
     snapshots = V.train_codebook_2d(vq_points, num_codes=16, steps=300, snapshot_every=10)
     import json
@@ -49,9 +50,12 @@ def _base_demos():
                          [dict(t=t, jump=j, eta=e) for t in (1, 300, 999) for j in (1, 100, 300) for e in (0.0, 1.0)]),
         "01 terms": (D.terms_demo(ring, ac),
                      [dict(t=t, jump=j, eta=e) for t in (1, 400, 999) for j in (1, 100, 500) for e in (0.0, 1.0)]),
-        "01 sampling": (D.sampling_demo(eps_fns, ring, ac),
-                        [dict(model=m, steps=s, tau="uniform", eta=e) for m in eps_fns for s in D.STEP_OPTIONS
-                         for e in (0.0, 1.0)]),
+        # One demo, two budgets: up to S = 50 it is a 2-D demo; at S = 100-1000 each move runs that many
+        # sequential network evaluations (the cost DDIM removes, shown on purpose), a sampler's budget.
+        "01 sampling S<=50": (sampling, [dict(model=m, steps=s, tau="uniform", eta=e) for m in eps_fns
+                                          for s in D.STEP_OPTIONS if s <= 50 for e in (0.0, 1.0)]),
+        "01 sampling S>=100 (sampler)": (sampling, [dict(model=m, steps=s, tau="uniform", eta=e) for m in eps_fns
+                                                    for s in D.STEP_OPTIONS if s >= 100 for e in (0.0, 1.0)]),
         "02 taylor": (G.taylor_demo(ring3, ac), [dict(log10_var=v, y=c) for v in (-3.0, -1.5, 0.0) for c in (0, 7)]),
         "02 field": (G.posterior_field_demo(ring3, ac),
                      [dict(t=t, y=c, scale=s) for t in (0, 300, 999) for c in (0, 7) for s in (0.0, 10.0)]),
@@ -97,7 +101,7 @@ def _ldm_demos():
         "06 caption to image (images)": (caption_demo(pipe),
                                          [dict(size="large", colour=c, shape=sh, row="top", column="left", guidance=g,
                                                steps=st) for c, sh in (("red", "circle"), ("blue", "cross"))
-                                          for g in (0.0, 3.0, 8.0) for st in (5, 20, 40)]),
+                                          for g in (0.0, 3.0, 8.0) for st in (5, 20, 30)]),
     }
 
 

@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from .. import viz
 from ..data import COLOURS, COLUMNS, ROWS, SHAPES, SIZES, encode_caption
-from ..widgets import image_strip_demo, slider_demo
+from ..widgets import image_strip_demo, moving, slider_demo
 
 __all__ = ["attention_explorer", "caption_demo"]
 
@@ -33,11 +33,11 @@ def attention_explorer(image: torch.Tensor, maps: dict, words: list[str]):
         axes[0].imshow(img, interpolation="nearest")
         axes[0].set_title("generated image", fontsize=9)
         axes[1].imshow(img, interpolation="nearest")
-        art = fig.artists_ = {"map": axes[1].imshow(r["map"], cmap="inferno", alpha=0.6, interpolation="nearest",
-                                                    vmin=0, vmax=max(r["peak"], 1e-6))}
+        art = fig.artists_ = {"map": moving(axes[1].imshow(r["map"], cmap="inferno", alpha=0.6,
+                                                           interpolation="nearest", vmin=0, vmax=max(r["peak"], 1e-6)))}
         for ax in axes:
             ax.set_axis_off()
-        art["title"] = axes[1].set_title("", fontsize=9)
+        art["title"] = moving(axes[1].set_title("", fontsize=9))
         update(fig, r, v)
         return fig
 
@@ -55,7 +55,8 @@ def attention_explorer(image: torch.Tensor, maps: dict, words: list[str]):
 def caption_demo(pipe, n: int = 4, seed: int = 0):
     """Pickers for size, colour, shape, row and column; sliders for the guidance scale and the number of DDIM
     steps: n samples of the caption (the same starting noise for every setting, so only the caption and the
-    sampler change)."""
+    sampler change). Steps stop at 30: each is a 2n-batch network call (about 20 ms here), and a new setting
+    must answer within the 1 s budget of sampling demos."""
     z_T = torch.randn((n, *pipe.latent_shape), generator=torch.Generator().manual_seed(seed))
 
     def compute(size, colour, shape, row, column, guidance, steps):
@@ -69,4 +70,4 @@ def caption_demo(pipe, n: int = 4, seed: int = 0):
 
     return image_strip_demo(compute, title, n, figsize=(6, 1.9), dpi=DPI, size=list(SIZES), colour=list(COLOURS),
                             shape=list(SHAPES), row=list(ROWS), column=list(COLUMNS),
-                            guidance=(0.0, 8.0, 0.5, 3.0), steps=(2, 40, 1, 20))
+                            guidance=(0.0, 8.0, 0.5, 3.0), steps=(2, 30, 1, 20))

@@ -7,7 +7,7 @@ import torch
 from .. import viz
 from ..data.distortions import DISTORTIONS, distort
 from ..metrics import psnr, ssim
-from ..widgets import slider_demo
+from ..widgets import moving, slider_demo
 
 __all__ = ["distortion_lab"]
 
@@ -35,9 +35,10 @@ def distortion_lab(images: torch.Tensor, metric, seed: int = 0):
         n = images.shape[0]
         fig, axes = plt.subplots(3, 1, figsize=(7, 4.6), dpi=DPI)
         viz.show_images(images, nrow=n, ax=axes[0], title="reference")
-        art = fig.artists_ = {"x": viz.show_images(r["x"], nrow=n, ax=axes[1], title="distorted")}
-        art["map"] = axes[2].imshow(torch.cat(list(r["map"]), dim=1).numpy(), cmap="magma", vmin=0,
-                                    vmax=max(float(r["map"].max()), 1e-6), interpolation="nearest")
+        art = fig.artists_ = {"x": moving(viz.show_images(r["x"], nrow=n, ax=axes[1], title="distorted"))}
+        art["map"] = moving(axes[2].imshow(torch.cat(list(r["map"]), dim=1).numpy(), cmap="magma", vmin=0,
+                                           vmax=max(float(r["map"].max()), 1e-6), interpolation="nearest"))
+        art["title"] = moving(fig.suptitle(title(r, v), fontsize=9))
         axes[2].set_axis_off()
         axes[2].set_title("LPIPS, spatial (brighter = more different)", fontsize=9)
         update(fig, r, v)
@@ -48,6 +49,6 @@ def distortion_lab(images: torch.Tensor, metric, seed: int = 0):
         art["x"].set_data(viz.image_grid(r["x"], nrow=images.shape[0]))
         art["map"].set_data(torch.cat(list(r["map"]), dim=1).numpy())
         art["map"].set_clim(0, max(float(r["map"].max()), 1e-6))
-        fig.suptitle(title(r, v), fontsize=9)
+        art["title"].set_text(title(r, v))
 
     return slider_demo(compute, draw, update=update, kind=list(DISTORTIONS), strength=(0.0, 1.0, 0.05, 0.5))

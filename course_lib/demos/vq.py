@@ -6,7 +6,7 @@ import torch
 
 from .. import viz
 from ..quantize import codebook_usage, nearest_code, vq_losses
-from ..widgets import slider_demo
+from ..widgets import moving, slider_demo
 
 __all__ = ["train_codebook_2d", "voronoi_demo", "sweep_reconstruction_demo"]
 
@@ -54,11 +54,12 @@ def voronoi_demo(points: torch.Tensor, snapshots: torch.Tensor, snapshot_every: 
     def draw(r, v):
         fig, ax = plt.subplots(figsize=(5, 5), dpi=DPI)
         art = fig.artists_ = {"ax": ax}
-        art["cells"] = ax.imshow(r["cells"].numpy(), origin="lower", extent=(-lim, lim, -lim, lim), cmap="tab20",
-                                 vmin=0, vmax=max(K - 1, 1), alpha=0.45, interpolation="nearest")
+        art["cells"] = moving(ax.imshow(r["cells"].numpy(), origin="lower", extent=(-lim, lim, -lim, lim),
+                                        cmap="tab20", vmin=0, vmax=max(K - 1, 1), alpha=0.45, interpolation="nearest"))
         ax.scatter(points[:, 0], points[:, 1], s=3, color=viz.TERM_COLORS["x_t"], label="encoder outputs $z_e$")
-        art["codes"] = ax.scatter(r["codes"][:, 0], r["codes"][:, 1], marker="X", s=70, color="black",
-                                  label="codes $C_j$")
+        art["codes"] = moving(ax.scatter(r["codes"][:, 0], r["codes"][:, 1], marker="X", s=70, color="black",
+                                         label="codes $C_j$"))
+        moving(ax.title)  # update writes the step and the usage into it
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
@@ -90,7 +91,8 @@ def sweep_reconstruction_demo(samples: dict, results: dict, prefix: str, key_nam
     def draw(r, v):
         fig, axes = plt.subplots(2, 1, figsize=(6, 2.4), dpi=DPI)
         viz.show_images(samples["originals"], nrow=8, ax=axes[0], title="originals")
-        fig.artists_ = {"grid": viz.show_images(r["x"], nrow=8, ax=axes[1]), "ax": axes[1]}
+        fig.artists_ = {"grid": moving(viz.show_images(r["x"], nrow=8, ax=axes[1])), "ax": axes[1]}
+        moving(axes[1].title)
         update(fig, r, v)
         return fig
 

@@ -8,7 +8,7 @@ import torch
 
 from .. import checkpoints, viz
 from ..gan import adaptive_weight, generator_loss
-from ..widgets import image_strip_demo, slider_demo
+from ..widgets import image_strip_demo, moving, slider_demo
 
 __all__ = ["AUTOENCODERS", "snapshot_scrubber", "lambda_demo", "prior_sampler", "uniform_codes"]
 
@@ -34,15 +34,16 @@ def snapshot_scrubber(names=tuple(AUTOENCODERS), weights_dir=None):
     def draw(r, v):
         fig, axes = plt.subplots(len(names) + 1, 1, figsize=(7, 1.2 * (len(names) + 1) + 0.4), dpi=DPI)
         viz.show_images(originals, nrow=8, ax=axes[0], title="held-out originals")
-        fig.artists_ = {n: viz.show_images(r[n], nrow=8, ax=ax, title=AUTOENCODERS.get(n, n))
+        fig.artists_ = {n: moving(viz.show_images(r[n], nrow=8, ax=ax, title=AUTOENCODERS.get(n, n)))
                         for n, ax in zip(names, axes[1:])}
+        fig.artists_["title"] = moving(fig.suptitle("", fontsize=10))
         update(fig, r, v)
         return fig
 
     def update(fig, r, v):
         for n in names:
             fig.artists_[n].set_data(viz.image_grid(r[n], nrow=8))
-        fig.suptitle(f"after {steps[v['snapshot']] + 1} training steps (batch 32)", fontsize=10)
+        fig.artists_["title"].set_text(f"after {steps[v['snapshot']] + 1} training steps (batch 32)")
 
     demo = slider_demo(compute, draw, update=update, snapshot=(0, len(steps) - 1, 1, len(steps) - 1))
     demo.steps = steps
@@ -80,8 +81,9 @@ def lambda_demo(autoencoder, discriminator, x: torch.Tensor, rec_loss_fn):
         # one axes, plain-text ticks: a redraw must stay under 100 ms (log axes with mathtext labels took 120)
         fig, a0 = plt.subplots(1, 1, figsize=(6.4, 3.2), dpi=DPI)
         art = fig.artists_ = {}
-        art["curve"], = a0.loglog(deltas, r["curve"], color=viz.TERM_COLORS["predicted_x0"])
-        art["point"], = a0.loglog([r["delta"]], [r["lambda"]], "o", color="crimson")
+        art["curve"] = moving(a0.loglog(deltas, r["curve"], color=viz.TERM_COLORS["predicted_x0"])[0])
+        art["point"] = moving(a0.loglog([r["delta"]], [r["lambda"]], "o", color="crimson")[0])
+        art["title"] = moving(fig.suptitle("", fontsize=9))
         a0.axvline(1e-6, color="grey", ls=":", lw=1)
         a0.text(1.2e-6, 1e-3, "paper's δ", fontsize=8, color="grey")
         a0.axvline(1e-4, color="grey", ls="--", lw=1)
@@ -100,9 +102,9 @@ def lambda_demo(autoencoder, discriminator, x: torch.Tensor, rec_loss_fn):
         art = fig.artists_
         art["curve"].set_ydata(r["curve"])
         art["point"].set_data([r["delta"]], [r["lambda"]])
-        fig.suptitle(f"‖∇L_rec‖ = {rec_norm:.3g}, ‖∇L_GAN‖ = {r['gan_norm']:.3g}:  λ = {r['lambda']:.4g}\n"
-                     f"λ‖∇L_GAN‖ / ‖∇L_rec‖ = {r['balanced'] / rec_norm:.3g}  (1 = the GAN gradient as large as "
-                     f"the reconstruction gradient)", fontsize=9)
+        art["title"].set_text(f"‖∇L_rec‖ = {rec_norm:.3g}, ‖∇L_GAN‖ = {r['gan_norm']:.3g}:  λ = {r['lambda']:.4g}\n"
+                              f"λ‖∇L_GAN‖ / ‖∇L_rec‖ = {r['balanced'] / rec_norm:.3g}  (1 = the GAN gradient as "
+                              f"large as the reconstruction gradient)")
 
     demo = slider_demo(compute, draw, update=update, log10_delta=(-8.0, 2.0, 0.5, -6.0),
                        log10_max_weight=(-1.0, 4.0, 0.5, 4.0), log10_gan_scale=(-6.0, 2.0, 0.5, 0.0))
