@@ -2,7 +2,8 @@
 
 A demo is two functions: ``compute(**values) -> result`` (the maths, cached by slider values,
 testable in plain pytest) and ``draw(result, values) -> matplotlib Figure`` (the picture), plus
-optionally ``update(fig, result, values)`` that moves the artists of the first figure in place.
+optionally ``update(fig, result, values)`` that moves the artists of the first figure in place; artists marked
+with :func:`moving` are then redrawn alone over a kept picture of the rest (blitting).
 :class:`SliderDemo` wires them to ipywidgets: moving a slider calls compute (instantly when
 the values were seen before) and redraws.
 
@@ -24,8 +25,9 @@ __all__ = ["SliderDemo", "slider_demo", "make_widget", "image_strip_demo", "movi
 
 def moving(*artists):
     """Mark artists that a demo's ``update`` changes (data, text, colour limits): :meth:`SliderDemo.render` then
-    redraws only them over a cached picture of the rest. The figure itself is unchanged (``savefig`` and
-    ``plt.show`` draw everything). Returns the artist (or the tuple, for several)."""
+    redraws only them over a cached picture of the rest. An artist that ``update`` creates (a new contour set)
+    must be marked too: the rest of the picture is not redrawn while the axes limits stay. The figure itself is
+    unchanged (``savefig`` and ``plt.show`` draw everything). Returns the artist (or the tuple, for several)."""
     for a in artists:
         a._slider_moves = True
     return artists[0] if len(artists) == 1 else artists
