@@ -99,6 +99,10 @@ class SliderDemo:
             self._cache.popitem(last=False)
         return result
 
+    def clear_cache(self):
+        """Forget every computed result (the next move of each setting computes again, as the first time)."""
+        self._cache.clear()
+
     def update(self):
         """Compute for the current slider values and redraw; returns the result."""
         t0 = time.perf_counter()

@@ -45,6 +45,9 @@ def test_repeated_values_are_cached():
     r2 = demo.set(a=3)
     assert r2 is r1 and demo.compute_calls == calls + 1
     assert len(demo.latencies) == 3
+    demo.clear_cache()
+    r3 = demo.set(a=3)
+    assert r3 is not r1 and r3 == r1 and demo.compute_calls == calls + 2
 
 
 def test_out_of_range_and_unknown_values_are_refused():
