@@ -26,8 +26,10 @@ __all__ = ["SliderDemo", "slider_demo", "make_widget", "image_strip_demo", "movi
 def moving(*artists):
     """Mark artists that a demo's ``update`` changes (data, text, colour limits): :meth:`SliderDemo.render` then
     redraws only them over a cached picture of the rest. An artist that ``update`` creates (a new contour set)
-    must be marked too: the rest of the picture is not redrawn while the axes limits stay. The figure itself is
-    unchanged (``savefig`` and ``plt.show`` draw everything). Returns the artist (or the tuple, for several)."""
+    must be marked too: the rest of the picture is not redrawn while the axes limits stay. Text that changes on
+    every move is best plain (unicode) text: mathtext is parsed anew for each new string, tens of ms a move; keep
+    the equations in static titles. The figure itself is unchanged (``savefig`` and ``plt.show`` draw
+    everything). Returns the artist (or the tuple, for several)."""
     for a in artists:
         a._slider_moves = True
     return artists[0] if len(artists) == 1 else artists

@@ -34,7 +34,7 @@ def forward_demo(image: torch.Tensor, points: torch.Tensor, labels, mixture, alp
                 "points": q_sample(points, abar, pt_noise),
                 "density": viz.density_grid(lambda p: mixture.log_prob(p, abar))}
 
-    def numbers(r, v):  # plain text: a mathtext title is re-parsed on every move (tens of ms)
+    def numbers(r, v):  # plain text (see widgets.moving)
         return f"t = {v['t']}:   √ᾱₜ = {math.sqrt(r['abar']):.3f},   √(1 − ᾱₜ) = {math.sqrt(1 - r['abar']):.3f}"
 
     def draw(r, v):
@@ -77,7 +77,7 @@ def posterior_demo(x0: torch.Tensor, alphas_cumprod, seed: int = 0, num_samples:
         return {"x_t": x_t[0], "mean": mean[0], "std": float(var.sqrt()), "samples": mean + var.sqrt() * draws,
                 "ddpm_mean": ddpm_mean[0], "ddpm_std": float(ddpm_var.sqrt()), "a_t": a_t, "a_prev": a_prev}
 
-    def numbers(r, v):  # plain text: a mathtext title is re-parsed on every move (tens of ms)
+    def numbers(r, v):  # plain text (see widgets.moving)
         return (f"t = {v['t']} → {max(v['t'] - v['jump'], 0)},  η = {v['eta']:.2f}:   σₜ = {r['std']:.4f}   "
                 f"(DDPM posterior std {r['ddpm_std']:.4f})")
 
@@ -148,7 +148,7 @@ def terms_demo(mixture, alphas_cumprod, num_points: int = 6, seed: int = 0, lim:
              ("direction", "direction", r"$\sqrt{1-\bar\alpha_{t-1}-\sigma_t^2}\,\epsilon_\theta$"),
              ("noise", "noise", r"$\sigma_t\epsilon_t$")]
 
-    def numbers(r, v):  # plain text: a mathtext title is re-parsed on every move (tens of ms)
+    def numbers(r, v):  # plain text (see widgets.moving)
         return (f"t = {v['t']} → {r['prev'] if r['prev'] >= 0 else 'x₀'},  η = {v['eta']:.2f},  "
                 f"σₜ = {r['sigma']:.3f}")
 

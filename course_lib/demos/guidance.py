@@ -107,7 +107,7 @@ def posterior_field_demo(mixture, alphas_cumprod, lim: float = 3.0):
         fig.tight_layout()
         return fig
 
-    def numbers(v):  # plain text: a mathtext title is re-parsed on every move (tens of ms)
+    def numbers(v):  # plain text (see widgets.moving)
         return f"class y = {v['y']},  scale s = {v['scale']:g},  t = {v['t']}"
 
     def update(fig, r, v):
