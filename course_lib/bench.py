@@ -10,7 +10,11 @@ within one run. What is measured:
 * DDIM against 1000-step ancestral sampling on the shipped shapes DDPM: network evaluations, wall clock and
   Fréchet distance at S = 10, 20, 50;
 * our DDIM loop against diffusers' ``DDIMScheduler`` on the same noise predictions and inputs: time and max |diff|;
-* pixel-space against latent-space diffusion (notebook 06's models): time per guided step and sample quality.
+* pixel-space against latent-space diffusion (notebook 06's models): time per guided step and sample quality;
+* how fast the shapes world is generated (images per second).
+
+Budgets live here, not in the test suite (a test that times itself fails on any busy machine): the table says
+for each line whether it is within its budget, and ``--check`` exits non-zero when one is over.
 """
 from __future__ import annotations
 
@@ -39,6 +43,38 @@ def demo_budget_ms(name: str) -> int:
 
 def _median(xs):
     return statistics.median(xs)
+
+
+def over_budget(r: dict) -> list[str]:
+    """Every measured line of ``r`` that is over its budget, as sentences naming the budget."""
+    over = []
+    for nb, secs in r.get("notebooks", {}).items():
+        if secs >= BUDGETS["notebook_s"]:
+            over.append(f"notebook {nb}: {secs} s, budget < {BUDGETS['notebook_s']} s")
+    if r.get("notebooks") and sum(r["notebooks"].values()) >= 600:
+        over.append(f"the whole course: {round(sum(r['notebooks'].values()), 1)} s, budget < 600 s")
+    for label, v in r.get("import", {}).items():
+        if v["beyond_torch_s"] >= BUDGETS["import_s"]:
+            over.append(f"import {label}: {v['beyond_torch_s']} s beyond torch, budget < {BUDGETS['import_s']} s")
+    for name, v in r.get("demos", {}).items():
+        budget = demo_budget_ms(name)
+        for phase in ("cold", "cached"):
+            if v[phase][1] >= budget:
+                over.append(f"slider {name} ({phase}): p95 {v[phase][1]} ms, budget < {budget} ms")
+    return over
+
+
+def generation_rate(n: int = 20000, repeats: int = 3) -> dict:
+    """Images per second of ``generate_shapes(n, 16, (1, 2))``, median of ``repeats`` runs after a warm-up."""
+    from .data import generate_shapes
+
+    generate_shapes(1000, 16, (1, 2), seed=0)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        generate_shapes(n, 16, (1, 2), seed=0)
+        times.append(time.perf_counter() - t0)
+    return {"images": n, "images_per_s": round(n / _median(times))}
 
 
 def notebook_times(repeats: int = 3, names=None) -> dict:
@@ -213,6 +249,9 @@ def markdown(r: dict) -> str:
     lines = [f"Measured by `python -m course_lib.bench` on {r['machine']} ({r['date']}); "
              f"times are medians of {r['repeats']} runs.", "",
              "| what | measured | budget |", "|---|---|---|"]
+    if "generation" in r:
+        g = r["generation"]
+        lines.append(f"| shapes world, 16x16, one or two shapes | {g['images_per_s']:,} images/s | — |")
     if "notebooks" in r:
         for nb, s in r["notebooks"].items():
             lines.append(f"| notebook `{nb}` top to bottom, fresh kernel | {s} s | < {BUDGETS['notebook_s']} s |")
@@ -248,6 +287,8 @@ def markdown(r: dict) -> str:
                          f"{v['caption_following_all']} | — |")
         elif v:
             lines.append(f"| `{name}` | {v['skipped']} | — |")
+    over = over_budget(r)
+    lines += ["", "Over budget: " + "; ".join(over) + "." if over else "Every line with a budget is within it."]
     return "\n".join(lines) + "\n"
 
 
@@ -269,6 +310,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-notebooks", action="store_true")
     p.add_argument("--out", type=Path, default=IMG)
     p.add_argument("--no-readme", action="store_true", help="do not refresh the README's table")
+    p.add_argument("--check", action="store_true", help="exit 1 when any measured line is over its budget")
     a = p.parse_args(argv)
     import platform
 
@@ -283,6 +325,7 @@ def main(argv=None) -> int:
     r["ddim"] = ddim_against_ancestral(n=8 if a.quick else 64, steps=(10,) if a.quick else (10, 20, 50))
     r["diffusers"] = ddim_against_diffusers(n=8 if a.quick else 64, steps=10 if a.quick else 50, repeats=repeats)
     r["pixel_latent"] = pixel_against_latent(repeats=max(repeats, 3))
+    r["generation"] = generation_rate(repeats=max(repeats, 3))
     md = markdown(r)
     print(md)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -290,6 +333,10 @@ def main(argv=None) -> int:
     (a.out / "bench.md").write_text(md)
     if not (a.quick or a.no_readme):
         print("README table refreshed" if update_readme(md) else "README has no bench markers; table not copied")
+    over = over_budget(r)
+    if a.check and over:
+        print("bench --check: over budget:\n  " + "\n  ".join(over), file=sys.stderr)
+        return 1
     return 0
 
 

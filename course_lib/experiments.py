@@ -7,7 +7,7 @@
     python -m course_lib.experiments vq              # VQ beta / vocabulary / codebook-health sweeps (~10 min)
     python -m course_lib.experiments lpips           # LPIPS lin / tune / scratch on the synthetic 2AFC set
 
-Output: ``notebooks/results/ddim_tables.json`` (numbers) and ``notebooks/results/ddim_samples.safetensors``
+Output: ``course_lib/results/ddim_tables.json`` (numbers) and ``course_lib/results/ddim_samples.safetensors``
 (16 shapes samples per sampler configuration, for the notebook's slider).
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .diffusion import ddim_invert, ddim_sample
 from .metrics import image_quality, mixture_nll, mmd_rbf, sliced_wasserstein
 from .schedules import make_alphas_cumprod, timestep_subsequence
 
-RESULTS = Path(__file__).resolve().parent.parent / "notebooks" / "results"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 # DDIM paper, Table 1 (CIFAR10, FID, lower is better) and Table 2 (CIFAR10 reconstruction error per dimension),
 # as printed in Song, Meng & Ermon (ICLR 2021).

@@ -78,6 +78,8 @@ class SliderDemo:
         self.cache_size = cache_size
         self._cache: OrderedDict = OrderedDict()
         self.compute_calls = 0           # how often compute really ran (cache misses)
+        self.full_draws = 0              # renders that drew the whole figure (no kept picture to blit onto)
+        self.last_frame: list = []       # the artists the last blitted render drew over the kept picture
         self.latencies: list[float] = []  # seconds per callback, compute + draw
         self.output = W.Output()
         self.figure = None
@@ -143,6 +145,8 @@ class SliderDemo:
         canvas = fig.canvas
         marked = [a for a in fig.findobj() if getattr(a, "_slider_moves", False) and a.get_visible()]
         if not marked:
+            self.full_draws += 1
+            self.last_frame = []
             canvas.draw()
             return _png(canvas)
         # What each frame draws, in the order a full draw would: per axes by (zorder, order of addition); tick
@@ -166,6 +170,7 @@ class SliderDemo:
         backgrounds = fig.__dict__.setdefault("_slider_backgrounds", {})
         background = backgrounds.get(layout)
         if background is None:
+            self.full_draws += 1
             for a in frame:  # matplotlib leaves animated artists out of a full draw
                 a.set_animated(True)
             try:
@@ -180,6 +185,7 @@ class SliderDemo:
             canvas.restore_region(background)
         for artist in frame:
             fig.draw_artist(artist)
+        self.last_frame = frame
         return _png(canvas)
 
     def _on_change(self, change):

@@ -29,7 +29,7 @@ def test_quick_sweep_trends(quick):
 
 
 def test_shipped_results_file_is_complete_and_shows_the_same_trends():
-    res = json.loads((ROOT / "notebooks" / "results" / "ddim_tables.json").read_text())
+    res = json.loads((ROOT / "course_lib" / "results" / "ddim_tables.json").read_text())
     shapes = res["table1_shapes_ddpm16"]
     assert set(shapes) == {"eta=0.0", "eta=0.2", "eta=0.5", "eta=1.0", "sigma_hat"}
     assert all(set(row) == {"10", "20", "50", "100", "1000"} for row in shapes.values())
@@ -57,7 +57,7 @@ def test_quick_guidance_sweep_trends():
 
 
 def test_shipped_guidance_results_show_the_tradeoff():
-    res = json.loads((ROOT / "notebooks" / "results" / "guidance_table.json").read_text())
+    res = json.loads((ROOT / "course_lib" / "results" / "guidance_table.json").read_text())
     cg = res["cg_uncond"]
     assert set(cg) == {"0.0", "0.5", "1.0", "2.0", "5.0", "10.0"}
     assert cg["10.0"]["accuracy"] > cg["1.0"]["accuracy"] > cg["0.0"]["accuracy"]

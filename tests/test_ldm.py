@@ -102,14 +102,3 @@ def test_shipped_latent_model_follows_its_captions():
     rates = caption_following(images, ref.attributes, checkpoints.load("shapes_classifier16"))
     print("caption following of shapes_ldm32 on 48 fresh captions:", rates)
     assert rates["shape_and_colour"] >= 0.9 and rates["all"] >= 0.85, rates
-
-
-def test_ldm_demos_and_latency():
-    import matplotlib.pyplot as plt
-
-    from course_lib.demos.latency import measure
-
-    res = measure(["06 attention maps", "06 caption to image (images)"])
-    assert res["06 attention maps"]["cold"][1] < 100
-    assert res["06 caption to image (images)"]["cold"][1] < 1000
-    plt.close("all")

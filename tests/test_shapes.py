@@ -1,5 +1,3 @@
-import time
-
 import pytest
 import torch
 
@@ -100,14 +98,3 @@ def test_bad_arguments():
         generate_shapes(4, 4)
     with pytest.raises(TypeError, match="n"):
         generate_shapes(4.0)
-
-
-def test_generation_is_fast():
-    generate_shapes(1000, 16, (1, 2), seed=0)
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        generate_shapes(20000, 16, (1, 2), seed=0)
-        times.append(time.perf_counter() - t0)
-    rate = 20000 / sorted(times)[1]
-    assert rate > 5000, f"{rate:.0f} images/s"  # measured ~35k/s on 2 idle cores; generous for busy CI

@@ -38,12 +38,12 @@ def _base_demos():
     vq_points, _ = ring3.sample(800, torch.Generator().manual_seed(0))
     snapshots = V.train_codebook_2d(vq_points, num_codes=16, steps=300, snapshot_every=10)
     import json
-    from pathlib import Path
 
     from safetensors.torch import load_file
-    results = Path(__file__).resolve().parents[2] / "notebooks" / "results"
-    sweeps = json.loads((results / "vq_sweeps.json").read_text())
-    vq_samples = load_file(str(results / "vq_samples.safetensors"))
+    from .. import results_path
+
+    sweeps = json.loads(results_path("vq_sweeps.json").read_text())
+    vq_samples = load_file(str(results_path("vq_samples.safetensors")))
     return {
         "01 forward": (D.forward_demo(image, pts, y, ring, ac), [dict(t=t) for t in (0, 100, 300, 500, 700, 999)]),
         "01 posterior": (D.posterior_demo(torch.tensor([2.0, 0.0]), ac),

@@ -1,0 +1,78 @@
+"""Coursework: the checks under the exercise cells, the student copies, and the grader.
+
+- :mod:`.core`: cases, the comparison with the reference, the library made unavailable while the learner's
+  function runs, one verdict line printed once.
+- one module per notebook topic with its checks and their mistake catalogues: :mod:`.diffusion` (00, 01),
+  :mod:`.guidance` (02), :mod:`.quantize` (03), :mod:`.perceptual` (04), :mod:`.gan` (05), :mod:`.ldm` (06).
+- :mod:`.student`: ``./course student`` (solutions, revealing cells and stored verdicts removed).
+- :mod:`.grade`: ``./course check`` (one row per exercise, a total, ``student/report.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .core import (Case, CourseworkError, LearnerCodeRaised, LibraryCalled, NotStarted, Verdict, check_function,
+                   library_unavailable)
+from .diffusion import (check_alphas_cumprod, check_ddim_step, check_predicted_x0, check_q_sample_at,
+                        check_sigma_eta)
+from .gan import check_adaptive_weight, check_hinge_d_loss
+from .guidance import check_cfg_eps, check_classifier_guided_eps, check_classifier_guided_mean
+from .ldm import check_cross_attention, check_latent_round_trip
+from .perceptual import check_lpips_distance, check_normalize_channels
+from .quantize import check_lfq_index, check_straight_through, check_vq_losses
+from .student import make_student_notebook, strip_solutions
+
+__all__ = ["Case", "CourseworkError", "NotStarted", "LearnerCodeRaised", "LibraryCalled", "Verdict",
+           "check_function", "library_unavailable", "check_alphas_cumprod", "check_q_sample_at",
+           "check_predicted_x0", "check_sigma_eta", "check_ddim_step", "check_classifier_guided_mean",
+           "check_classifier_guided_eps", "check_cfg_eps", "check_straight_through", "check_vq_losses",
+           "check_lfq_index", "check_normalize_channels", "check_lpips_distance", "check_adaptive_weight",
+           "check_hinge_d_loss", "check_cross_attention", "check_latent_round_trip", "make_student_notebook",
+           "strip_solutions", "main", "EXERCISES"]
+
+# exercise -> its check; the grader names rows by this table
+EXERCISES = {"0.1": check_alphas_cumprod, "0.2": check_q_sample_at, "1.1": check_predicted_x0,
+             "1.2": check_sigma_eta, "1.3": check_ddim_step, "2.1": check_classifier_guided_mean,
+             "2.2": check_classifier_guided_eps, "2.3": check_cfg_eps, "3.1": check_straight_through,
+             "3.2": check_vq_losses, "3.3": check_lfq_index, "4.1": check_normalize_channels,
+             "4.2": check_lpips_distance, "5.1": check_adaptive_weight, "5.2": check_hinge_d_loss,
+             "6.1": check_cross_attention, "6.2": check_latent_round_trip}
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m course_lib.coursework")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("student", help="write student copies of the notebooks, solutions removed")
+    s.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb")
+    s.add_argument("--out", type=Path, default=ROOT / "student", help="default: student/")
+    c = sub.add_parser("check", help="execute student copies and grade every exercise")
+    c.add_argument("notebooks", nargs="*", type=Path, help="default: every student/*.ipynb")
+    c.add_argument("--report", type=Path, default=None, help="JSON report (default: report.json beside the copies)")
+    a = p.parse_args(argv)
+    if a.cmd == "student":
+        nbs = a.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+        for nb in nbs:
+            n = make_student_notebook(nb, a.out / nb.name)
+            print(f"{a.out / nb.name}: {n} exercise(s)")
+        return 0
+    from .grade import format_report, grade
+
+    nbs = a.notebooks or sorted((ROOT / "student").glob("[0-9][0-9]_*.ipynb"))
+    if not nbs:
+        print("course check: no student copies found; run `./course student` first", file=sys.stderr)
+        return 2
+    missing = [str(n) for n in nbs if not Path(n).is_file()]
+    if missing:
+        print(f"course check: notebooks: expected student copies (.ipynb files), not found: {', '.join(missing)}",
+              file=sys.stderr)
+        return 2
+    report = a.report or Path(nbs[0]).parent / "report.json"
+    reports, summary = grade(nbs, report)
+    print(format_report(reports, summary))
+    print(f"report: {report}")
+    ok = summary["passed"] == summary["total"] and not summary["other_failing_cells"]
+    return 0 if ok else 1

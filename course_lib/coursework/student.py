@@ -1,0 +1,130 @@
+"""Student copies of the instructor notebooks (``./course student``).
+
+Instructor notebooks fence each solution with ``### BEGIN SOLUTION`` / ``### END SOLUTION`` (nbgrader's
+convention). In the student copy:
+
+- a fence inside a function becomes ``raise NotImplementedError("Exercise N.k: ...")``;
+- a fence at the top level of a cell (an answer: a prediction, the result of an experiment) becomes
+  ``NAME = None`` for each name it assigns, so the cell runs and its check says "not started";
+- a cell tagged ``reveals-solution`` (it shows what an exercise asks for, e.g. ``inspect.getsource`` of the
+  library function) becomes a short note saying what was hidden, with its source and outputs gone;
+- every check cell (one that calls ``check_...``) and every exercise cell loses its stored outputs, so nothing
+  green shows before the learner has written anything.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+__all__ = ["BEGIN", "END", "REVEALS_TAG", "strip_solutions", "make_student_notebook", "solution_blocks",
+           "is_check_cell"]
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+REVEALS_TAG = "reveals-solution"
+_EXERCISE_TITLE = re.compile(r"#\s*Exercise\s+(\d+\.\d+)\s*[:.\-\u2014]?\s*(.*)")
+_CHECK_CALL = re.compile(r"^\s*check_\w+\(", re.M)
+
+
+def is_check_cell(cell: dict) -> bool:
+    return cell["cell_type"] == "code" and bool(_CHECK_CALL.search("".join(cell["source"])))
+
+
+def _assigned_names(block: str, label: str) -> list[str]:
+    """Names a top-level solution block assigns at its own top level (its answer variables)."""
+    try:
+        tree = ast.parse(block)
+    except SyntaxError as exc:
+        raise ValueError(f"{label}: the top-level solution does not parse: {exc}") from None
+    names = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AnnAssign, ast.AugAssign)) else []
+        for target in targets:
+            for n in ast.walk(target):
+                if isinstance(n, ast.Name) and n.id not in names:
+                    names.append(n.id)
+    if not names:
+        raise ValueError(f"{label}: a solution at the top level of a cell must assign its answer to a name")
+    return names
+
+
+def solution_blocks(source: str) -> list[tuple[str, str]]:
+    """The fenced blocks of one cell's source as (indent, text) pairs, in order."""
+    blocks, inside, indent, lines = [], False, "", []
+    for line in source.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            inside, indent, lines = True, line[: len(line) - len(line.lstrip())], []
+        elif stripped == END and inside:
+            blocks.append((indent, "".join(lines)))
+            inside = False
+        elif inside:
+            lines.append(line)
+    return blocks
+
+
+def strip_solutions(source: str, fallback_id: str) -> tuple[str, int]:
+    """Replace every fenced solution in one cell's source; returns (new source, number replaced)."""
+    lines = source.splitlines(keepends=True)
+    title = next((m for m in map(_EXERCISE_TITLE.search, lines) if m), None)
+    label = f"Exercise {title.group(1)}: {title.group(2).strip()}" if title else f"Exercise {fallback_id}"
+    out, inside, count, indent, block = [], False, 0, "", []
+    for line in lines:
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if inside:
+                raise ValueError(f"{label}: nested '{BEGIN}'")
+            inside, indent, block = True, line[: len(line) - len(line.lstrip())], []
+            continue
+        if stripped == END:
+            if not inside:
+                raise ValueError(f"{label}: '{END}' without '{BEGIN}'")
+            inside = False
+            count += 1
+            if indent:  # inside a function: the learner writes its body
+                out.append(f"{indent}raise NotImplementedError({label!r})\n")
+            else:  # an answer at the top level: the cell must still run, the check then says "not started"
+                for name in _assigned_names("".join(block), label):
+                    out.append(f"{name} = None  # {label.split(':')[0]}: your answer here\n")
+            continue
+        if inside:
+            block.append(line)
+        else:
+            out.append(line)
+    if inside:
+        raise ValueError(f"{label}: '{BEGIN}' without '{END}'")
+    return "".join(out), count
+
+
+def _hidden_note(cell: dict, notebook: str) -> dict:
+    exercise = cell.get("metadata", {}).get("course", {}).get("reveals", "")
+    what = f"the answer to Exercise {exercise}" if exercise else "an exercise's answer"
+    text = (f"*Hidden in your copy: this cell shows {what}. Solve the exercise first; the instructor notebook "
+            f"`notebooks/{notebook}` has the cell.*")
+    return {"cell_type": "markdown", "metadata": {"tags": [REVEALS_TAG + "-hidden"]}, "source": [text]}
+
+
+def make_student_notebook(src: Path, dst: Path) -> int:
+    """Write the student copy of one notebook; returns the number of solution blocks replaced."""
+    nb = json.loads(Path(src).read_text())
+    total, cells = 0, []
+    for cell in nb["cells"]:
+        if REVEALS_TAG in cell.get("metadata", {}).get("tags", []):
+            cells.append(_hidden_note(cell, Path(src).name))
+            continue
+        if cell["cell_type"] == "code":
+            source = "".join(cell["source"])
+            if BEGIN in source:
+                new, n = strip_solutions(source, f"{Path(src).stem}.{total + 1}")
+                total += n
+                cell["source"] = new.splitlines(keepends=True)
+            if BEGIN in source or is_check_cell(cell):
+                cell["outputs"] = []  # a solution's outputs, or a check's stored verdict, would give it away
+                cell["execution_count"] = None
+        cells.append(cell)
+    nb["cells"] = cells
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    Path(dst).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return total

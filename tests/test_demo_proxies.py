@@ -1,0 +1,125 @@
+"""Slider demos of notebooks 01-06 held to deterministic proxies of their speed, not to the wall clock.
+
+A test that times itself fails on any busy laptop or loaded CI; the budgets in milliseconds are the benchmark's
+(`python -m course_lib.bench --check`). What is asserted here does not depend on the machine:
+- a new setting computes once, a setting seen before computes nothing (the cache answers);
+- a redraw that keeps the layout draws no full figure: only the artists the slider moves (and static artists
+  lying above them) are drawn over the kept picture;
+- the network evaluations per move are what the sampler needs: S for S steps, none for a cached move.
+"""
+import matplotlib
+
+matplotlib.use("Agg")
+import IPython.display  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.axis import Axis  # noqa: E402
+
+from course_lib import checkpoints  # noqa: E402
+from course_lib.data import ring_mixture  # noqa: E402
+from course_lib.demos import ddim as D  # noqa: E402
+from course_lib.demos import guidance as G  # noqa: E402
+from course_lib.demos.latency import _demos  # noqa: E402
+from course_lib.schedules import make_alphas_cumprod  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_frontend(monkeypatch):
+    monkeypatch.setattr(IPython.display, "display", lambda *a, **k: None)
+    yield
+    plt.close("all")
+
+
+GROUPS = {"01-04": ["01 forward", "01 posterior", "01 terms", "01 sampling S<=50", "01 sampling S>=100 (sampler)",
+                    "02 taylor", "02 field", "02 exact guidance", "02 shapes guidance (images)", "03 voronoi",
+                    "03 beta", "04 distortion lab"],
+          "05": ["05 training snapshots", "05 lambda vs delta", "05 prior sampling (images)"],
+          "06": ["06 attention maps", "06 caption to image (images)"]}
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_every_demo_computes_once_per_new_setting_and_blits_a_cached_move(group):
+    names = GROUPS[group]
+    demos = _demos(names)
+    assert set(names) <= set(demos)
+    for name in names:
+        demo, values = demos[name]
+        demo.set(**values[0])  # the notebook cell builds the first figure
+        demo.clear_cache()
+        for v in values:
+            calls = demo.compute_calls
+            first = demo.set(**v)
+            assert demo.compute_calls == calls + 1, (name, v, "a new setting computes exactly once")
+            draws = demo.full_draws
+            again = demo.set(**v)
+            assert demo.compute_calls == calls + 1 and again is first, (name, v, "a cached move computes nothing")
+            assert demo.full_draws == draws, (name, v, "a move that keeps the layout redraws the whole figure")
+            marked = [a for a in demo.figure.findobj() if getattr(a, "_slider_moves", False) and a.get_visible()]
+            frame = demo.last_frame
+            assert marked and all(a in frame for a in marked), (name, v, "every moving artist is drawn")
+            assert not any(isinstance(a, Axis) for a in frame), (name, "tick labels stay in the kept picture")
+            visible = [a for a in demo.figure.findobj() if a.get_visible()]
+            assert len(frame) < len(visible), (name, "a blitted move draws a part of the figure, not all of it")
+
+
+class Counting:
+    """Wrap a noise prediction (or a module) and count its calls."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+
+def test_ddim_sampling_demo_runs_s_network_evaluations_per_new_setting_and_none_when_cached():
+    ac = make_alphas_cumprod()
+    ring = ring_mixture()
+    mlp = checkpoints.load("ring8_mlp")
+    eps = {"exact eps*": Counting(ring.eps_fn(ac)), "trained MLP": Counting(lambda x, t: mlp(x, t))}
+    demo = D.sampling_demo(eps, ring, ac)
+    for model in eps:
+        for steps in (5, 50, 1000):
+            for eta in (0.0, 1.0):
+                before = eps[model].calls
+                demo.set(model=model, steps=steps, tau="uniform", eta=eta)
+                assert eps[model].calls - before == steps, (model, steps, eta)
+                demo.set(model=model, steps=steps, tau="uniform", eta=eta)
+                assert eps[model].calls - before == steps, "a cached move evaluates nothing"
+
+
+def test_shapes_guidance_demo_evaluates_each_network_once_per_step_and_sampler():
+    ac = make_alphas_cumprod()
+    ddpm, noisy = checkpoints.load("shapes_ddpm16"), checkpoints.load("shapes_noisy_classifier16")
+    ddpm_batches, classifier_calls = [], []
+    ddpm.register_forward_hook(lambda m, args, out: ddpm_batches.append(args[0].shape[0]))
+    noisy.register_forward_hook(lambda m, args, out: classifier_calls.append(args[0].shape[0]))
+    demo = G.shapes_guidance_demo(ddpm, noisy, ac, num_images=6, steps=16)
+    for shape, scale in (("circle", 3.0), ("cross", 10.0)):
+        ddpm_batches.clear(), classifier_calls.clear()
+        demo.set(shape=shape, scale=scale)
+        # classifier guidance: one DDPM call (6 images) and one classifier call per step; classifier-free guidance:
+        # one call per step with the unconditional and conditional halves in one batch of 12
+        assert sorted(ddpm_batches) == [6] * 16 + [12] * 16 and classifier_calls == [6] * 16
+    ddpm_batches.clear(), classifier_calls.clear()
+    demo.set(shape="circle", scale=3.0)
+    assert ddpm_batches == [] and classifier_calls == [], "a cached move evaluates nothing"
+
+
+def test_caption_demo_runs_one_batched_unet_call_per_ddim_step():
+    from course_lib.demos.ldm import caption_demo
+    from course_lib.ldm import LatentDiffusion
+
+    pipe = LatentDiffusion.from_shipped("shapes_ldm32")
+    calls = []
+    pipe.unet.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    demo = caption_demo(pipe, n=4)
+    for steps in (2, 10, 30):
+        calls.clear()
+        demo.set(size="large", colour="red", shape="circle", row="top", column="left", guidance=3.0, steps=steps)
+        assert len(calls) == steps and set(calls) == {8}, (steps, calls)  # guided: empty + caption in one 2n batch
+    calls.clear()
+    demo.set(size="large", colour="red", shape="circle", row="top", column="left", guidance=3.0, steps=10)
+    assert calls == [], "a cached move evaluates nothing"
