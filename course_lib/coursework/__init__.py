@@ -15,13 +15,16 @@ from pathlib import Path
 
 from .core import (Case, CourseworkError, LearnerCodeRaised, LibraryCalled, NotStarted, Verdict, check_function,
                    library_unavailable)
-from .diffusion import (check_alphas_cumprod, check_ddim_step, check_predicted_x0, check_q_sample_at,
-                        check_sigma_eta)
-from .gan import check_adaptive_weight, check_hinge_d_loss
-from .guidance import check_cfg_eps, check_classifier_guided_eps, check_classifier_guided_mean
-from .ldm import check_cross_attention, check_latent_round_trip
-from .perceptual import check_lpips_distance, check_normalize_channels
-from .quantize import check_lfq_index, check_straight_through, check_vq_losses
+from .diffusion import (check_alphas_cumprod, check_consistency_prediction, check_ddim_step, check_predicted_x0,
+                        check_q_sample_at, check_sigma_eta, check_sigma_hat_experiment)
+from .gan import check_adaptive_weight, check_clamp_experiment, check_discriminator_prediction, check_hinge_d_loss
+from .guidance import (check_algorithms_experiment, check_cfg_eps, check_classifier_guided_eps,
+                       check_classifier_guided_mean, check_sharpening_prediction)
+from .ldm import check_cross_attention, check_latent_round_trip, check_steps_experiment, check_swap_prediction
+from .perceptual import (check_2afc_experiment, check_lpips_distance, check_normalize_channels,
+                         check_shift_noise_prediction)
+from .quantize import (check_lfq_index, check_restarts_experiment, check_straight_through, check_usage_prediction,
+                       check_vq_losses)
 from .student import make_student_notebook, strip_solutions
 
 __all__ = ["Case", "CourseworkError", "NotStarted", "LearnerCodeRaised", "LibraryCalled", "Verdict",
@@ -29,16 +32,28 @@ __all__ = ["Case", "CourseworkError", "NotStarted", "LearnerCodeRaised", "Librar
            "check_predicted_x0", "check_sigma_eta", "check_ddim_step", "check_classifier_guided_mean",
            "check_classifier_guided_eps", "check_cfg_eps", "check_straight_through", "check_vq_losses",
            "check_lfq_index", "check_normalize_channels", "check_lpips_distance", "check_adaptive_weight",
-           "check_hinge_d_loss", "check_cross_attention", "check_latent_round_trip", "make_student_notebook",
-           "strip_solutions", "main", "EXERCISES"]
+           "check_hinge_d_loss", "check_cross_attention", "check_latent_round_trip",
+           "check_consistency_prediction", "check_sigma_hat_experiment", "check_sharpening_prediction",
+           "check_algorithms_experiment", "check_usage_prediction", "check_restarts_experiment",
+           "check_shift_noise_prediction", "check_2afc_experiment", "check_discriminator_prediction",
+           "check_clamp_experiment", "check_swap_prediction", "check_steps_experiment",
+           "make_student_notebook", "strip_solutions", "main", "EXERCISES", "WRITE_THE_FUNCTION"]
 
 # exercise -> its check; the grader names rows by this table
-EXERCISES = {"0.1": check_alphas_cumprod, "0.2": check_q_sample_at, "1.1": check_predicted_x0,
-             "1.2": check_sigma_eta, "1.3": check_ddim_step, "2.1": check_classifier_guided_mean,
-             "2.2": check_classifier_guided_eps, "2.3": check_cfg_eps, "3.1": check_straight_through,
-             "3.2": check_vq_losses, "3.3": check_lfq_index, "4.1": check_normalize_channels,
-             "4.2": check_lpips_distance, "5.1": check_adaptive_weight, "5.2": check_hinge_d_loss,
-             "6.1": check_cross_attention, "6.2": check_latent_round_trip}
+WRITE_THE_FUNCTION = {  # the learner writes a function; its check switches the library's version off
+    "0.1": check_alphas_cumprod, "0.2": check_q_sample_at, "1.1": check_predicted_x0, "1.2": check_sigma_eta,
+    "1.3": check_ddim_step, "2.1": check_classifier_guided_mean, "2.2": check_classifier_guided_eps,
+    "2.3": check_cfg_eps, "3.1": check_straight_through, "3.2": check_vq_losses, "3.3": check_lfq_index,
+    "4.1": check_normalize_channels, "4.2": check_lpips_distance, "5.1": check_adaptive_weight,
+    "5.2": check_hinge_d_loss, "6.1": check_cross_attention, "6.2": check_latent_round_trip}
+THINK = {  # N.0: predict, then run (placed before its experiment); the last: a small experiment, checked numerically
+    "1.0": check_consistency_prediction, "1.4": check_sigma_hat_experiment,
+    "2.0": check_sharpening_prediction, "2.4": check_algorithms_experiment,
+    "3.0": check_usage_prediction, "3.4": check_restarts_experiment,
+    "4.0": check_shift_noise_prediction, "4.3": check_2afc_experiment,
+    "5.0": check_discriminator_prediction, "5.3": check_clamp_experiment,
+    "6.0": check_swap_prediction, "6.3": check_steps_experiment}
+EXERCISES = {**WRITE_THE_FUNCTION, **THINK}
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

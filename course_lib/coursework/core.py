@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["CourseworkError", "NotStarted", "LearnerCodeRaised", "LibraryCalled", "Verdict", "Case",
-           "check_function", "library_unavailable", "not_started_message"]
+           "check_function", "library_unavailable", "not_started_message", "check_prediction", "check_number",
+           "announce"]
 
 
 class CourseworkError(AssertionError):
@@ -206,3 +207,37 @@ def announce(line: str) -> Verdict:
     v = Verdict(line)
     print(v)
     return v
+
+
+def check_prediction(name: str, exercise: str, prediction, choices: dict, outcome: str, measured: str,
+                     why: str) -> Verdict:
+    """A predict-then-run question: the learner recorded ``prediction`` (a key of ``choices``) before the
+    experiment ran; ``outcome`` is the choice the measurement ``measured`` supports. Any recorded prediction
+    passes (it is a prediction, not an answer); the line says whether it came true, and why."""
+    if prediction is None:
+        raise NotStarted(f"{name} ({exercise}): no prediction yet - set `prediction` to one of "
+                         f"{sorted(choices)} in the cell above the experiment, before you run it")
+    if not isinstance(prediction, str) or prediction.strip().lower() not in choices:
+        raise CourseworkError(f"{name} ({exercise}): prediction: expected one of {sorted(choices)}, "
+                              f"got {prediction!r}")
+    p = prediction.strip().lower()
+    verdict = "it came true" if p == outcome else f"what happened is ({outcome}) {choices[outcome]}"
+    return announce(f"{name}: you predicted ({p}) {choices[p]}; measured {measured}: {verdict}. {why}")
+
+
+def check_number(name: str, exercise: str, argument: str, value, expected: float, tolerance: float,
+                 hint: str = "") -> float:
+    """One numerical answer of an experiment against the value the library measures; returns it as a float.
+    Raises NotStarted for None, CourseworkError (naming ``argument``) for a non-number or a value off by more than
+    ``tolerance``; ``hint`` says what the likely slip is."""
+    if value is None:
+        raise NotStarted(f"{name} ({exercise}): {argument} is still None - run your experiment and set it")
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CourseworkError(f"{name} ({exercise}): {argument}: expected a number, got {type(value).__name__}")
+    if not abs(float(value) - expected) <= tolerance:
+        side = "too high" if float(value) > expected else "too low"
+        raise CourseworkError(f"{name} ({exercise}): {argument} = {value:.4g} is {side} for what the experiment "
+                              f"measures (tolerance {tolerance:g}). {hint}".rstrip())
+    return float(value)

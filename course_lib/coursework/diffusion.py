@@ -1,9 +1,11 @@
 """Checks of notebooks 00 and 01: the schedule, the forward process, the DDIM update."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from .core import Case, CourseworkError, Verdict, check_function
+from .core import Case, CourseworkError, NotStarted, Verdict, announce, check_function
 from ..diffusion import ddim_step, ddim_step_terms, predicted_x0, q_sample, q_sigma_posterior, sigma_eta
 from ..schedules import alphas_cumprod, cosine_betas, linear_betas
 
@@ -215,3 +217,75 @@ def check_ddim_step(fn) -> Verdict:
                           nan_hint=nan_hint)
 
 
+
+
+# -- Exercises 1.0 and 1.5: thinking with the sampler ------------------------------------------------------------
+CONSISTENCY_CHOICES = {"a": "about 1/8 of the points, as by chance", "b": "about half of them",
+                       "c": "nearly all of them"}
+
+
+def check_consistency_prediction(prediction, same_mode_eta0: float, same_mode_eta1: float) -> Verdict:
+    """Exercise 1.0 (predict, then run): which fraction of points sampled from the same x_T with 10 and with 1000
+    DDIM steps (eta = 0, exact eps*) end in the same mode of the ring? ``same_mode_eta*`` are what the experiment
+    cell measured (eta = 0, and eta = 1 against the eta = 0 run)."""
+    from .core import check_prediction
+
+    for name, v in (("same_mode_eta0", same_mode_eta0), ("same_mode_eta1", same_mode_eta1)):
+        if not isinstance(v, float) or not 0 <= v <= 1:
+            raise CourseworkError(f"consistency (Exercise 1.0): {name}: expected a fraction in [0, 1] from the "
+                                  f"experiment cell, got {v!r}; run the experiment cell first")
+    outcome = "a" if same_mode_eta0 < 0.3 else "b" if same_mode_eta0 < 0.8 else "c"
+    return check_prediction(
+        "consistency", "Exercise 1.0", prediction, CONSISTENCY_CHOICES, outcome,
+        f"{same_mode_eta0:.0%} with eta = 0 (and {same_mode_eta1:.0%} with eta = 1, chance being 12.5%)",
+        "With eta = 0 the sampler integrates an ODE, so x_T alone decides where a point lands; fewer steps follow the "
+        "same path more coarsely (the paper's consistency, section 5.2). With eta = 1 fresh noise at every step "
+        "re-decides the mode, and x_T says almost nothing.")
+
+
+SIGMA_HAT_STEPS = (10, 20, 50, 100, 200, 500, 1000)
+
+
+@functools.lru_cache(maxsize=None)
+def sigma_hat_ratios(seed: int = 0) -> dict:
+    """{S: MMD of the sigma-hat sampler / MMD of DDIM (eta = 0)} on the ring with the exact eps*, 500 points from
+    one x_T, against 1000 fresh ring samples: what Exercise 1.4 asks the learner to measure."""
+    from ..data import ring_mixture
+    from ..diffusion import ddim_sample
+    from ..metrics import mmd_rbf
+    from ..schedules import make_alphas_cumprod, timestep_subsequence
+
+    ac, ring = make_alphas_cumprod(), ring_mixture()
+    eps = ring.eps_fn(ac)
+    x_T = torch.randn(500, 2, generator=torch.Generator().manual_seed(seed))
+    reference, _ = ring.sample(1000, torch.Generator().manual_seed(5))
+    out = {}
+    for S in SIGMA_HAT_STEPS:
+        ts = timestep_subsequence(1000, S)
+        hat = ddim_sample(eps, x_T, ac, ts, variance="sigma_hat", generator=torch.Generator().manual_seed(2))
+        ddim = ddim_sample(eps, x_T, ac, ts, eta=0.0)
+        out[S] = float(mmd_rbf(hat, reference) / mmd_rbf(ddim, reference))
+    return out
+
+
+def check_sigma_hat_experiment(first_good_S) -> Verdict:
+    """Exercise 1.4 (experiment): the smallest S of ``SIGMA_HAT_STEPS`` at which the sigma-hat sampler's MMD is at
+    most twice DDIM's at the same S."""
+    name, exercise = "sigma_hat", "Exercise 1.4"
+    if first_good_S is None:
+        raise NotStarted(f"{name} ({exercise}): first_good_S is still None - run your experiment and set it")
+    if first_good_S not in SIGMA_HAT_STEPS:
+        raise CourseworkError(f"{name} ({exercise}): first_good_S: expected one of {SIGMA_HAT_STEPS}, got "
+                              f"{first_good_S!r}")
+    ratios = sigma_hat_ratios()
+    truth = next(S for S in SIGMA_HAT_STEPS if ratios[S] <= 2)
+    table = ", ".join(f"S={S}: {ratios[S]:.1f}x" for S in SIGMA_HAT_STEPS)
+    if first_good_S != truth:
+        why = ("at that S the sigma-hat sampler is still more than twice as far from the data as DDIM"
+               if first_good_S < truth else "a smaller S already passes: take the first S of the list that does")
+        raise CourseworkError(f"{name} ({exercise}): first_good_S = {first_good_S}: {why}. Compare MMD(sigma-hat) "
+                              "with MMD(eta = 0) at the same S, for the same x_T, using the cell's reference set.")
+    return announce(f"{name}: S = {truth} is right (MMD ratio sigma-hat / DDIM: {table}). sigma-hat adds DDPM's larger "
+                    "variance at every step; with few, large steps that noise is never removed. In the paper's Table 1 "
+                    "(CIFAR10) sigma-hat is the worst sampler at S = 10 and the best at S = 1000; here, with the "
+                    "exact eps*, it stays within 2x of DDIM from S = 50 on.")

@@ -1,9 +1,11 @@
 """Checks of notebook 05: VQGAN's adaptive weight and the hinge loss."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from .core import Case, CourseworkError, Verdict, check_function
+from .core import Case, CourseworkError, Verdict, announce, check_function
 
 
 # -- Exercises 5.1 and 5.2: VQGAN's adaptive weight and the hinge loss ----------------------------------------
@@ -90,3 +92,72 @@ def check_hinge_d_loss(fn) -> Verdict:
     return check_function("hinge_d_loss", fn, hinge_d_loss, cases, mistakes, exercise="Exercise 5.2", replaces=[hinge_d_loss])
 
 
+
+
+# -- Exercises 5.0 and 5.4: what the discriminator thinks, and where the clamp takes over --------------------------
+DISCRIMINATOR_CHOICES = {"a": "as real as the real images: D is fooled",
+                         "b": "less real than the real images, but more real than (b)'s",
+                         "c": "the least real of the three autoencoders'"}
+
+
+def check_discriminator_prediction(prediction, mean_logit: dict) -> Verdict:
+    """Exercise 5.0 (predict, then run): how does the discriminator trained alongside (c) rate (c)'s
+    reconstructions? ``mean_logit`` is the experiment cell's {"real", "(a) L2", "(b) L1 + LPIPS",
+    "(c) L1 + LPIPS + GAN"} -> mean logit over 256 held-out images."""
+    from .core import check_prediction
+
+    keys = ("real", "(a) L2", "(b) L1 + LPIPS", "(c) L1 + LPIPS + GAN")
+    if not isinstance(mean_logit, dict) or set(mean_logit) != set(keys):
+        raise CourseworkError(f"discriminator (Exercise 5.0): mean_logit: expected a dict with keys {keys} from the "
+                              f"experiment cell, got {mean_logit!r}; run the experiment cell first")
+    real, a, b, c = (float(mean_logit[k]) for k in keys)
+    outcome = "a" if c >= real - 0.1 * abs(real) else "c" if c <= min(a, b) else "b"
+    return check_prediction(
+        "discriminator", "Exercise 5.0", prediction, DISCRIMINATOR_CHOICES, outcome,
+        f"mean logits real {real:+.2f}, (a) {a:+.2f}, (b) {b:+.2f}, (c) {c:+.2f}",
+        "A discriminator keeps learning its generator's current flaws, so at the end of training it still tells (c)'s "
+        "reconstructions from real images: a GAN sits at a moving balance, not at a fooled D. (c) does score well "
+        "above (b), the same objective without the adversarial term; and (a), whose reconstructions D never saw in "
+        "training, scores about as high as (c): D's verdict is not a quality metric.")
+
+
+@functools.lru_cache(maxsize=None)
+def gradient_norms() -> dict:
+    """Exercise 5.3's measurement: ||grad L_rec|| and ||grad L_GAN|| at the last layer of shapes_vqgan32's decoder,
+    on notebook 05's 16 held-out images, L_rec = L1 + 0.1 LPIPS (course backbone), L_GAN the generator loss."""
+    from .. import checkpoints
+    from ..data import generate_shapes
+    from ..gan import adaptive_weight, generator_loss, load_discriminator
+    from ..perceptual import LPIPS
+
+    vqgan, disc = checkpoints.load("shapes_vqgan32").eval(), load_discriminator("shapes_vqgan32")
+    x = generate_shapes(256, 32, 1, seed=10_000_000 + 8).images[:16]
+    lp = LPIPS("shapes", lin=False)
+    z_q, _, _ = vqgan.quantize(vqgan.encode(x))
+    x_hat = vqgan.decode(z_q)
+    rec = (x_hat - x).abs().mean() + 0.1 * lp(x_hat, x, check_range=False).mean()
+    _, rec_norm, gan_norm = adaptive_weight(rec, generator_loss(disc(x_hat)), vqgan.last_layer(), return_norms=True)
+    return {"rec_norm": float(rec_norm), "gan_norm": float(gan_norm)}
+
+
+def check_clamp_experiment(clamp_scale) -> Verdict:
+    """Exercise 5.3 (experiment): the factor c on L_GAN below which lambda sits at its clamp 1e4 (delta = 1e-6)."""
+    from .core import check_number
+
+    name, exercise = "the clamp", "Exercise 5.3"
+    m = gradient_norms()
+    truth = (m["rec_norm"] / 1e4 - 1e-6) / m["gan_norm"]  # rec / (c gan + delta) = 1e4, solved for c
+    hint = ("lambda = ||grad L_rec|| / (c ||grad L_GAN|| + delta) reaches 1e4 where c ||grad L_GAN|| + delta = "
+            "||grad L_rec|| / 1e4; `live.rec_norm` and `live.gan_norm` hold the two norms (or scan "
+            "live.compute(log10_gan_scale=...)). Norms, not squared norms.")
+    if isinstance(clamp_scale, (int, float)) and not isinstance(clamp_scale, bool) and clamp_scale > 0:
+        import math
+        check_number(name, exercise, "log10(clamp_scale)", math.log10(clamp_scale), math.log10(truth), 0.02, hint)
+    else:
+        check_number(name, exercise, "clamp_scale", clamp_scale, truth, 0.0, hint)
+    share = 1e-6 / (m["rec_norm"] / 1e4)
+    return announce(f"{name}: right - below c = {truth:.3g} lambda is clamped at 1e4 (the norms: ||grad L_rec|| = "
+                    f"{m['rec_norm']:.3g}, ||grad L_GAN|| = {m['gan_norm']:.3g}; delta = 1e-6 is {share:.0%} of the "
+                    "denominator there). Above it, lambda * c * ||grad L_GAN|| is ||grad L_rec|| up to delta: whatever "
+                    "the GAN loss's scale, its gradient is brought to the size of the reconstruction's, until the clamp "
+                    "stops a vanishing GAN gradient from being blown up.")

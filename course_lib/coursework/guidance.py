@@ -1,9 +1,11 @@
 """Checks of notebook 02: classifier guidance and classifier-free guidance."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from .core import Case, CourseworkError, Verdict, check_function
+from .core import Case, CourseworkError, Verdict, announce, check_function
 from .diffusion import _abar_pairs
 
 
@@ -79,3 +81,72 @@ def check_cfg_eps(fn) -> Verdict:
     return check_function("cfg_eps", fn, cfg_eps, _cfg_cases(), mistakes, exercise="Exercise 2.3", replaces=[cfg_eps])
 
 
+
+
+# -- Exercises 2.0 and 2.5: what the scale does, and the two algorithms side by side --------------------------------
+SHARPENING_CHOICES = {"a": "wider than at s = 1", "b": "about as wide as at s = 1", "c": "clearly tighter than at s = 1"}
+
+
+def check_sharpening_prediction(prediction, spread_s1: float, spread_s10: float, data_std: float) -> Verdict:
+    """Exercise 2.0 (predict, then run): with the exact classifier on the ring, how wide is the cloud of samples in
+    the asked-for mode at guidance scale 10 compared with scale 1? ``spread_*`` are the experiment cell's measured
+    standard deviations (of the samples that landed in the mode), ``data_std`` the mode's own."""
+    from .core import check_prediction
+
+    for name, v in (("spread_s1", spread_s1), ("spread_s10", spread_s10), ("data_std", data_std)):
+        if not isinstance(v, float) or not v > 0:
+            raise CourseworkError(f"guidance scale (Exercise 2.0): {name}: expected a positive number from the "
+                                  f"experiment cell, got {v!r}; run the experiment cell first")
+    ratio = spread_s10 / spread_s1
+    outcome = "a" if ratio > 1.2 else "c" if ratio < 0.8 else "b"
+    return check_prediction(
+        "guidance scale", "Exercise 2.0", prediction, SHARPENING_CHOICES, outcome,
+        f"spread {spread_s1:.3f} at s = 1 and {spread_s10:.3f} at s = 10 (the mode's own std is {data_std:.2f})",
+        "A scale s samples from p(x) p(y | x)^s, up to normalisation: raising the classifier to a power makes it more "
+        "confident, so the mass gathers where p(y | x) is largest, the part of the mode farthest from its neighbours. "
+        "Guidance trades diversity for fidelity, the paper's Table 4 trend (recall falls as s grows).")
+
+
+@functools.lru_cache(maxsize=None)
+def algorithm_accuracies() -> dict:
+    """Exercise 2.4's measurement: on ring_mixture(8, 2.0, 0.3) with its exact classifier and eps*, 400 points from
+    one x_T, class 3, scale 1: the fraction landing in mode 3 with Algorithm 1 (guided ancestral, 50 and 1000
+    steps; noise seed 1) and Algorithm 2 (guided DDIM eps-hat, eta = 0, 50 steps)."""
+    from ..data import ring_mixture
+    from ..guidance import classifier_log_prob_grad, guided_ddim_sample, guided_ddpm_sample
+    from ..schedules import make_alphas_cumprod, timestep_subsequence
+
+    ac, ring = make_alphas_cumprod(), ring_mixture(8, 2.0, 0.3)
+    eps, clf = ring.eps_fn(ac), ring.classifier_fn(ac)
+    grad = lambda x, t, y: classifier_log_prob_grad(clf, x, t, y)  # noqa: E731
+    x_T = torch.randn(400, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.full((400,), 3)
+
+    def accuracy(x):
+        return float((ring.class_posterior(x).argmax(1) == 3).double().mean())
+
+    out = {}
+    for S in (50, 1000):
+        x = guided_ddpm_sample(eps, grad, x_T, ac, timestep_subsequence(1000, S), y, 1.0,
+                               generator=torch.Generator().manual_seed(1))
+        out[f"alg1_S{S}"] = accuracy(x)
+    out["alg2_S50"] = accuracy(guided_ddim_sample(eps, grad, x_T, ac, timestep_subsequence(1000, 50), y, 1.0))
+    return out
+
+
+def check_algorithms_experiment(alg1_accuracy, alg2_accuracy) -> Verdict:
+    """Exercise 2.4 (experiment): accuracy of Algorithm 1 and of Algorithm 2 at the same 50 steps and scale 1."""
+    from .core import check_number
+
+    name, exercise = "algorithms 1 and 2", "Exercise 2.4"
+    acc = algorithm_accuracies()
+    hint = ("Use the cell's x_T, class 3, scale 1.0, timestep_subsequence(1000, 50), the exact classifier's gradient, "
+            "and for Algorithm 1 generator=torch.Generator().manual_seed(1); accuracy = the fraction whose most likely "
+            "mode (ring.class_posterior) is 3.")
+    a1 = check_number(name, exercise, "alg1_accuracy", alg1_accuracy, acc["alg1_S50"], 0.02, hint)
+    a2 = check_number(name, exercise, "alg2_accuracy", alg2_accuracy, acc["alg2_S50"], 0.02, hint)
+    return announce(
+        f"{name}: right - Algorithm 1 {a1:.3f}, Algorithm 2 {a2:.3f} at 50 steps (Algorithm 1 with all 1000 steps: "
+        f"{acc['alg1_S1000']:.3f}; at 400 points a fraction has a standard error of about 0.015). Algorithm 1 shifts each step's mean by s * Sigma * g, a Taylor step valid for one "
+        "small DDPM step: over a 20-step jump it under-guides. Algorithm 2 puts the gradient into eps-hat, i.e. into "
+        "the predicted x0, which DDIM then carries across the whole jump.")

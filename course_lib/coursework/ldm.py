@@ -1,9 +1,11 @@
 """Checks of notebook 06: cross-attention and the scaled latent."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from .core import Case, CourseworkError, Verdict, announce, check_function
+from .core import Case, CourseworkError, NotStarted, Verdict, announce, check_function
 
 
 # -- Exercises 6.1 and 6.2: cross-attention, and the scaled latent ---------------------------------------------
@@ -111,3 +113,77 @@ def check_latent_round_trip(encode_fn, decode_fn) -> Verdict:
     return announce(line1 + "; " + line2)
 
 
+
+
+# -- Exercises 6.0 and 6.4: the swapped attention, and how many steps a caption needs -----------------------------
+SWAP_CHOICES = {"a": "as often as the standard model (nearly always)", "b": "about as often as chance (1 in 9)",
+                "c": "somewhere in between"}
+
+
+def check_swap_prediction(prediction, position_swapped: float, position_standard: float) -> Verdict:
+    """Exercise 6.0 (predict, then run): how often does the swapped model put the shape where the caption says?
+    The arguments are the measured position rates (the manifest's, 256 held-out captions)."""
+    from .core import check_prediction
+
+    for name, v in (("position_swapped", position_swapped), ("position_standard", position_standard)):
+        if not isinstance(v, float) or not 0 <= v <= 1:
+            raise CourseworkError(f"swapped attention (Exercise 6.0): {name}: expected a rate in [0, 1] from the "
+                                  f"experiment cell, got {v!r}; run the experiment cell first")
+    outcome = "a" if position_swapped >= 0.8 * position_standard else "b" if position_swapped <= 0.25 else "c"
+    return check_prediction(
+        "swapped attention", "Exercise 6.0", prediction, SWAP_CHOICES, outcome,
+        f"position right for {position_swapped:.0%} of captions swapped, {position_standard:.0%} standard "
+        "(chance 11%)",
+        "Swapped, each word gets one vector (an average of image values) and all that reaches the feature map is "
+        "their mean, the same at every pixel: a global signal can say 'red circle' but not 'here'. With Q from the "
+        "image every pixel asks its own question.")
+
+
+STEPS_GRID = (1, 2, 3, 4, 8)
+
+
+@functools.lru_cache(maxsize=None)
+def caption_following_by_steps() -> dict:
+    """Exercise 6.3's measurement: shapes_ldm32 on the 24 captions of generate_shapes(24, 32, 1, seed=606), guidance
+    3, starting noise torch.Generator().manual_seed(0), DDIM with S in STEPS_GRID: caption following per S."""
+    from .. import checkpoints
+    from ..data import generate_shapes
+    from ..ldm import LatentDiffusion
+    from ..train import caption_following
+
+    pipe, clf = LatentDiffusion.from_shipped("shapes_ldm32"), checkpoints.load("shapes_classifier16")
+    ref = generate_shapes(24, 32, 1, seed=606)
+    out = {}
+    for S in STEPS_GRID:
+        images = pipe.sample(ref.tokens, steps=S, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+        out[S] = caption_following(images, ref.attributes, clf)
+    return out
+
+
+def check_steps_experiment(steps_needed, weakest_at_2_steps) -> Verdict:
+    """Exercise 6.3 (experiment): the smallest S of STEPS_GRID at which all three words are followed on at least 90%
+    of the captions, and which of shape, colour, position is followed least at S = 2."""
+    name, exercise = "steps per caption", "Exercise 6.3"
+    rates = caption_following_by_steps()
+    needed = next(S for S in STEPS_GRID if rates[S]["all"] >= 0.9)
+    at2 = {k: rates[2][k] for k in ("shape", "colour", "position")}
+    weakest = min(at2, key=at2.get)
+    if steps_needed is None or weakest_at_2_steps is None:
+        raise NotStarted(f"{name} ({exercise}): set steps_needed and weakest_at_2_steps from your experiment")
+    if steps_needed not in STEPS_GRID:
+        raise CourseworkError(f"{name} ({exercise}): steps_needed: expected one of {STEPS_GRID}, got {steps_needed!r}")
+    if weakest_at_2_steps not in at2:
+        raise CourseworkError(f"{name} ({exercise}): weakest_at_2_steps: expected one of {sorted(at2)}, got "
+                              f"{weakest_at_2_steps!r}")
+    if steps_needed != needed:
+        raise CourseworkError(f"{name} ({exercise}): steps_needed = {steps_needed}: at that S the rate of captions "
+                              f"with all three words right is {rates[steps_needed]['all']:.2f}; take the smallest S "
+                              "whose 'all' rate is at least 0.9 (caption_following(...)['all']).")
+    if weakest_at_2_steps != weakest:
+        raise CourseworkError(f"{name} ({exercise}): weakest_at_2_steps = {weakest_at_2_steps!r}: at S = 2 it is "
+                              f"followed on {at2[weakest_at_2_steps]:.2f} of the captions, not the fewest; compare the "
+                              "'shape', 'colour' and 'position' rates at S = 2.")
+    table = "; ".join(f"S={S}: all {rates[S]['all']:.2f}" for S in STEPS_GRID)
+    return announce(f"{name}: right - {needed} steps ({table}); at S = 2 {weakest} is the weakest "
+                    f"({', '.join(f'{k} {v:.2f}' for k, v in at2.items())}): here where and what are settled in the first "
+                    "steps and the colour lags. 24 captions make each rate uncertain by about 0.05-0.1.")

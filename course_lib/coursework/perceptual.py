@@ -1,9 +1,11 @@
 """Checks of notebook 04: LPIPS."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from .core import Case, CourseworkError, Verdict, check_function
+from .core import Case, CourseworkError, Verdict, announce, check_function
 
 
 # -- Notebook 04: LPIPS --------------------------------------------------------------------------------------------
@@ -75,3 +77,83 @@ def check_lpips_distance(fn) -> Verdict:
     return check_function("lpips_distance", fn, reference, cases, mistakes, exercise="Exercise 4.2", replaces=[lpips_distance])
 
 
+
+
+# -- Exercises 4.0 and 4.4: what LPIPS calls far, and how often it agrees with the judgments -----------------------
+SHIFT_NOISE_CHOICES = {"a": "the one-pixel shift", "b": "the Gaussian noise", "c": "both about equally far"}
+
+
+def check_shift_noise_prediction(prediction, l2_shift: float, l2_noise: float, lpips_shift: float,
+                                 lpips_noise: float) -> Verdict:
+    """Exercise 4.0 (predict, then run): a one-pixel shift and Gaussian noise with no larger L2 distance: which
+    does LPIPS (the course backbone, learned weights) call farther? The arguments are the experiment's means."""
+    from .core import check_prediction
+
+    values = {"l2_shift": l2_shift, "l2_noise": l2_noise, "lpips_shift": lpips_shift, "lpips_noise": lpips_noise}
+    for name, v in values.items():
+        if not isinstance(v, float) or not v >= 0:
+            raise CourseworkError(f"shift or noise (Exercise 4.0): {name}: expected a non-negative number from the "
+                                  f"experiment cell, got {v!r}; run the experiment cell first")
+    ratio = lpips_noise / max(lpips_shift, 1e-12)
+    outcome = "b" if ratio > 1.5 else "a" if ratio < 1 / 1.5 else "c"
+    return check_prediction(
+        "shift or noise", "Exercise 4.0", prediction, SHIFT_NOISE_CHOICES, outcome,
+        f"L2 {l2_shift:.4f} (shift) and {l2_noise:.4f} (noise); LPIPS {lpips_shift:.3f} and {lpips_noise:.3f}, "
+        f"{ratio:.0f}x",
+        "Deep features of a shifted image are shifted features: after the unit normalisation the difference is "
+        "small at every position, while noise changes the local statistics everywhere. Part of the gap is this "
+        "backbone: the course classifier was also trained to name noise and blur, so its features are built to "
+        "separate them.")
+
+
+def _lpips_with_learned_weights():
+    from safetensors.torch import load_file
+
+    from .. import results_path
+    from ..perceptual import LPIPS
+
+    weights = load_file(results_path("lpips_lin_shapes.safetensors"))
+    metric = LPIPS("shapes", lin=False)
+    metric.set_weights([weights[f"lin_weights.{layer}"] for layer in range(len(metric.channels))])
+    return metric
+
+
+@functools.lru_cache(maxsize=None)
+def two_afc_agreement(n: int = 300, seed: int = 2024) -> dict:
+    """Exercise 4.3's measurement: on make_2afc(n, seed=seed), the fraction of triplets where the distance calls the
+    judged-closer patch closer (ties count for p0), for L2 (mean squared error) and for LPIPS with the learned
+    weights; and the paired standard error of their difference."""
+    from ..data.distortions import make_2afc
+
+    d = make_2afc(n, seed=seed)
+    metric = _lpips_with_learned_weights()
+    with torch.no_grad():
+        l0, l1 = metric(d["ref"], d["p0"]).flatten(), metric(d["ref"], d["p1"]).flatten()
+    e0 = ((d["p0"] - d["ref"]) ** 2).mean((1, 2, 3))
+    e1 = ((d["p1"] - d["ref"]) ** 2).mean((1, 2, 3))
+
+    def agrees(a0, a1):
+        return torch.where(d["judge"] == 1, (a1 < a0).double(), (a1 >= a0).double())
+
+    a_l2, a_lp = agrees(e0, e1), agrees(l0, l1)
+    diff = a_lp - a_l2
+    return {"l2": float(a_l2.mean()), "lpips": float(a_lp.mean()), "diff": float(diff.mean()),
+            "diff_se": float(diff.std() / n ** 0.5), "n": n}
+
+
+def check_2afc_experiment(l2_agreement, lpips_agreement) -> Verdict:
+    """Exercise 4.3 (experiment): agreement of L2 and of LPIPS with the synthetic 2AFC judgments."""
+    from .core import check_number
+
+    name, exercise = "2AFC agreement", "Exercise 4.3"
+    m = two_afc_agreement()
+    hint = ("Use make_2afc(300, seed=2024); a distance agrees when it calls p1 closer exactly where judge == 1 "
+            "(d(ref, p1) < d(ref, p0)), and p0 closer (>=) where judge == 0; L2 is the mean squared difference per "
+            "image, LPIPS the notebook's `metric`.")
+    a = check_number(name, exercise, "l2_agreement", l2_agreement, m["l2"], 0.01, hint)
+    b = check_number(name, exercise, "lpips_agreement", lpips_agreement, m["lpips"], 0.01, hint)
+    lo, hi = m["diff"] - 1.96 * m["diff_se"], m["diff"] + 1.96 * m["diff_se"]
+    return announce(f"{name}: right - L2 {a:.3f}, LPIPS {b:.3f} on {m['n']} triplets; LPIPS - L2 = {m['diff']:+.3f} "
+                    f"(95% interval {lo:+.3f} to {hi:+.3f}, paired). The judgments here are synthetic (a severity per "
+                    "distortion kind): L2 cannot know that a shift is milder than noise of the same energy, LPIPS "
+                    "partly can.")

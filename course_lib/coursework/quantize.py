@@ -1,6 +1,8 @@
 """Checks of notebook 03: straight-through, the VQ loss terms, the LFQ index."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .core import Case, CourseworkError, Verdict, announce, check_function, run_learner
@@ -124,3 +126,66 @@ def check_lfq_index(fn) -> Verdict:
     return check_function("lfq_index", fn, lfq_index, cases, mistakes, exercise="Exercise 3.3", replaces=[lfq_index])
 
 
+
+
+# -- Exercises 3.0 and 3.5: dead codes, and bringing them back ----------------------------------------------------
+USAGE_CHOICES = {"a": "all 16 codes", "b": "between 8 and 15 codes", "c": "fewer than 8 codes"}
+
+
+def check_usage_prediction(prediction, codes_used: int, num_codes: int = 16) -> Verdict:
+    """Exercise 3.0 (predict, then run): how many of the 16 codes are in use after 300 steps of the codebook loss on
+    the 2-D ring (the Voronoi demo's training)? ``codes_used`` is what the experiment cell counted."""
+    from .core import check_prediction
+
+    if isinstance(codes_used, bool) or not isinstance(codes_used, int) or not 0 <= codes_used <= num_codes:
+        raise CourseworkError(f"codebook usage (Exercise 3.0): codes_used: expected a count in [0, {num_codes}] from "
+                              f"the experiment cell, got {codes_used!r}; run the experiment cell first")
+    outcome = "a" if codes_used == num_codes else "b" if codes_used >= 8 else "c"
+    return check_prediction(
+        "codebook usage", "Exercise 3.0", prediction, USAGE_CHOICES, outcome, f"{codes_used} of {num_codes} codes in use",
+        "Only the chosen code of each point gets a gradient from ||sg(z_e) - z_q||^2: a code that wins no point at "
+        "the start never moves again, however long you train. That is the codebook collapse the VQ sweeps show at "
+        "large vocabularies.")
+
+
+@functools.lru_cache(maxsize=None)
+def restarts_usage(restart: bool = True) -> dict:
+    """Exercise 3.4's measurement: VectorQuantizer(16, 2, restart_dead_codes=restart) after torch.manual_seed(0),
+    Adam (lr 0.05) on its codebook loss for 300 steps over the 800 ring points of notebook 03; codes in use and
+    perplexity of the final codebook's assignment."""
+    from ..data import ring_mixture
+    from ..quantize import VectorQuantizer, codebook_usage, nearest_code
+
+    points, _ = ring_mixture(8, 2.0, 0.3).sample(800, torch.Generator().manual_seed(0))
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(0)
+        vq = VectorQuantizer(16, 2, restart_dead_codes=restart)
+        opt = torch.optim.Adam(vq.parameters(), lr=0.05)
+        for _ in range(300):
+            loss = vq(points).codebook_loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.random.set_rng_state(state)
+    u = codebook_usage(nearest_code(points, vq.codebook.detach()), 16)
+    return {"codes_used": int(round(float(u["usage"]) * 16)), "perplexity": float(u["perplexity"])}
+
+
+def check_restarts_experiment(codes_used, perplexity) -> Verdict:
+    """Exercise 3.4 (experiment): codes in use and perplexity after training with dead-code restarts."""
+    from .core import check_number
+
+    name, exercise = "dead-code restarts", "Exercise 3.4"
+    m = restarts_usage()
+    hint = ("Follow the recipe: torch.manual_seed(0) just before VectorQuantizer(16, 2, restart_dead_codes=True), "
+            "Adam(lr=0.05), 300 steps of vq(points).codebook_loss, then codebook_usage(nearest_code(points, "
+            "vq.codebook.detach()), 16).")
+    if codes_used is not None and codes_used == restarts_usage(False)["codes_used"] != m["codes_used"]:
+        hint = "That is the usage without restarts: pass restart_dead_codes=True. " + hint
+    used = check_number(name, exercise, "codes_used", codes_used, m["codes_used"], 0.5, hint)
+    ppl = check_number(name, exercise, "perplexity", perplexity, m["perplexity"], 0.3, hint)
+    return announce(f"{name}: right - {used:.0f} of 16 codes in use, perplexity {ppl:.1f} (a uniform use of 16 codes "
+                    "gives 16). A code unused for 20 steps jumps onto a random encoder output, where it wins points "
+                    "and so gets gradients again: the fix notebook 03's sweep applies to the VQ-VAE.")
