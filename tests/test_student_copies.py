@@ -160,6 +160,10 @@ def test_student_copy_shows_no_asked_for_source_and_no_stored_verdict(copies, nb
             assert f"getsource({name})" not in _src(c), (nb.name, i, name)
         if is_check_cell(c) or (c["cell_type"] == "code" and "NotImplementedError" in _src(c)):
             assert c.get("outputs") == [] and c.get("execution_count") is None, (nb.name, i)
+    for i, c in enumerate(cells):  # after a prediction, nothing measured shows until its check has run
+        if c["cell_type"] == "code" and re.search(r"^my_prediction = None", _src(c), re.M):
+            j = next(k for k in range(i + 1, len(cells)) if is_check_cell(cells[k]))
+            assert all(not d.get("outputs") for d in cells[i:j + 1] if d["cell_type"] == "code"), (nb.name, i, j)
     tagged = [c for c in _cells(nb) if REVEALS_TAG in c.get("metadata", {}).get("tags", [])]
     hidden = [c for c in cells if REVEALS_TAG + "-hidden" in c.get("metadata", {}).get("tags", [])]
     assert len(hidden) == len(tagged)

@@ -109,20 +109,27 @@ def _hidden_note(cell: dict, notebook: str) -> dict:
 def make_student_notebook(src: Path, dst: Path) -> int:
     """Write the student copy of one notebook; returns the number of solution blocks replaced."""
     nb = json.loads(Path(src).read_text())
-    total, cells = 0, []
+    total, cells, predicting = 0, [], False
     for cell in nb["cells"]:
         if REVEALS_TAG in cell.get("metadata", {}).get("tags", []):
             cells.append(_hidden_note(cell, Path(src).name))
             continue
         if cell["cell_type"] == "code":
             source = "".join(cell["source"])
+            answer = any(not indent for indent, _ in solution_blocks(source))
             if BEGIN in source:
                 new, n = strip_solutions(source, f"{Path(src).stem}.{total + 1}")
                 total += n
                 cell["source"] = new.splitlines(keepends=True)
-            if BEGIN in source or is_check_cell(cell):
-                cell["outputs"] = []  # a solution's outputs, or a check's stored verdict, would give it away
+            # a solution's outputs, a check's stored verdict, or (after a prediction) the experiment's stored result
+            # would give the answer away
+            if BEGIN in source or is_check_cell(cell) or predicting:
+                cell["outputs"] = []
                 cell["execution_count"] = None
+            if answer:
+                predicting = True  # until the check: the learner predicts before the experiment runs
+            if is_check_cell(cell):
+                predicting = False
         cells.append(cell)
     nb["cells"] = cells
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
