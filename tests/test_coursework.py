@@ -468,3 +468,25 @@ def test_vq_losses_names_a_term_without_any_gradient_instead_of_a_torch_error():
     swapped = lambda z_e, z_q, beta: (((z_e - z_q.detach()) ** 2).mean(), beta * ((z_e.detach() - z_q) ** 2).mean())  # noqa: E731
     with pytest.raises(CourseworkError, match="must not train the encoder.*must train the codebook"):
         check_vq_losses(swapped)
+
+
+def test_course_check_names_a_missing_notebook_and_a_missing_student_folder(tmp_path, capsys):
+    from course_lib.coursework import main
+    assert main(["check", str(tmp_path / "nope.ipynb")]) == 2
+    err = capsys.readouterr().err
+    assert "notebooks: expected student copies" in err and "nope.ipynb" in err
+
+
+def test_student_command_writes_copies_with_answers_stubbed(tmp_path, capsys):
+    from course_lib.coursework import main
+    assert main(["student", str(ROOT / "notebooks" / "01_ddim.ipynb"), "--out", str(tmp_path)]) == 0
+    assert "5 exercise(s)" in capsys.readouterr().out  # 1.0 (a prediction), 1.1-1.3 (functions), 1.4 (experiment)
+    text = (tmp_path / "01_ddim.ipynb").read_text()
+    assert "my_prediction = None  # Exercise 1.0: your answer here" in text
+    assert "first_good_S = None  # Exercise 1.4: your answer here" in text
+    assert "raise NotImplementedError('Exercise 1.1: predicted_x0')" in text
+
+
+def test_a_top_level_solution_must_assign_its_answer():
+    with pytest.raises(ValueError, match="must assign its answer"):
+        strip_solutions("# Exercise 9.9: x\n### BEGIN SOLUTION\nprint(3)\n### END SOLUTION\n", "x")

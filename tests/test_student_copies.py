@@ -221,7 +221,7 @@ def _verify_equivalent(exercise, mutant_fns, reference_fns):
 def test_checks_reject_at_least_95_percent_of_the_mutants_of_each_solution(nb):
     sols = solutions(nb)
     assert sols, nb.name
-    rejected, survived, ran = 0, [], 0
+    rejected, survived, ran, crashed, equivalent = 0, [], 0, 0, 0
     for sol in sols:
         check = EXERCISES[sol.exercise]
         reference = _exec(sol.source, sol.functions)
@@ -231,6 +231,7 @@ def test_checks_reject_at_least_95_percent_of_the_mutants_of_each_solution(nb):
                 with contextlib.redirect_stdout(io.StringIO()):
                     check(*fns)
             except LearnerCodeRaised:
+                crashed += 1
                 continue  # the mutant does not run: not counted
             except CourseworkError:
                 ran, rejected = ran + 1, rejected + 1
@@ -238,9 +239,11 @@ def test_checks_reject_at_least_95_percent_of_the_mutants_of_each_solution(nb):
             reason = _equivalent(sol.exercise, desc)
             if reason is not None:
                 assert _verify_equivalent(sol.exercise, fns, reference), (sol.exercise, desc, reason)
+                equivalent += 1
                 continue  # proven equivalent: not a mistake, not counted
             ran += 1
             survived.append((sol.exercise, desc))
     rate = rejected / ran
-    print(f"{nb.name}: {rejected}/{ran} mutants rejected ({rate:.1%})")
+    print(f"{nb.name}: {rejected}/{ran} mutants rejected ({rate:.1%}); not counted: {crashed} that do not run, "
+          f"{equivalent} proven equivalent")
     assert ran >= 5 and rate >= 0.95, (nb.name, rejected, ran, survived)

@@ -104,17 +104,22 @@ def library_unavailable(replaces, exercise: str = "", learner_fns=()):
                 setattr(owner, attr, _stub(original, exercise))
                 continue
             stub = _stub(target, exercise)
-            namespaces = [m.__dict__ for m in list(sys.modules.values()) if isinstance(m, types.ModuleType)]
-            namespaces += [fn.__globals__ for fn in learner_fns if hasattr(fn, "__globals__")]
+            # every module under the function's own name (``module.f`` and ``from module import f``); the
+            # learner's namespaces under any name (an alias such as ``f = predicted_x0``)
+            name = getattr(target, "__name__", None)
+            places = [(m.__dict__, name) for m in list(sys.modules.values())
+                      if isinstance(m, types.ModuleType) and name and m.__dict__.get(name) is target]
             seen = set()
-            for ns in namespaces:
-                if id(ns) in seen:
+            for fn in learner_fns:
+                ns = getattr(fn, "__globals__", None)
+                if ns is None or id(ns) in seen:
                     continue
                 seen.add(id(ns))
-                for key, value in list(ns.items()):
-                    if value is target:
-                        undo.append((dict.__setitem__, ns, key, value))
-                        ns[key] = stub
+                places += [(ns, key) for key, value in list(ns.items()) if value is target]
+            for ns, key in places:
+                if ns.get(key) is target:
+                    undo.append((dict.__setitem__, ns, key, target))
+                    ns[key] = stub
             for fn in learner_fns:
                 for cell in getattr(fn, "__closure__", None) or ():
                     try:
@@ -137,8 +142,9 @@ def run_learner(name: str, exercise: str, fn, kwargs: dict, label: str, position
     originals = [t[0].__dict__[t[1]] if isinstance(t, tuple) else t for t in replaces]
     for given in (fn, learner):
         if any(given is o for o in originals):  # the library function itself, handed over as the answer
-            raise LibraryCalled(f"{name}{where}: {exercise or 'this exercise'} asks you to write this yourself: you passed "
-                                f"course_lib's `{_describe(given)}` itself. Write the computation with torch operations.")
+            raise LibraryCalled(f"{name}{where}: {exercise or 'this exercise'} asks you to write this yourself: you "
+                                f"passed course_lib's `{_describe(given)}` itself. Write the computation with torch "
+                                "operations.")
     try:
         with library_unavailable(replaces, exercise, (fn,) if learner is None else (fn, learner)):
             return fn(**_clone(kwargs))

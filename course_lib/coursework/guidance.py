@@ -147,6 +147,7 @@ def check_algorithms_experiment(alg1_accuracy, alg2_accuracy) -> Verdict:
     a2 = check_number(name, exercise, "alg2_accuracy", alg2_accuracy, acc["alg2_S50"], 0.02, hint)
     return announce(
         f"{name}: right - Algorithm 1 {a1:.3f}, Algorithm 2 {a2:.3f} at 50 steps (Algorithm 1 with all 1000 steps: "
-        f"{acc['alg1_S1000']:.3f}; at 400 points a fraction has a standard error of about 0.015). Algorithm 1 shifts each step's mean by s * Sigma * g, a Taylor step valid for one "
+        f"{acc['alg1_S1000']:.3f}; at 400 points a fraction has a standard error of about 0.015). Algorithm 1 "
+        "shifts each step's mean by s * Sigma * g, a Taylor step valid for one "
         "small DDPM step: over a 20-step jump it under-guides. Algorithm 2 puts the gradient into eps-hat, i.e. into "
         "the predicted x0, which DDIM then carries across the whole jump.")

@@ -185,5 +185,5 @@ def check_steps_experiment(steps_needed, weakest_at_2_steps) -> Verdict:
                               "'shape', 'colour' and 'position' rates at S = 2.")
     table = "; ".join(f"S={S}: all {rates[S]['all']:.2f}" for S in STEPS_GRID)
     return announce(f"{name}: right - {needed} steps ({table}); at S = 2 {weakest} is the weakest "
-                    f"({', '.join(f'{k} {v:.2f}' for k, v in at2.items())}): here where and what are settled in the first "
-                    "steps and the colour lags. 24 captions make each rate uncertain by about 0.05-0.1.")
+                    f"({', '.join(f'{k} {v:.2f}' for k, v in at2.items())}): here where and what are settled in "
+                    "the first steps and the colour lags. 24 captions make each rate uncertain by about 0.05-0.1.")

@@ -142,7 +142,8 @@ def check_usage_prediction(prediction, codes_used: int, num_codes: int = 16) -> 
                               f"the experiment cell, got {codes_used!r}; run the experiment cell first")
     outcome = "a" if codes_used == num_codes else "b" if codes_used >= 8 else "c"
     return check_prediction(
-        "codebook usage", "Exercise 3.0", prediction, USAGE_CHOICES, outcome, f"{codes_used} of {num_codes} codes in use",
+        "codebook usage", "Exercise 3.0", prediction, USAGE_CHOICES, outcome,
+        f"{codes_used} of {num_codes} codes in use",
         "Only the chosen code of each point gets a gradient from ||sg(z_e) - z_q||^2: a code that wins no point at "
         "the start never moves again, however long you train. That is the codebook collapse the VQ sweeps show at "
         "large vocabularies.")
