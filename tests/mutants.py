@@ -14,8 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from course_lib.coursework.student import BEGIN, END
+
 _TITLE = re.compile(r"#\s*Exercise\s+(\d+\.\d+)")
-BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 
 
 @dataclass

@@ -490,3 +490,39 @@ def test_student_command_writes_copies_with_answers_stubbed(tmp_path, capsys):
 def test_a_top_level_solution_must_assign_its_answer():
     with pytest.raises(ValueError, match="must assign its answer"):
         strip_solutions("# Exercise 9.9: x\n### BEGIN SOLUTION\nprint(3)\n### END SOLUTION\n", "x")
+
+
+def test_student_command_keeps_a_learners_work_unless_forced_and_then_keeps_a_backup(tmp_path, capsys):
+    from course_lib.coursework import main
+    nb = str(ROOT / "notebooks" / "00_welcome.ipynb")
+    assert main(["student", nb, "--out", str(tmp_path)]) == 0
+    copy = tmp_path / "00_welcome.ipynb"
+    fresh = copy.read_text()
+    assert main(["student", "00_welcome.ipynb", "--out", str(tmp_path)]) == 0  # unchanged: rewritten, same text
+    assert copy.read_text() == fresh
+    mine = fresh.replace("my_alphas_cumprod(betas):", "my_alphas_cumprod(betas):  # my work")
+    copy.write_text(mine)
+    capsys.readouterr()
+    assert main(["student", nb, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "00_welcome.ipynb: differs from a fresh copy" in err and "--force 00_welcome.ipynb" in err
+    assert copy.read_text() == mine, "the learner's copy is untouched"
+    assert main(["student", nb, "--out", str(tmp_path), "--force"]) == 0
+    backups = list(tmp_path.glob("00_welcome.ipynb.bak-*"))
+    assert copy.read_text() == fresh and len(backups) == 1 and backups[0].read_text() == mine
+    assert main(["student", "99_nothing.ipynb", "--out", str(tmp_path)]) == 2
+    assert "99_nothing.ipynb" in capsys.readouterr().err
+
+
+def test_an_interrupted_student_copy_write_leaves_the_old_copy_whole(tmp_path, monkeypatch):
+    from course_lib.coursework import student
+    src, dst = ROOT / "notebooks" / "00_welcome.ipynb", tmp_path / "00_welcome.ipynb"
+    dst.write_text(student.student_copy(src)[0])
+    before = dst.read_text()
+
+    def killed(a, b):
+        raise KeyboardInterrupt("killed while writing")
+    monkeypatch.setattr(student.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        student.make_student_notebook(src, dst)
+    assert dst.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["00_welcome.ipynb"]

@@ -25,7 +25,7 @@ from .perceptual import (check_2afc_experiment, check_lpips_distance, check_norm
                          check_shift_noise_prediction)
 from .quantize import (check_lfq_index, check_restarts_experiment, check_straight_through, check_usage_prediction,
                        check_vq_losses)
-from .student import make_student_notebook, strip_solutions
+from .student import StudentCopyEdited, make_student_notebook, strip_solutions
 
 __all__ = ["Case", "CourseworkError", "NotStarted", "LearnerCodeRaised", "LibraryCalled", "Verdict",
            "check_function", "library_unavailable", "check_alphas_cumprod", "check_q_sample_at",
@@ -64,16 +64,29 @@ def main(argv=None) -> int:
     s = sub.add_parser("student", help="write student copies of the notebooks, solutions removed")
     s.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb")
     s.add_argument("--out", type=Path, default=ROOT / "student", help="default: student/")
+    s.add_argument("--force", action="store_true",
+                   help="replace copies that hold your work (each old copy is kept as NAME.ipynb.bak-DATE-TIME)")
     c = sub.add_parser("check", help="execute student copies and grade every exercise")
     c.add_argument("notebooks", nargs="*", type=Path, help="default: every student/*.ipynb")
     c.add_argument("--report", type=Path, default=None, help="JSON report (default: report.json beside the copies)")
     a = p.parse_args(argv)
     if a.cmd == "student":
-        nbs = a.notebooks or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+        nbs = [n if Path(n).is_file() else ROOT / "notebooks" / Path(n).name for n in a.notebooks] or sorted(
+            (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+        missing = [str(n) for n in nbs if not Path(n).is_file()]
+        if missing:
+            print(f"course student: notebooks: expected instructor notebooks (notebooks/NN_*.ipynb), not found: "
+                  f"{', '.join(missing)}", file=sys.stderr)
+            return 2
+        kept = 0
         for nb in nbs:
-            n = make_student_notebook(nb, a.out / nb.name)
-            print(f"{a.out / nb.name}: {n} exercise(s)")
-        return 0
+            try:
+                n = make_student_notebook(nb, a.out / nb.name, force=a.force)
+                print(f"{a.out / nb.name}: {n} exercise(s)")
+            except StudentCopyEdited as exc:
+                kept += 1
+                print(f"kept {exc}", file=sys.stderr)
+        return 1 if kept else 0
     from .grade import format_report, grade
 
     nbs = a.notebooks or sorted((ROOT / "student").glob("[0-9][0-9]_*.ipynb"))

@@ -57,7 +57,7 @@ def _stdout(cell: dict) -> str:
     return "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
 
 
-def _exercise_of(cell_source: str, check_name: str, nb_cells: list, index: int) -> str:
+def _exercise_of(check_name: str, nb_cells: list, index: int) -> str:
     from . import EXERCISES
 
     for key, fn in EXERCISES.items():
@@ -154,7 +154,7 @@ def grade_notebook(path: Path, timeout: int = 600) -> NotebookReport:
                 report.other_errors.append((i, f"{err[0]}: {err[1]}"))
             continue
         name = re.search(r"^\s*(check_\w+)\(", source, re.M).group(1)
-        exercise = _exercise_of(source, name, cells, i)
+        exercise = _exercise_of(name, cells, i)
         if err is None:
             verdict = _stdout(cell).strip().splitlines()
             row = Row(path.name, exercise, name, "passed", verdict[-1] if verdict else "")

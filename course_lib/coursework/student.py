@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import time
 from pathlib import Path
 
-__all__ = ["BEGIN", "END", "REVEALS_TAG", "strip_solutions", "make_student_notebook", "solution_blocks",
-           "is_check_cell"]
+__all__ = ["BEGIN", "END", "REVEALS_TAG", "StudentCopyEdited", "strip_solutions", "student_copy",
+           "make_student_notebook", "solution_blocks", "is_check_cell"]
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 REVEALS_TAG = "reveals-solution"
@@ -106,8 +108,12 @@ def _hidden_note(cell: dict, notebook: str) -> dict:
     return {"cell_type": "markdown", "metadata": {"tags": [REVEALS_TAG + "-hidden"]}, "source": [text]}
 
 
-def make_student_notebook(src: Path, dst: Path) -> int:
-    """Write the student copy of one notebook; returns the number of solution blocks replaced."""
+class StudentCopyEdited(FileExistsError):
+    """The student copy exists and differs from a fresh one: it holds the learner's work, and is not replaced."""
+
+
+def student_copy(src: Path) -> tuple[str, int]:
+    """The text of the student copy of one instructor notebook, and the number of solution blocks replaced."""
     nb = json.loads(Path(src).read_text())
     total, cells, predicting = 0, [], False
     for cell in nb["cells"]:
@@ -132,6 +138,30 @@ def make_student_notebook(src: Path, dst: Path) -> int:
                 predicting = False
         cells.append(cell)
     nb["cells"] = cells
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    Path(dst).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n", total
+
+
+def make_student_notebook(src: Path, dst: Path, force: bool = False) -> int:
+    """Write the student copy of one notebook; returns the number of solution blocks replaced.
+
+    An existing copy that differs from a fresh one holds the learner's work: it is left alone
+    (:class:`StudentCopyEdited`) unless ``force``, which first moves it to ``NAME.ipynb.bak-YYYYmmdd-HHMMSS``.
+    The copy is written to a temporary file beside it and moved into place, so an interrupted write leaves either
+    the old copy or the new one, never half of one."""
+    text, total = student_copy(src)
+    dst = Path(dst)
+    if dst.exists() and dst.read_text() != text:
+        if not force:
+            raise StudentCopyEdited(f"{dst}: differs from a fresh copy (your work is in it), so it was kept; to "
+                                    f"replace it, run `./course student --force {Path(src).name}` (the old copy is "
+                                    "kept as a .bak file)")
+        backup = dst.with_name(f"{dst.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(dst, backup)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
     return total
