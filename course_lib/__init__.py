@@ -18,7 +18,12 @@ def results_path(name: str) -> _Path:
     """
     path = RESULTS_DIR / name
     if not path.is_file():
-        known = sorted(p.name for p in RESULTS_DIR.glob("*")) if RESULTS_DIR.is_dir() else []
-        raise FileNotFoundError(f"results_path: no result named {name!r} in {RESULTS_DIR}; expected one of "
-                                f"{known} (rebuild with `python -m course_lib.experiments NAME`)")
+        from .experiments import SWEEPS  # only on this path: it imports the models
+
+        stem = _Path(name).stem
+        sweep = next((k for k, (_, res, samples) in SWEEPS.items() if stem in (res, samples)), None)
+        how = (f"rebuild it with `python -m course_lib.experiments {sweep}`" if sweep else
+               f"no sweep writes it; the results are {sorted(p.name for p in RESULTS_DIR.glob('*.*'))}")
+        raise FileNotFoundError(f"results_path: {name!r} is missing from {RESULTS_DIR}; {how} (a fresh checkout "
+                                "ships every result: `git checkout -- course_lib/results` restores them)")
     return path

@@ -74,3 +74,15 @@ def test_quick_vq_sweep_trends():
     assert voc["lfq"]["8"]["usage"] > 5 * voc["lfq_no_entropy"]["8"]["usage"]  # the entropy term spreads usage
     assert res["health"]["restarts"]["usage"] > 2 * res["health"]["plain"]["usage"]  # restarts revive dead codes
     assert samples["lfq|8"].shape == (8, 3, 16, 16) and len(res["health"]["ema"]["history"]) > 2
+
+
+def test_a_missing_result_names_the_file_and_the_command_that_rebuilds_it(tmp_path, monkeypatch):
+    import course_lib
+    assert course_lib.results_path("ddim_tables.json").is_file()
+    monkeypatch.setattr(course_lib, "RESULTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"'vq_sweeps.json' is missing.*python -m course_lib.experiments vq`"):
+        course_lib.results_path("vq_sweeps.json")
+    with pytest.raises(FileNotFoundError, match=r"'guidance_samples.safetensors'.*experiments guidance`"):
+        course_lib.results_path("guidance_samples.safetensors")
+    with pytest.raises(FileNotFoundError, match="no sweep writes it"):
+        course_lib.results_path("nothing.json")
