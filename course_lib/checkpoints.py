@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -16,7 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from .nets import build_model
 
-__all__ = ["WEIGHTS_DIR", "MANIFEST", "CheckpointError", "manifest", "entry", "load", "save", "sha256"]
+__all__ = ["WEIGHTS_DIR", "MANIFEST", "CheckpointError", "manifest", "entry", "load", "save", "sha256", "write_atomic",
+           "write_manifest"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
@@ -34,12 +36,37 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def manifest(path: Path | None = None) -> dict:
-    """The whole manifest as a dict name -> entry."""
+def manifest(path: Path | None = None, missing_ok: bool = False) -> dict:
+    """The whole manifest as a dict name -> entry. A missing file is an empty manifest only with ``missing_ok``
+    (a new weights folder); otherwise, like an unreadable one, a :class:`CheckpointError` that says how to restore it."""
     path = Path(path) if path else MANIFEST
+    restore = (f"restore the shipped one with `git checkout -- {path.relative_to(WEIGHTS_DIR.parent.parent)}`"
+               if path.resolve().is_relative_to(WEIGHTS_DIR.parent.parent) else "rebuild its models with "
+               "`python -m course_lib.train NAME --weights-dir ...`")
     if not path.exists():
-        return {}
-    return json.loads(path.read_text())
+        if missing_ok:
+            return {}
+        raise CheckpointError(f"manifest: {path} is missing; {restore}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"manifest: {path} is not readable JSON ({exc}); {restore}") from None
+
+
+def write_atomic(path: Path, write) -> None:
+    """``write(tmp_path)`` into a temporary file beside ``path``, then move it into place (``os.replace``): a kill
+    during the write leaves the old file whole, never half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_manifest(m: dict, path: Path) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n"))
 
 
 def retrain_command(name: str) -> str:
@@ -94,7 +121,7 @@ def save(name: str, model: torch.nn.Module, info: dict, weights_dir: Path | None
     wdir.mkdir(parents=True, exist_ok=True)
     path = wdir / f"{name}.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path))
+    write_atomic(path, lambda tmp: save_file(state, str(tmp)))
     e = {
         "file": path.name,
         "sha256": sha256(path),
@@ -104,9 +131,9 @@ def save(name: str, model: torch.nn.Module, info: dict, weights_dir: Path | None
         **info,
     }
     mpath = wdir / "manifest.json"
-    m = manifest(mpath)
+    m = manifest(mpath, missing_ok=True)
     m[name] = e
-    mpath.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    write_manifest(m, mpath)
     return e
 
 
@@ -115,13 +142,14 @@ def save_log(name: str, tensors: dict, weights_dir: Path | None = None) -> dict:
     sha256, in the model's manifest entry under ``log_file``. Call after :func:`save`."""
     wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     path = wdir / f"{name}.log.safetensors"
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp)))
     mpath = wdir / "manifest.json"
-    m = manifest(mpath)
+    m = manifest(mpath, missing_ok=True)
     if name not in m:
         raise CheckpointError(f"name: save the model {name!r} before its log")
     m[name]["log_file"] = {"file": path.name, "sha256": sha256(path), "size_bytes": path.stat().st_size}
-    mpath.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    write_manifest(m, mpath)
     return m[name]["log_file"]
 
 

@@ -372,9 +372,10 @@ def main(argv=None):
     suffix = "_quick" if a.quick else ""
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"{results_stem}{suffix}.json"
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    checkpoints.write_atomic(path, lambda tmp: tmp.write_text(json.dumps(results, indent=1) + "\n"))
     if samples_stem is not None:
-        save_file({k: v.contiguous() for k, v in samples.items()}, str(a.out / f"{samples_stem}{suffix}.safetensors"))
+        tensors = {k: v.contiguous() for k, v in samples.items()}
+        checkpoints.write_atomic(a.out / f"{samples_stem}{suffix}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
     print(f"wrote {path} in {results['wall_time_s']} s")
     return 0
 

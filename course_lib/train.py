@@ -213,8 +213,14 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
     gen = torch.Generator().manual_seed(recipe.seed)
     state_path = Path(runs_dir or RUNS_DIR) / recipe.name / "state.pt"
     start, elapsed = 0, 0.0
-    if resume and state_path.exists():
-        state = torch.load(state_path, weights_only=True)
+    if resume and not state_path.exists():
+        raise FileNotFoundError(f"resume: no saved state at {state_path}; train without --resume to start afresh")
+    if resume:
+        try:
+            state = torch.load(state_path, weights_only=True)
+        except Exception as exc:  # truncated or not a state file: say which file, and what to do
+            raise RuntimeError(f"resume: {state_path} is not a readable training state ({type(exc).__name__}: "
+                               f"{str(exc)[:120]}); delete it and train without --resume") from None
         if state["steps"] != recipe.steps:
             log(f"resume: saved run was for {state['steps']} steps, this one is for {recipe.steps}; the lr schedule follows the new total")
         model.load_state_dict(state["model"])
@@ -229,9 +235,10 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
 
     def save_state(step):
         state_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.model.state_dict() if ema else {},
-                    "generator": gen.get_state(), "step": step, "elapsed": elapsed + time.time() - t0,
-                    "steps": recipe.steps}, state_path)
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.model.state_dict() if ema else {},
+                 "generator": gen.get_state(), "step": step, "elapsed": elapsed + time.time() - t0,
+                 "steps": recipe.steps}
+        checkpoints.write_atomic(state_path, lambda tmp: torch.save(state, tmp))
 
     t0 = time.time()
     bar = tqdm(range(start, recipe.steps), desc=recipe.name, disable=not progress, initial=start, total=recipe.steps)
@@ -579,15 +586,13 @@ def train(name: str, steps: int | None = None, device=None, resume: bool = False
 
 def evaluate_shipped(name: str, device=None, weights_dir=None) -> dict:
     """Measure the shipped model ``name`` again and store the metrics in its manifest entry."""
-    import json
-
     device = default_device(device)
     model = checkpoints.load(name, device=device, weights_dir=weights_dir)
     metrics = _evaluate(RECIPES[name], model, device)
     mpath = (Path(weights_dir) if weights_dir else checkpoints.WEIGHTS_DIR) / "manifest.json"
     m = checkpoints.manifest(mpath)
     m[name]["metrics"] = metrics
-    mpath.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    checkpoints.write_manifest(m, mpath)
     return metrics
 
 

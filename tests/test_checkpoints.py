@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from course_lib import checkpoints
+from course_lib.checkpoints import CheckpointError
 from course_lib.nets import MLPConfig, MLPDenoiser
 from course_lib.train import RECIPES
 
@@ -105,3 +106,30 @@ def test_save_log_round_trip_and_errors(tmp_path):
     (tmp_path / "toy.log.safetensors").write_bytes(b"broken")
     with pytest.raises(checkpoints.CheckpointError, match="differs from the manifest"):
         checkpoints.load_log("toy", tmp_path)
+
+
+def test_a_missing_or_truncated_manifest_is_a_checkpoint_error_that_says_how_to_restore_it(tmp_path):
+    with pytest.raises(CheckpointError, match="manifest:.*is missing"):
+        checkpoints.manifest(tmp_path / "manifest.json")
+    assert checkpoints.manifest(tmp_path / "manifest.json", missing_ok=True) == {}
+    text = checkpoints.MANIFEST.read_text()
+    (tmp_path / "manifest.json").write_text(text[: len(text) // 2])  # a write killed half-way, as before
+    with pytest.raises(CheckpointError, match="not readable JSON"):
+        checkpoints.load("ring8_mlp", weights_dir=tmp_path)
+
+
+def test_an_interrupted_save_leaves_the_old_weights_and_manifest_whole(tmp_path, monkeypatch):
+    model = MLPDenoiser(MLPConfig(hidden=16, num_layers=1))
+    checkpoints.save("tiny", model, {"seed": 0}, weights_dir=tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def killed(src, dst):
+        raise KeyboardInterrupt("killed while writing")
+    monkeypatch.setattr(checkpoints.os, "replace", killed)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save("tiny", model, {"seed": 1}, weights_dir=tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no half file, no temporary left
+    monkeypatch.undo()
+    checkpoints.load("tiny", weights_dir=tmp_path)

@@ -50,3 +50,13 @@ def test_cli_lists_recipes(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in RECIPES)
+
+
+def test_resume_without_a_saved_state_or_with_a_truncated_one_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="resume: no saved state"):
+        train("ring8_mlp", steps=2, resume=True, save=False, runs_dir=tmp_path, progress=False)
+    state = tmp_path / "ring8_mlp" / "state.pt"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(RuntimeError, match="not a readable training state.*without --resume"):
+        train("ring8_mlp", steps=2, resume=True, save=False, runs_dir=tmp_path, progress=False)
