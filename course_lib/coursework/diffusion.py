@@ -5,7 +5,7 @@ import functools
 
 import torch
 
-from .core import Case, CourseworkError, NotStarted, Verdict, announce, check_function
+from .core import Case, CourseworkError, NotStarted, Verdict, announce, check_function, check_prediction
 from ..diffusion import ddim_step, ddim_step_terms, predicted_x0, q_sample, q_sigma_posterior, sigma_eta
 from ..schedules import alphas_cumprod, cosine_betas, linear_betas
 
@@ -228,8 +228,6 @@ def check_consistency_prediction(prediction, same_mode_eta0: float, same_mode_et
     """Exercise 1.0 (predict, then run): which fraction of points sampled from the same x_T with 10 and with 1000
     DDIM steps (eta = 0, exact eps*) end in the same mode of the ring? ``same_mode_eta*`` are what the experiment
     cell measured (eta = 0, and eta = 1 against the eta = 0 run)."""
-    from .core import check_prediction
-
     for name, v in (("same_mode_eta0", same_mode_eta0), ("same_mode_eta1", same_mode_eta1)):
         if not isinstance(v, float) or not 0 <= v <= 1:
             raise CourseworkError(f"consistency (Exercise 1.0): {name}: expected a fraction in [0, 1] from the "

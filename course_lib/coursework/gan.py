@@ -5,7 +5,7 @@ import functools
 
 import torch
 
-from .core import Case, CourseworkError, Verdict, announce, check_function
+from .core import Case, CourseworkError, Verdict, announce, check_function, check_number, check_prediction
 
 
 # -- Exercises 5.1 and 5.2: VQGAN's adaptive weight and the hinge loss ----------------------------------------
@@ -104,8 +104,6 @@ def check_discriminator_prediction(prediction, mean_logit: dict) -> Verdict:
     """Exercise 5.0 (predict, then run): how does the discriminator trained alongside (c) rate (c)'s
     reconstructions? ``mean_logit`` is the experiment cell's {"real", "(a) L2", "(b) L1 + LPIPS",
     "(c) L1 + LPIPS + GAN"} -> mean logit over 256 held-out images."""
-    from .core import check_prediction
-
     keys = ("real", "(a) L2", "(b) L1 + LPIPS", "(c) L1 + LPIPS + GAN")
     if not isinstance(mean_logit, dict) or set(mean_logit) != set(keys):
         raise CourseworkError(f"discriminator (Exercise 5.0): mean_logit: expected a dict with keys {keys} from the "
@@ -142,8 +140,6 @@ def gradient_norms() -> dict:
 
 def check_clamp_experiment(clamp_scale) -> Verdict:
     """Exercise 5.3 (experiment): the factor c on L_GAN below which lambda sits at its clamp 1e4 (delta = 1e-6)."""
-    from .core import check_number
-
     name, exercise = "the clamp", "Exercise 5.3"
     m = gradient_norms()
     truth = (m["rec_norm"] / 1e4 - 1e-6) / m["gan_norm"]  # rec / (c gan + delta) = 1e4, solved for c

@@ -20,14 +20,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .student import is_check_cell
+from .student import EXERCISE_TITLE, is_check_cell
 
 __all__ = ["Row", "grade_notebook", "grade", "format_report"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NOT_STARTED = {"NotStarted"}
 _WRONG = {"CourseworkError", "LibraryCalled", "AssertionError"}
-_EXERCISE = re.compile(r"Exercise (\d+\.\d+)")
 
 
 @dataclass
@@ -64,7 +63,7 @@ def _exercise_of(check_name: str, nb_cells: list, index: int) -> str:
         if fn.__name__ == check_name:
             return key
     for prev in reversed(nb_cells[:index]):  # a check outside the table: the exercise title above it
-        m = _EXERCISE.search("".join(prev["source"]))
+        m = EXERCISE_TITLE.search("".join(prev["source"]))
         if m:
             return m.group(1)
     return "?"

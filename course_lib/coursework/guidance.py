@@ -5,7 +5,7 @@ import functools
 
 import torch
 
-from .core import Case, CourseworkError, Verdict, announce, check_function
+from .core import Case, CourseworkError, Verdict, announce, check_function, check_number, check_prediction
 from .diffusion import _abar_pairs
 
 
@@ -91,8 +91,6 @@ def check_sharpening_prediction(prediction, spread_s1: float, spread_s10: float,
     """Exercise 2.0 (predict, then run): with the exact classifier on the ring, how wide is the cloud of samples in
     the asked-for mode at guidance scale 10 compared with scale 1? ``spread_*`` are the experiment cell's measured
     standard deviations (of the samples that landed in the mode), ``data_std`` the mode's own."""
-    from .core import check_prediction
-
     for name, v in (("spread_s1", spread_s1), ("spread_s10", spread_s10), ("data_std", data_std)):
         if not isinstance(v, float) or not v > 0:
             raise CourseworkError(f"guidance scale (Exercise 2.0): {name}: expected a positive number from the "
@@ -136,8 +134,6 @@ def algorithm_accuracies() -> dict:
 
 def check_algorithms_experiment(alg1_accuracy, alg2_accuracy) -> Verdict:
     """Exercise 2.4 (experiment): accuracy of Algorithm 1 and of Algorithm 2 at the same 50 steps and scale 1."""
-    from .core import check_number
-
     name, exercise = "algorithms 1 and 2", "Exercise 2.4"
     acc = algorithm_accuracies()
     hint = ("Use the cell's x_T, class 3, scale 1.0, timestep_subsequence(1000, 50), the exact classifier's gradient, "

@@ -5,7 +5,7 @@ import functools
 
 import torch
 
-from .core import Case, CourseworkError, NotStarted, Verdict, announce, check_function
+from .core import Case, CourseworkError, NotStarted, Verdict, announce, check_function, check_prediction
 
 
 # -- Exercises 6.1 and 6.2: cross-attention, and the scaled latent ---------------------------------------------
@@ -123,8 +123,6 @@ SWAP_CHOICES = {"a": "as often as the standard model (nearly always)", "b": "abo
 def check_swap_prediction(prediction, position_swapped: float, position_standard: float) -> Verdict:
     """Exercise 6.0 (predict, then run): how often does the swapped model put the shape where the caption says?
     The arguments are the measured position rates (the manifest's, 256 held-out captions)."""
-    from .core import check_prediction
-
     for name, v in (("position_swapped", position_swapped), ("position_standard", position_standard)):
         if not isinstance(v, float) or not 0 <= v <= 1:
             raise CourseworkError(f"swapped attention (Exercise 6.0): {name}: expected a rate in [0, 1] from the "

@@ -5,7 +5,7 @@ import functools
 
 import torch
 
-from .core import Case, CourseworkError, Verdict, announce, check_function
+from .core import Case, CourseworkError, Verdict, announce, check_function, check_number, check_prediction
 
 
 # -- Notebook 04: LPIPS --------------------------------------------------------------------------------------------
@@ -87,8 +87,6 @@ def check_shift_noise_prediction(prediction, l2_shift: float, l2_noise: float, l
                                  lpips_noise: float) -> Verdict:
     """Exercise 4.0 (predict, then run): a one-pixel shift and Gaussian noise with no larger L2 distance: which
     does LPIPS (the course backbone, learned weights) call farther? The arguments are the experiment's means."""
-    from .core import check_prediction
-
     values = {"l2_shift": l2_shift, "l2_noise": l2_noise, "lpips_shift": lpips_shift, "lpips_noise": lpips_noise}
     for name, v in values.items():
         if not isinstance(v, float) or not v >= 0:
@@ -143,8 +141,6 @@ def two_afc_agreement(n: int = 300, seed: int = 2024) -> dict:
 
 def check_2afc_experiment(l2_agreement, lpips_agreement) -> Verdict:
     """Exercise 4.3 (experiment): agreement of L2 and of LPIPS with the synthetic 2AFC judgments."""
-    from .core import check_number
-
     name, exercise = "2AFC agreement", "Exercise 4.3"
     m = two_afc_agreement()
     hint = ("Use make_2afc(300, seed=2024); a distance agrees when it calls p1 closer exactly where judge == 1 "

@@ -5,7 +5,7 @@ import functools
 
 import torch
 
-from .core import Case, CourseworkError, Verdict, announce, check_function, run_learner
+from .core import Case, CourseworkError, Verdict, announce, check_function, check_number, check_prediction, run_learner
 from ..quantize import vq_losses
 
 
@@ -22,6 +22,7 @@ def check_straight_through(fn) -> Verdict:
         z_e = torch.randn(shape, generator=g, requires_grad=True)
         z_q = torch.randn(shape, generator=g, requires_grad=True)
         upstream = torch.randn(shape, generator=g)
+        # positional call, as the exercise's signature reads (run_learner passes keywords)
         out = run_learner(name, exercise, lambda z_e, z_q: fn(z_e, z_q), {"z_e": z_e, "z_q": z_q},
                           f"shape {tuple(shape)}", f"{i + 1}/{len(shapes)}", [straight_through], fn)
         # run_learner hands the learner clones of z_e and z_q: clone() is differentiable, so the gradients still
@@ -135,8 +136,6 @@ USAGE_CHOICES = {"a": "all 16 codes", "b": "between 8 and 15 codes", "c": "fewer
 def check_usage_prediction(prediction, codes_used: int, num_codes: int = 16) -> Verdict:
     """Exercise 3.0 (predict, then run): how many of the 16 codes are in use after 300 steps of the codebook loss on
     the 2-D ring (the Voronoi demo's training)? ``codes_used`` is what the experiment cell counted."""
-    from .core import check_prediction
-
     if isinstance(codes_used, bool) or not isinstance(codes_used, int) or not 0 <= codes_used <= num_codes:
         raise CourseworkError(f"codebook usage (Exercise 3.0): codes_used: expected a count in [0, {num_codes}] from "
                               f"the experiment cell, got {codes_used!r}; run the experiment cell first")
@@ -176,8 +175,6 @@ def restarts_usage(restart: bool = True) -> dict:
 
 def check_restarts_experiment(codes_used, perplexity) -> Verdict:
     """Exercise 3.4 (experiment): codes in use and perplexity after training with dead-code restarts."""
-    from .core import check_number
-
     name, exercise = "dead-code restarts", "Exercise 3.4"
     m = restarts_usage()
     hint = ("Follow the recipe: torch.manual_seed(0) just before VectorQuantizer(16, 2, restart_dead_codes=True), "

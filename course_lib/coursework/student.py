@@ -25,7 +25,7 @@ __all__ = ["BEGIN", "END", "REVEALS_TAG", "StudentCopyEdited", "strip_solutions"
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 REVEALS_TAG = "reveals-solution"
-_EXERCISE_TITLE = re.compile(r"#\s*Exercise\s+(\d+\.\d+)\s*[:.\-\u2014]?\s*(.*)")
+EXERCISE_TITLE = re.compile(r"#\s*Exercise\s+(\d+\.\d+)\s*[:.\-\u2014]?\s*(.*)")
 _CHECK_CALL = re.compile(r"^\s*check_\w+\(", re.M)
 
 
@@ -70,7 +70,7 @@ def solution_blocks(source: str) -> list[tuple[str, str]]:
 def strip_solutions(source: str, fallback_id: str) -> tuple[str, int]:
     """Replace every fenced solution in one cell's source; returns (new source, number replaced)."""
     lines = source.splitlines(keepends=True)
-    title = next((m for m in map(_EXERCISE_TITLE.search, lines) if m), None)
+    title = next((m for m in map(EXERCISE_TITLE.search, lines) if m), None)
     label = f"Exercise {title.group(1)}: {title.group(2).strip()}" if title else f"Exercise {fallback_id}"
     out, inside, count, indent, block = [], False, 0, "", []
     for line in lines:
