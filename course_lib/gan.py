@@ -83,15 +83,16 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 
-def load_discriminator(name: str = "shapes_vqgan32", weights_dir=None) -> PatchDiscriminator:
-    """The discriminator trained with the shipped VQGAN ``name`` (kept in its training log), in eval mode."""
+def load_discriminator(name: str = "shapes_vqgan32", source=None) -> PatchDiscriminator:
+    """The discriminator trained with the VQGAN ``name`` (kept in its training log), in eval mode; ``source`` as for
+    :func:`course_lib.checkpoints.load`."""
     from .checkpoints import CheckpointError, entry, load_log
 
-    e = entry(name, weights_dir)
+    e = entry(name, source)
     if "discriminator_config" not in e:
         raise CheckpointError(f"{name}: this model was trained without a discriminator")
     d = PatchDiscriminator(**e["discriminator_config"])
-    state = {k.removeprefix("discriminator."): v for k, v in load_log(name, weights_dir).items()
+    state = {k.removeprefix("discriminator."): v for k, v in load_log(name, source).items()
              if k.startswith("discriminator.")}
     d.load_state_dict(state, strict=True)
     return d.eval()

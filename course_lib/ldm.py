@@ -55,11 +55,15 @@ class LatentDiffusion:
         self.alphas_cumprod = make_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
 
     @classmethod
-    def from_shipped(cls, name: str, device=None, weights_dir=None) -> "LatentDiffusion":
-        """The shipped model ``name`` with its autoencoder and scale factor, as recorded in the manifest."""
-        e = checkpoints.entry(name, weights_dir)
-        unet = checkpoints.load(name, device=device, weights_dir=weights_dir)
-        ae = checkpoints.load(e["autoencoder"], device=device, weights_dir=weights_dir) if e.get("autoencoder") else None
+    def from_shipped(cls, name: str, device=None, source=None) -> "LatentDiffusion":
+        """The model ``name`` with its autoencoder and scale factor, as recorded in its manifest entry; ``source`` as
+        for :func:`course_lib.checkpoints.load` (the autoencoder comes from the same folder if it is there, else
+        as ``use_retrained`` says, and must be the one the denoiser was trained on)."""
+        folder = checkpoints.weights_folder(name, source)
+        e = checkpoints.entry(name, folder)
+        unet = checkpoints.load(name, device=device, source=folder)
+        ae = (checkpoints.load(e["autoencoder"], device=device, source=checkpoints.parent_folder(e["autoencoder"], folder))
+              if e.get("autoencoder") else None)
         return cls(unet, ae, e.get("latent_scale", 1.0))
 
     @property

@@ -1,13 +1,18 @@
 """Training loops and the recipes that rebuild every shipped model.
 
-    python -m course_lib.train NAME [--steps N] [--device cpu|cuda] [--resume] [--no-save]
+    python -m course_lib.train NAME [--steps N] [--device cpu|cuda] [--resume] [--no-save] [--use-retrained P ...]
+    python -m course_lib.train NAME --eval-only [--ship]
+    python -m course_lib.train NAME --ship        (maintainers: replace the shipped model)
     python -m course_lib.train --list
 
 One loop for diffusion models (eps-prediction MSE, EMA of weights, optional label dropout
 for classifier-free guidance) and one for classifiers; both are seeded (the batch of step
 i is a function of the seed and i), show a tqdm bar, and save a resumable state every few
 hundred steps under ``runs/NAME/``. A recipe then measures the model with
-:mod:`course_lib.metrics` and writes weights and manifest entry via :mod:`course_lib.checkpoints`.
+:mod:`course_lib.metrics` and writes weights and manifest entry via :mod:`course_lib.checkpoints`:
+into ``runs/NAME/`` (a learner's retrain, used only where a notebook's ``RETRAINED`` names it),
+and into the package's ``course_lib/weights/`` only with ``--ship``. The entry records the
+sha256 of every parent model (:func:`recipe_parents`), which ``checkpoints.load`` checks.
 The same command runs on CPU or CUDA (bfloat16 autocast on both for the UNet).
 """
 from __future__ import annotations
@@ -31,9 +36,8 @@ from .diffusion import ddim_sample, q_sample
 from .nets import build_model
 from .schedules import make_alphas_cumprod, timestep_subsequence
 
-__all__ = ["EMA", "Recipe", "RECIPES", "train", "diffusion_loss", "main"]
+__all__ = ["EMA", "Recipe", "RECIPES", "recipe_parents", "train", "evaluate", "diffusion_loss", "main"]
 
-RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
 CORRUPTIONS = ("clean", "light noise", "heavy noise", "blur")  # the clean classifier's extra head
 
 
@@ -148,6 +152,21 @@ RECIPES = {r.name: r for r in [
 ]}
 
 
+def recipe_parents(recipe: Recipe) -> dict:
+    """The models a recipe's weights or metrics depend on, name -> use ("autoencoder": trained on its latents or
+    codes; "perceptual": its features are in the loss; "metrics": its features measure the model's FD)."""
+    parents = {}
+    if recipe.task in ("diffusion", "ldm") and recipe.data != "ring8":
+        parents["shapes_classifier16"] = "metrics"       # FD and caption-following in its features
+    if recipe.task == "vqgan":                            # metrics.reconstruction_report: FD in both classifiers
+        parents.update({"shapes_classifier16": "metrics", "shapes_noisy_classifier16": "metrics"})
+        if recipe.extra["loss"].get("perceptual_weight", 0) > 0:
+            parents["shapes_classifier16"] = "perceptual"  # LPIPS(net="shapes") is its trunk
+    if recipe.extra.get("autoencoder"):
+        parents[recipe.extra["autoencoder"]] = "autoencoder"
+    return parents
+
+
 def corrupt(x: torch.Tensor, generator: torch.Generator, p: float = 0.5):
     """Corrupt a random half of the images; returns (images, corruption id per image, see CORRUPTIONS).
 
@@ -211,7 +230,7 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
     ema = EMA(model, recipe.ema_decay) if recipe.ema_decay else None
     ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
     gen = torch.Generator().manual_seed(recipe.seed)
-    state_path = Path(runs_dir or RUNS_DIR) / recipe.name / "state.pt"
+    state_path = Path(runs_dir or checkpoints.RUNS_DIR) / recipe.name / "state.pt"
     start, elapsed = 0, 0.0
     if resume and not state_path.exists():
         raise FileNotFoundError(f"resume: no saved state at {state_path}; train without --resume to start afresh")
@@ -484,9 +503,6 @@ def _evaluate(recipe: Recipe, model, device, log=print, info: dict | None = None
                 out[f"accuracy_t{tt}"] = round(float((model(x_t, t.to(device)).argmax(1) == y).float().mean()), 4)
         return out
     ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
-    if recipe.data == "shapes32":
-        b = generate_shapes(n, 32, 1, seed=seed)
-        return b.images, b.labels, b.attributes
     if recipe.data == "ring8":
         from .metrics import mixture_nll, mmd_rbf, sliced_wasserstein
         mix = ring_mixture()
@@ -545,18 +561,35 @@ def evaluate_autoencoder32(model, device, n: int = 500) -> dict:
     return reconstruction_report(model.decode(z_q).clamp(-1, 1), x, idx, model.config.num_codes)
 
 
+def _destination(name: str, ship: bool, weights_dir, runs_dir) -> Path:
+    if ship and weights_dir is not None:
+        raise ValueError("ship: --ship writes into the package's course_lib/weights/; do not also pass weights_dir")
+    if ship:
+        return checkpoints.WEIGHTS_DIR
+    return Path(weights_dir) if weights_dir is not None else Path(runs_dir or checkpoints.RUNS_DIR) / name
+
+
 def train(name: str, steps: int | None = None, device=None, resume: bool = False, save: bool = True,
           weights_dir=None, progress: bool = True, evaluate: bool = True, log=print, save_every: int = 500,
-          runs_dir=None):
-    """Train the registered model ``name`` and (with ``save``) ship it; returns (model, manifest entry info)."""
+          runs_dir=None, ship: bool = False):
+    """Train the registered model ``name``; returns (model, manifest entry info).
+
+    With ``save`` the weights and manifest entry go to ``weights_dir`` if given, else to ``runs_dir/NAME/``
+    (default ``runs/NAME/``, beside the resumable state): a retrain never touches the shipped model. Only
+    ``ship=True`` (the maintainers' ``--ship``) writes into ``course_lib/weights/``. Parents load as
+    :func:`course_lib.checkpoints.load` resolves them (shipped, unless ``use_retrained`` named them), and the entry
+    records their sha256.
+    """
     if isinstance(name, str) and name not in RECIPES:
         raise ValueError(f"name: expected one of {sorted(RECIPES)}, got {name!r}")
     recipe = copy.deepcopy(RECIPES[name] if isinstance(name, str) else name)
     if steps is not None:
-        if steps < 1:
-            raise ValueError(f"steps: expected a positive number of steps, got {steps}")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"steps: expected a positive number of steps, got {steps!r}")
         recipe.steps = steps
+    out_dir = _destination(recipe.name, ship, weights_dir, runs_dir) if save else None
     device = default_device(device)
+    parents = {p: checkpoints.parent_record(p, use) for p, use in recipe_parents(recipe).items()}
     log_tensors = None
     if recipe.task in ("vqgan", "prior", "ldm"):
         if resume:
@@ -571,27 +604,42 @@ def train(name: str, steps: int | None = None, device=None, resume: bool = False
         "description": recipe.description, "seed": recipe.seed, "steps": recipe.steps,
         "batch_size": recipe.batch_size, "lr": recipe.lr, "ema_decay": recipe.ema_decay,
         "command": cmd, "device": str(device), "torch": torch.__version__,
-        "num_params": sum(p.numel() for p in model.parameters()),
+        "num_params": sum(p.numel() for p in model.parameters()), "parents": parents,
     })
     if evaluate:
         t0 = time.time()
         info["metrics"] = _evaluate(recipe, model, device, log, info)
         info["eval_time_s"] = round(time.time() - t0, 1)
     if save:
-        checkpoints.save(name, model, info, weights_dir)
+        checkpoints.save(name, model, info, out_dir)
         if log_tensors:
-            checkpoints.save_log(name, log_tensors, weights_dir)
+            checkpoints.save_log(name, log_tensors, out_dir)
+        log(f"{name}: weights and manifest entry written to {out_dir}/" + (
+            "" if ship else f" (the shipped model is untouched; a notebook uses yours with RETRAINED = [{name!r}])"))
     return model, info
 
 
-def evaluate_shipped(name: str, device=None, weights_dir=None) -> dict:
-    """Measure the shipped model ``name`` again and store the metrics in its manifest entry."""
+def evaluate(name: str, device=None, source=None, ship: bool = False, log=print) -> dict:
+    """Measure model ``name`` again (as loaded from ``source``, see :func:`course_lib.checkpoints.weights_folder`)
+    and refresh its metrics and the sha256 of the models those metrics used. The result is stored in the manifest
+    it came from, except the shipped one, which only ``ship=True`` writes."""
     device = default_device(device)
-    model = checkpoints.load(name, device=device, weights_dir=weights_dir)
-    metrics = _evaluate(RECIPES[name], model, device)
-    mpath = (Path(weights_dir) if weights_dir else checkpoints.WEIGHTS_DIR) / "manifest.json"
+    folder = checkpoints.weights_folder(name, source)
+    model = checkpoints.load(name, device=device, source=folder, parents=False)
+    e = checkpoints.entry(name, folder)
+    for p, rec in e.get("parents", {}).items():  # a parent it was trained on must still match: only metrics move
+        if rec["use"] != "metrics":
+            checkpoints.check_parents(name, {"parents": {p: rec}}, folder)
+    metrics = _evaluate(RECIPES[name], model, device, log, e)
+    if folder == checkpoints.WEIGHTS_DIR and not ship:
+        log(f"{name}: not stored (the shipped manifest changes only with --ship)")
+        return metrics
+    mpath = folder / "manifest.json"
     m = checkpoints.manifest(mpath)
     m[name]["metrics"] = metrics
+    m[name].setdefault("parents", {}).update(
+        {p: checkpoints.parent_record(p, "metrics") for p, use in recipe_parents(RECIPES[name]).items()
+         if use == "metrics"})
     checkpoints.write_manifest(m, mpath)
     return metrics
 
@@ -603,23 +651,32 @@ def main(argv=None):
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
     p.add_argument("--resume", action="store_true", help="continue from runs/NAME/state.pt")
     p.add_argument("--no-save", action="store_true", help="do not write weights or manifest")
+    p.add_argument("--ship", action="store_true",
+                   help="maintainers: write into the package's course_lib/weights/ (replaces the shipped model)")
+    p.add_argument("--use-retrained", nargs="+", default=[], metavar="PARENT",
+                   help="train on your retrains of these parent models (runs/PARENT/) instead of the shipped ones")
     p.add_argument("--list", action="store_true", help="list the recipes")
     p.add_argument("--eval-only", action="store_true",
-                   help="re-measure the shipped model and update its manifest metrics (no training)")
+                   help="re-measure the model (yours in runs/NAME/ if it exists, else the shipped one; stored "
+                        "into the shipped manifest only with --ship)")
     a = p.parse_args(argv)
     if a.list or not a.names:
         for r in RECIPES.values():
             print(f"{r.name:28s} {r.steps:6d} steps  {r.description}")
         return 0
     names = list(RECIPES) if a.names == ["all"] else a.names
-    for n in names:
+    for n in names + a.use_retrained:
         if n not in RECIPES:
             p.error(f"unknown model {n!r}; choose from {', '.join(RECIPES)}")
+    if a.ship and a.no_save:
+        p.error("--ship and --no-save contradict each other")
+    print(checkpoints.use_retrained(a.use_retrained))
     for n in names:
         if a.eval_only:
-            print(f"{n}: metrics {evaluate_shipped(n, a.device)}")
+            ours = (checkpoints.RUNS_DIR / n / "manifest.json").exists() and not a.ship
+            print(f"{n}: metrics {evaluate(n, a.device, 'runs' if ours else 'shipped', a.ship)}")
             continue
-        _, info = train(n, a.steps, a.device, a.resume, not a.no_save)
+        _, info = train(n, a.steps, a.device, a.resume, not a.no_save, ship=a.ship)
         print(f"{n}: {info.get('wall_time_s')} s training, metrics {info.get('metrics')}")
     return 0
 

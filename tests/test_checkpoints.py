@@ -63,7 +63,7 @@ def test_corrupted_file_is_refused_with_the_retrain_command(tmp_path):
     data[-5] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(checkpoints.CheckpointError, match=f"python -m course_lib.train {name}"):
-        checkpoints.load(name, weights_dir=tmp_path)
+        checkpoints.load(name, source=tmp_path)
 
 
 def test_missing_file_and_unknown_name(tmp_path):
@@ -71,8 +71,8 @@ def test_missing_file_and_unknown_name(tmp_path):
     path = _copy_weights(tmp_path, name)
     path.unlink()
     with pytest.raises(checkpoints.CheckpointError, match="missing.*python -m course_lib.train ring8_mlp"):
-        checkpoints.load(name, weights_dir=tmp_path)
-    with pytest.raises(checkpoints.CheckpointError, match="no shipped model"):
+        checkpoints.load(name, source=tmp_path)
+    with pytest.raises(checkpoints.CheckpointError, match="no model called .nope."):
         checkpoints.load("nope")
 
 
@@ -80,7 +80,7 @@ def test_save_then_load_round_trip(tmp_path):
     model = MLPDenoiser(MLPConfig(hidden=16, num_layers=1))
     e = checkpoints.save("tiny", model, {"seed": 0}, weights_dir=tmp_path)
     assert e["sha256"] == checkpoints.sha256(tmp_path / "tiny.safetensors")
-    loaded = checkpoints.load("tiny", weights_dir=tmp_path)
+    loaded = checkpoints.load("tiny", source=tmp_path)
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -115,7 +115,7 @@ def test_a_missing_or_truncated_manifest_is_a_checkpoint_error_that_says_how_to_
     text = checkpoints.MANIFEST.read_text()
     (tmp_path / "manifest.json").write_text(text[: len(text) // 2])  # a write killed half-way, as before
     with pytest.raises(CheckpointError, match="not readable JSON"):
-        checkpoints.load("ring8_mlp", weights_dir=tmp_path)
+        checkpoints.load("ring8_mlp", source=tmp_path)
 
 
 def test_an_interrupted_save_leaves_the_old_weights_and_manifest_whole(tmp_path, monkeypatch):
@@ -132,4 +132,54 @@ def test_an_interrupted_save_leaves_the_old_weights_and_manifest_whole(tmp_path,
         checkpoints.save("tiny", model, {"seed": 1}, weights_dir=tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no half file, no temporary left
     monkeypatch.undo()
-    checkpoints.load("tiny", weights_dir=tmp_path)
+    checkpoints.load("tiny", source=tmp_path)
+
+
+def _self_contained(tmp_path, names):
+    m = checkpoints.manifest()
+    checkpoints.write_manifest({n: m[n] for n in names}, tmp_path / "manifest.json")
+    for n in names:
+        shutil.copy(checkpoints.WEIGHTS_DIR / m[n]["file"], tmp_path / m[n]["file"])
+    return m
+
+
+def test_a_dependent_refuses_a_parent_that_changed_naming_both_and_the_command(tmp_path):
+    m = _self_contained(tmp_path, ["shapes_ldm32", "shapes_ae32_f4", "shapes_classifier16"])
+    checkpoints.load("shapes_ldm32", source=tmp_path)  # consistent folder: loads
+    other = MLPDenoiser(MLPConfig(hidden=16, num_layers=1))  # stands in for a retrained autoencoder
+    fake = checkpoints.save("shapes_ae32_f4", other, {"seed": 0}, tmp_path)
+    assert fake["sha256"] != m["shapes_ae32_f4"]["sha256"]
+    with pytest.raises(CheckpointError, match=r"shapes_ldm32: it was trained with shapes_ae32_f4 \(autoencoder\).*"
+                                              r"retrain shapes_ldm32 with `python -m course_lib.train shapes_ldm32`"):
+        checkpoints.load("shapes_ldm32", source=tmp_path)
+    from course_lib.ldm import LatentDiffusion
+    with pytest.raises(CheckpointError, match="shapes_ae32_f4"):
+        LatentDiffusion.from_shipped("shapes_ldm32", source=tmp_path)
+    checkpoints.load("shapes_ldm32", source=tmp_path, parents=False)  # re-measuring it is still possible
+
+
+def test_a_changed_metrics_classifier_asks_for_a_re_measure(tmp_path):
+    _self_contained(tmp_path, ["shapes_ddpm16", "shapes_classifier16"])
+    e = checkpoints.manifest(tmp_path / "manifest.json")
+    e["shapes_ddpm16"]["parents"]["shapes_classifier16"]["sha256"] = "0" * 64
+    checkpoints.write_manifest(e, tmp_path / "manifest.json")
+    with pytest.raises(CheckpointError, match="measured with shapes_classifier16.*--eval-only"):
+        checkpoints.load("shapes_ddpm16", source=tmp_path)
+
+
+def test_weights_whose_shapes_do_not_fit_the_config_are_a_checkpoint_error(tmp_path):
+    """Probe F8: same keys, one tensor of another shape, sha updated: was a raw RuntimeError."""
+    model = MLPDenoiser(MLPConfig(hidden=16, num_layers=1))
+    checkpoints.save("tiny", model, {"seed": 0}, tmp_path)
+    m = checkpoints.manifest(tmp_path / "manifest.json")
+    m["tiny"]["config"]["hidden"] = 32
+    checkpoints.write_manifest(m, tmp_path / "manifest.json")
+    with pytest.raises(CheckpointError, match=r"tiny: weights do not match the config.*wrong shapes.*config wants"):
+        checkpoints.load("tiny", source=tmp_path)
+
+
+def test_unknown_names_get_a_useful_hint():
+    with pytest.raises(CheckpointError, match="did you mean 'shapes_ddpm16'"):
+        checkpoints.load("shapes_ddpm")
+    with pytest.raises(TypeError, match="source: expected 'shipped', 'runs' or a folder path, got int"):
+        checkpoints.load("ring8_mlp", source=3)

@@ -11,7 +11,7 @@ def test_each_recipe_smoke_trains_and_saves(name, tmp_path):
                         evaluate=False, log=lambda *a: None)
     assert info["steps"] == 3 and info["command"] == f"python -m course_lib.train {name} --steps 3"
     assert torch.isfinite(torch.tensor(info["final_loss"]))
-    loaded = checkpoints.load(name, weights_dir=tmp_path)
+    loaded = checkpoints.load(name, source=tmp_path)
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -60,3 +60,63 @@ def test_resume_without_a_saved_state_or_with_a_truncated_one_is_an_error(tmp_pa
     state.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(RuntimeError, match="not a readable training state.*without --resume"):
         train("ring8_mlp", steps=2, resume=True, save=False, runs_dir=tmp_path, progress=False)
+
+
+def _shipped_bytes():
+    return {p.name: p.read_bytes() for p in checkpoints.WEIGHTS_DIR.iterdir() if p.is_file()}
+
+
+def test_a_learners_retrain_goes_to_runs_and_is_used_only_when_asked_for(tmp_path, monkeypatch):
+    """Probe defect 1: `train ring8_mlp --steps 5` replaced the shipped model (NLL 0.27 -> 5.5 million)."""
+    monkeypatch.setattr(checkpoints, "RUNS_DIR", tmp_path)
+    before = _shipped_bytes()
+    assert main(["ring8_mlp", "--steps", "5"]) == 0  # the CLI a learner runs (through ./course train)
+    assert _shipped_bytes() == before, "a retrain without --ship wrote into course_lib/weights/"
+    ours = checkpoints.entry("ring8_mlp", "runs")
+    assert ours["steps"] == 5 and (tmp_path / "ring8_mlp" / "ring8_mlp.safetensors").exists()
+    shipped = checkpoints.load("ring8_mlp")
+    assert shipped.source["folder"] == str(checkpoints.WEIGHTS_DIR)  # not named in RETRAINED: the shipped one
+    try:
+        line = checkpoints.use_retrained(["ring8_mlp"])
+        assert "YOUR RETRAINS" in line and "ring8_mlp (5 steps" in line
+        mine = checkpoints.load("ring8_mlp")
+        assert mine.source["sha256"] == ours["sha256"] != shipped.source["sha256"]
+    finally:
+        assert "every one is the shipped one" in checkpoints.use_retrained([])
+    assert checkpoints.load("ring8_mlp").source["sha256"] == shipped.source["sha256"]
+    assert main(["ring8_mlp", "--eval-only"]) == 0  # re-measures the learner's model, into its own manifest
+    assert _shipped_bytes() == before
+
+
+def test_use_retrained_refuses_a_model_that_was_not_retrained(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "RUNS_DIR", tmp_path)
+    with pytest.raises(checkpoints.CheckpointError, match="RETRAINED: there is no retrain of 'ring8_mlp'.*./course train ring8_mlp"):
+        checkpoints.use_retrained(["ring8_mlp"])
+    with pytest.raises(checkpoints.CheckpointError, match="RETRAINED: there is no retrain of 'nope'.*registered"):
+        checkpoints.use_retrained("nope")
+
+
+def test_eval_only_of_a_shipped_model_writes_nothing_without_ship(monkeypatch, tmp_path):
+    monkeypatch.setattr(checkpoints, "RUNS_DIR", tmp_path)  # no retrain there: eval-only measures the shipped model
+    before = _shipped_bytes()
+    assert main(["ring8_mlp", "--eval-only"]) == 0
+    assert _shipped_bytes() == before
+
+
+def test_ship_and_weights_dir_contradict():
+    with pytest.raises(ValueError, match="ship"):
+        train("ring8_mlp", steps=1, ship=True, weights_dir="/tmp/x", progress=False, evaluate=False)
+    with pytest.raises(SystemExit):
+        main(["ring8_mlp", "--ship", "--no-save"])
+
+
+def test_every_dependent_model_records_its_parents_sha256_and_they_match_the_shipped_parents():
+    from course_lib.train import recipe_parents
+
+    for name, recipe in RECIPES.items():
+        e = checkpoints.entry(name)
+        assert set(e.get("parents", {})) == set(recipe_parents(recipe)), name
+        for parent, rec in e["parents"].items():
+            assert rec["sha256"] == checkpoints.entry(parent)["sha256"], f"{name} was built on another {parent}"
+    assert set(checkpoints.entry("shapes_ldm32")["parents"]) == {"shapes_ae32_f4", "shapes_classifier16"}
+    assert checkpoints.entry("shapes_gpt32")["parents"]["shapes_vqgan32"]["use"] == "autoencoder"

@@ -18,10 +18,10 @@ AUTOENCODERS = {"shapes_ae32_l2": "(a) L2", "shapes_ae32_lpips": "(b) L1 + LPIPS
                 "shapes_vqgan32": "(c) L1 + LPIPS + GAN"}
 
 
-def snapshot_scrubber(names=tuple(AUTOENCODERS), weights_dir=None):
+def snapshot_scrubber(names=tuple(AUTOENCODERS), source=None):
     """One slider over training snapshots: the same 8 held-out images reconstructed by each model at that step
     (the snapshots ship in each model's training log, so scrubbing costs only a redraw)."""
-    logs = {n: checkpoints.load_log(n, weights_dir) for n in names}
+    logs = {n: checkpoints.load_log(n, source) for n in names}
     steps = logs[names[0]]["snapshot_steps"].tolist()
     for n in names:
         if logs[n]["snapshot_steps"].tolist() != steps:
