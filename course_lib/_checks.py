@@ -19,9 +19,18 @@ def as_tensor(value, name: str, dtype=torch.float32) -> torch.Tensor:
     raise TypeError(f"{name}: expected a float or a torch.Tensor, got {type(value).__name__}")
 
 
-def check_tensor(x, name: str, ndim: int | None = None, last_dim: int | None = None) -> torch.Tensor:
+def check_tensor(x, name: str, ndim: int | None = None, last_dim: int | None = None, floating: bool = False,
+                 finite: bool = False) -> torch.Tensor:
+    """``x`` must be a tensor (of ``ndim`` dimensions, last dimension ``last_dim``; with ``floating``, of a floating
+    dtype, so uint8 images in [0, 255] are caught; with ``finite``, without NaN or inf)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating tensor (data in [-1, 1], not integer pixel values), got "
+                        f"{x.dtype}")
+    if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).nonzero()[0].tolist()
+        raise ValueError(f"{name}: expected finite values, got {x[tuple(bad)].item()} at index {tuple(bad)}")
     if ndim is not None and x.ndim != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got shape {tuple(x.shape)}")
     if last_dim is not None and (x.ndim == 0 or x.shape[-1] != last_dim):
@@ -57,6 +66,9 @@ def check_range(value: float, name: str, low: float, high: float, low_open=False
 
 def check_alpha_bar(alpha_bar, name: str) -> torch.Tensor:
     """alpha_bar must lie in (0, 1]: it is a product of (1 - beta) factors."""
+    if isinstance(alpha_bar, torch.Tensor) and not alpha_bar.is_floating_point():
+        raise TypeError(f"{name}: expected floating values in (0, 1], got an integer tensor ({alpha_bar.dtype}); "
+                        f"did you pass a timestep t instead of alphas_cumprod[t]?")
     a = as_tensor(alpha_bar, name)
     if a.numel() and (bool((a <= 0).any()) or bool((a > 1).any()) or bool(torch.isnan(a).any())):
         bad = a[(a <= 0) | (a > 1) | torch.isnan(a)].flatten()[0].item()
@@ -65,19 +77,33 @@ def check_alpha_bar(alpha_bar, name: str) -> torch.Tensor:
 
 
 def broadcast_to_batch(coef: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
-    """Make a scalar or per-sample coefficient broadcast against ``x``.
+    """Make a scalar or per-sample coefficient broadcast against ``x`` (N, ...).
 
-    A tensor of shape (N,) with N == x.shape[0] is read as one value per sample and gets
-    trailing singleton axes; any other shape must broadcast as it is.
+    Accepted: a scalar (shape () or (1,)), one value per sample (N,), or (N, 1, ..., 1) / (1, 1, ..., 1) with x's
+    number of dimensions. Nothing else: a (W,) or (D,) tensor would broadcast along the last axis of x and
+    silently give each pixel or coordinate its own alpha.
     """
     coef = coef.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
-    if coef.ndim == 1 and x.ndim > 1 and coef.shape[0] == x.shape[0] and coef.shape[0] != 1:
-        coef = coef.reshape(-1, *([1] * (x.ndim - 1)))
-    try:
-        torch.broadcast_shapes(coef.shape, x.shape)
-    except RuntimeError:
-        raise ValueError(
-            f"{name}: shape {tuple(coef.shape)} does not broadcast against x of shape {tuple(x.shape)}; "
-            "expected a float, a tensor of shape (N,) with one value per sample, or a broadcastable tensor"
-        ) from None
-    return coef
+    n = x.shape[0] if x.ndim else 1
+    if coef.ndim == 0 or coef.shape == (1,):
+        return coef.reshape(())
+    if coef.ndim == 1 and coef.shape[0] == n:
+        return coef.reshape(-1, *([1] * (x.ndim - 1)))
+    if coef.ndim == x.ndim and coef.shape[0] in (1, n) and all(s == 1 for s in coef.shape[1:]):
+        return coef
+    raise ValueError(
+        f"{name}: expected a float, a tensor of shape ({n},) with one value per sample, or shape ({n}, 1, ..., 1); "
+        f"got shape {tuple(coef.shape)} for x of shape {tuple(x.shape)}")
+
+
+def check_alphas_cumprod(table, name: str = "alphas_cumprod") -> torch.Tensor:
+    """A table alpha_bar_0 > ... > alpha_bar_{T-1}: a 1-D floating tensor in (0, 1] that never increases."""
+    check_tensor(table, name, ndim=1, floating=True)
+    if table.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty table, got shape (0,)")
+    check_alpha_bar(table, name)
+    if table.numel() > 1 and bool((table[1:] > table[:-1]).any()):
+        i = int((table[1:] > table[:-1]).nonzero()[0])
+        raise ValueError(f"{name}: expected a non-increasing table (more noise at larger t), got "
+                         f"{table[i].item():.4g} at t={i} then {table[i + 1].item():.4g}; reversed or swapped?")
+    return table

@@ -16,6 +16,34 @@ from torch import nn
 __all__ = ["CrossAttention", "TransformerBlock", "SpatialTransformer", "SwappedCrossAttention"]
 
 
+def _check_sizes(heads, dim_head):
+    for name, v in (("heads", heads), ("dim_head", dim_head)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+
+
+def _check_inputs(x, context, mask, query_dim: int, context_dim: int):
+    """Shapes checked here, at the layer's boundary, so a mistake names the argument instead of failing in F.linear."""
+    for name, t in (("x", x), ("context", context)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if x.ndim != 3 or context.ndim != 3 or context.shape[0] != x.shape[0]:
+        raise ValueError(f"x, context: expected (B, N, query_dim) and (B, M, context_dim) with the same B, got "
+                         f"{tuple(x.shape)} and {tuple(context.shape)}")
+    if x.shape[-1] != query_dim:
+        raise ValueError(f"x: expected last dimension query_dim = {query_dim}, got shape {tuple(x.shape)}")
+    if context.shape[-1] != context_dim:
+        raise ValueError(f"context: expected last dimension context_dim = {context_dim}, got shape "
+                         f"{tuple(context.shape)}")
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.shape != context.shape[:2] or mask.dtype != torch.bool:
+            raise ValueError(f"mask: expected a bool tensor of shape {tuple(context.shape[:2])} (True = attend), "
+                             f"got {getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError(f"mask: expected at least one True entry per row (a query must attend to something), "
+                             f"got an all-False row at batch index {int((~mask.any(dim=1)).nonzero()[0])}")
+
+
 class CrossAttention(nn.Module):
     """Multi-head attention: queries from ``x``, keys and values from ``context`` (``x`` itself if None).
 
@@ -26,8 +54,10 @@ class CrossAttention(nn.Module):
 
     def __init__(self, query_dim: int, context_dim: int | None = None, heads: int = 4, dim_head: int = 32):
         super().__init__()
+        _check_sizes(heads, dim_head)
         inner = heads * dim_head
         context_dim = query_dim if context_dim is None else context_dim
+        self.query_dim, self.context_dim = query_dim, context_dim
         self.heads, self.scale = heads, dim_head**-0.5
         self.to_q = nn.Linear(query_dim, inner, bias=False)
         self.to_k = nn.Linear(context_dim, inner, bias=False)
@@ -37,15 +67,7 @@ class CrossAttention(nn.Module):
     def forward(self, x, context=None, mask=None, return_attention: bool = False):
         """(B, N, query_dim) -> (B, N, query_dim); with ``return_attention`` also the weights (B, heads, N, M)."""
         context = x if context is None else context
-        if x.ndim != 3 or context.ndim != 3 or context.shape[0] != x.shape[0]:
-            raise ValueError(f"x, context: expected (B, N, query_dim) and (B, M, context_dim) with the same B, got "
-                             f"{tuple(x.shape)} and {tuple(context.shape)}")
-        if mask is not None:
-            if mask.shape != context.shape[:2] or mask.dtype != torch.bool:
-                raise ValueError(f"mask: expected a bool tensor of shape {tuple(context.shape[:2])} (True = attend), "
-                                 f"got {mask.dtype} {tuple(mask.shape)}")
-            if not bool(mask.any(dim=1).all()):
-                raise ValueError("mask: every row needs at least one True entry (a query must attend to something)")
+        _check_inputs(x, context, mask, self.query_dim, self.context_dim)
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
         k = rearrange(self.to_k(context), "b m (h d) -> b h m d", h=self.heads)
         v = rearrange(self.to_v(context), "b m (h d) -> b h m d", h=self.heads)
@@ -124,7 +146,9 @@ class SwappedCrossAttention(nn.Module):
 
     def __init__(self, query_dim: int, context_dim: int, heads: int = 4, dim_head: int = 32):
         super().__init__()
+        _check_sizes(heads, dim_head)
         inner = heads * dim_head
+        self.query_dim, self.context_dim = query_dim, context_dim
         self.heads, self.scale = heads, dim_head**-0.5
         self.to_q = nn.Linear(context_dim, inner, bias=False)  # queries from the caption
         self.to_k = nn.Linear(query_dim, inner, bias=False)    # keys and values from the image
@@ -132,6 +156,7 @@ class SwappedCrossAttention(nn.Module):
         self.to_out = nn.Linear(inner, query_dim)
 
     def forward(self, x, context, mask=None, return_attention: bool = False, return_per_token: bool = False):
+        _check_inputs(x, context, mask, self.query_dim, self.context_dim)
         q = rearrange(self.to_q(context), "b m (h d) -> b h m d", h=self.heads)
         k = rearrange(self.to_k(x), "b n (h d) -> b h n d", h=self.heads)
         v = rearrange(self.to_v(x), "b n (h d) -> b h n d", h=self.heads)

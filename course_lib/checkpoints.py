@@ -58,11 +58,11 @@ def manifest(path: Path | None = None, missing_ok: bool = False) -> dict:
     if not path.exists():
         if missing_ok:
             return {}
-        raise CheckpointError(f"manifest: {path} is missing; {restore}")
+        raise CheckpointError(f"manifest: expected a manifest at {path}, found none; {restore}")
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"manifest: {path} is not readable JSON ({exc}); {restore}") from None
+        raise CheckpointError(f"manifest: expected readable JSON in {path}, got {exc}; {restore}") from None
 
 
 def write_atomic(path: Path, write) -> None:
@@ -135,10 +135,10 @@ def entry(name: str, source=None) -> dict:
             hint = f"build it with `{retrain_command(name)} --ship`"
         elif folder == WEIGHTS_DIR:
             close = difflib.get_close_matches(str(name), sorted(m), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "expected one of the names above"
+            hint = f"did you mean {close[0]!r}?" if close else "the names are listed above"
         else:
             hint = f"build it with `{retrain_command(name)}`"
-        raise CheckpointError(f"name: no model called {name!r} in {folder}; known: {sorted(m)}. {hint}")
+        raise CheckpointError(f"name: expected one of the models in {folder} {sorted(m)}, got {name!r}; {hint}")
     return m[name]
 
 
@@ -214,7 +214,8 @@ def load(name: str, device=None, source=None, verify: bool = True, parents: bool
     model.load_state_dict(state, strict=True)
     model.source = {"name": name, "folder": str(folder), "sha256": e["sha256"], "steps": e.get("steps")}
     if device is not None:
-        model.to(device)
+        from .device import default_device
+        model.to(default_device(device))  # a missing GPU is a clear ValueError naming the device
     return model.eval()
 
 
@@ -264,7 +265,7 @@ def load_log(name: str, source=None) -> dict:
     wdir = weights_folder(name, source)
     e = entry(name, wdir)
     if "log_file" not in e:
-        raise CheckpointError(f"{name}: this model ships no training log")
+        raise CheckpointError(f"{name}: expected a training log in its manifest entry (log_file); this model ships none")
     path = wdir / e["log_file"]["file"]
     if not path.exists() or sha256(path) != e["log_file"]["sha256"]:
         raise CheckpointError(f"{name}: log file {path.name} is missing or differs from the manifest; rebuild it "

@@ -15,8 +15,17 @@ def default_device(prefer: str | None = None) -> torch.device:
     """
     choice = prefer or os.environ.get("COURSE_DEVICE")
     if choice:
-        dev = torch.device(choice)
+        if isinstance(choice, torch.device):
+            dev = choice
+        else:
+            try:
+                dev = torch.device(choice)
+            except (RuntimeError, TypeError):
+                raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {choice!r}") from None
+        if dev.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {choice!r}")
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device: {choice!r} was asked for but CUDA is not available here; use 'cpu'")
+            raise ValueError(f"device: expected a device this machine has; {choice!r} was asked for but CUDA is not "
+                             f"available here: use 'cpu'")
         return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import as_tensor, broadcast_to_batch, check_alpha_bar, check_same_shape, check_tensor
+from ._checks import as_tensor, broadcast_to_batch, check_alpha_bar, check_alphas_cumprod, check_same_shape, \
+    check_tensor
 
 __all__ = [
     "q_sample", "predicted_x0", "sigma_eta", "q_sigma_posterior", "ddpm_posterior", "DDIMTerms", "ddim_step_terms",
@@ -34,7 +35,7 @@ def q_sample(x0: torch.Tensor, alpha_bar_t, noise: torch.Tensor) -> torch.Tensor
     alpha_bar_t: :math:`\alpha_t` (DDPM's :math:`\bar\alpha_t`), float or (N,) or broadcastable
     noise:       :math:`\epsilon`, same shape as x0
     """
-    check_tensor(x0, "x0")
+    check_tensor(x0, "x0", floating=True)
     check_same_shape(noise, x0, "noise", "x0")
     a = _coef(alpha_bar_t, x0, "alpha_bar_t")
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
@@ -45,6 +46,8 @@ def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t) -> torch.Ten
 
     .. math:: f_\theta^{(t)}(x_t) = \frac{x_t - \sqrt{1-\alpha_t}\,\epsilon_\theta^{(t)}(x_t)}{\sqrt{\alpha_t}}
     """
+    check_tensor(x_t, "x_t", floating=True)
+    check_same_shape(eps, x_t, "eps", "x_t")
     a = _coef(alpha_bar_t, x_t, "alpha_bar_t")
     return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
 
@@ -56,12 +59,35 @@ def sigma_eta(alpha_bar_t, alpha_bar_prev, eta) -> torch.Tensor:
     """
     a_t = check_alpha_bar(alpha_bar_t, "alpha_bar_t")
     a_prev = check_alpha_bar(alpha_bar_prev, "alpha_bar_prev")
+    _check_step_order(a_t, a_prev)
     eta_t = as_tensor(eta, "eta")
-    if bool((eta_t < 0).any()):
-        raise ValueError(f"eta: expected a value >= 0, got {eta_t.min().item()}")
+    if bool(((eta_t < 0) | (eta_t > 1) | eta_t.isnan()).any()):
+        bad = eta_t[(eta_t < 0) | (eta_t > 1) | eta_t.isnan()].flatten()[0].item()
+        raise ValueError(f"eta: expected a value in [0, 1] (0 is DDIM, 1 is DDPM; beyond 1, sigma^2 would exceed "
+                         f"1 - alpha_bar_prev and eq. 12's direction term has no square root), got {bad}")
     # at alpha_bar_t = 1 both factors are 0/0; the limit is 0 (no noise at t = 0)
     ratio = torch.where(a_t < 1, (1 - a_prev) / (1 - a_t).clamp_min(1e-20), torch.zeros_like(a_t))
     return eta_t * ratio.clamp_min(0).sqrt() * (1 - a_t / a_prev).clamp_min(0).sqrt()
+
+
+def _check_step_order(a_t: torch.Tensor, a_prev: torch.Tensor) -> None:
+    """A generative step goes from alpha_bar_t to a less noisy alpha_bar_prev >= alpha_bar_t."""
+    if bool((a_prev < a_t).any()):
+        at, ap = torch.broadcast_tensors(a_t, a_prev)
+        i = (ap < at).nonzero()[0].tolist() if ap.ndim else []
+        raise ValueError(f"alpha_bar_prev: expected a value >= alpha_bar_t (a step goes towards less noise), got "
+                         f"{ap[tuple(i)].item():.4g} < {at[tuple(i)].item():.4g}; swapped arguments?")
+
+
+def _check_sigma(sig: torch.Tensor, a_prev: torch.Tensor) -> torch.Tensor:
+    """0 <= sigma and sigma^2 <= 1 - alpha_bar_prev, eq. (7)'s condition (a rounding tolerance of 1e-6)."""
+    if bool((sig < 0).any()) or bool(sig.isnan().any()):
+        raise ValueError(f"sigma: expected values >= 0, got {sig.min().item()}")
+    room = 1 - a_prev - sig**2
+    if bool((room < -1e-6).any()):
+        raise ValueError(f"sigma: expected sigma^2 <= 1 - alpha_bar_prev, got sigma^2 - (1 - alpha_bar_prev) = "
+                         f"{(-room).max().item():.3g}")
+    return room
 
 
 def q_sigma_posterior(x_t, x0, alpha_bar_t, alpha_bar_prev, sigma):
@@ -78,13 +104,9 @@ def q_sigma_posterior(x_t, x0, alpha_bar_t, alpha_bar_prev, sigma):
     check_same_shape(x0, x_t, "x0", "x_t")
     a_t = _coef(alpha_bar_t, x_t, "alpha_bar_t")
     a_prev = _coef(alpha_bar_prev, x_t, "alpha_bar_prev")
+    _check_step_order(a_t, a_prev)
     sig = broadcast_to_batch(as_tensor(sigma, "sigma"), x_t, "sigma")
-    if bool((sig < 0).any()):
-        raise ValueError(f"sigma: expected values >= 0, got {sig.min().item()}")
-    room = 1 - a_prev - sig**2
-    if bool((room < -1e-6).any()):
-        raise ValueError(f"sigma: expected sigma^2 <= 1 - alpha_bar_prev, got sigma^2 - (1 - alpha_bar_prev) = "
-                         f"{(-room).max().item():.3g}")
+    room = _check_sigma(sig, a_prev)
     if bool((a_t >= 1).any()):
         raise ValueError("alpha_bar_t: expected values < 1 (at alpha_bar_t = 1 there is no noise to remove)")
     eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # the noise that took x0 to x_t
@@ -135,15 +157,24 @@ def ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, 
 
     sigma defaults to :math:`\sigma_t(\eta)` (eq. 16); ``clip_x0=c`` clamps the predicted x0 to
     [-c, c] (off by default: the paper does not clip). ``noise`` is :math:`\epsilon_t`
-    (drawn with ``torch.randn_like`` when needed and not given).
+    (drawn with ``torch.randn_like`` when needed and not given). A given ``sigma`` must satisfy
+    eq. (7)'s :math:`\sigma_t^2 \le 1 - \alpha_{t-1}`; x_t and eps must be finite.
     """
-    check_tensor(x_t, "x_t")
+    check_tensor(x_t, "x_t", floating=True, finite=True)
     check_same_shape(eps, x_t, "eps", "x_t")
+    check_tensor(eps, "eps", floating=True, finite=True)
     a_prev = _coef(alpha_bar_prev, x_t, "alpha_bar_prev")
     a_t = _coef(alpha_bar_t, x_t, "alpha_bar_t")
+    _check_step_order(a_t, a_prev)
+    if clip_x0 is not None and not (isinstance(clip_x0, (int, float)) and not isinstance(clip_x0, bool)
+                                    and clip_x0 > 0):
+        raise ValueError(f"clip_x0: expected None or a positive number (x0 is clamped to [-c, c]), got {clip_x0!r}")
     if sigma is None:
         sigma = sigma_eta(alpha_bar_t, alpha_bar_prev, eta)
     sigma = broadcast_to_batch(as_tensor(sigma, "sigma"), x_t, "sigma")
+    _check_sigma(sigma, a_prev)
+    if noise is not None:
+        check_same_shape(noise, x_t, "noise", "x_t")
     if noise is None:
         noise = torch.randn_like(x_t) if bool((sigma > 0).any()) else torch.zeros_like(x_t)
     return _ddim_terms(x_t, eps, a_t, a_prev, sigma, noise, clip_x0)
@@ -157,7 +188,8 @@ def _ddim_terms(x_t, eps, a_t, a_prev, sigma, noise, clip_x0=None) -> DDIMTerms:
         x0 = x0.clamp(-clip_x0, clip_x0)
         # keep eps consistent with the clipped x0 so the direction term points from it to x_t
         eps = (x_t - a_t**0.5 * x0) / _at_least(1 - a_t, 1e-24) ** 0.5
-    # 2. direction pointing to x_t; clamp: sigma-hat can exceed 1 - alpha_{t-1} by rounding
+    # 2. direction pointing to x_t; clamp: sigma^2 may exceed 1 - alpha_{t-1} by rounding, and ddim_sample's
+    #    sigma_hat (Table 1's larger variance) exceeds it on long jumps, where the direction term is then 0
     direction = _at_least(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps
     # 3. random noise
     return DDIMTerms(x0, a_prev**0.5 * x0, direction, sigma * noise)
@@ -174,7 +206,13 @@ def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x
 
 
 def _check_timesteps(timesteps, num_timesteps: int) -> torch.Tensor:
-    ts = torch.as_tensor(timesteps, dtype=torch.long)
+    ts = torch.as_tensor(timesteps)
+    if ts.ndim != 1 or ts.numel() == 0:
+        raise ValueError(f"timesteps: expected a non-empty 1-D sequence, got shape {tuple(ts.shape)}")
+    if ts.is_floating_point() or ts.dtype == torch.bool:
+        raise TypeError(f"timesteps: expected integer timesteps (indices into alphas_cumprod), got {ts.dtype}; "
+                        f"a float such as {ts.flatten()[:1].tolist()} would be truncated")
+    ts = ts.long()
     if ts.ndim != 1 or ts.numel() == 0:
         raise ValueError(f"timesteps: expected a non-empty 1-D sequence, got shape {tuple(ts.shape)}")
     if ts.numel() > 1 and not bool((ts[1:] < ts[:-1]).all()):
@@ -197,8 +235,8 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
     "larger variance" DDPM sampler, :math:`\hat\sigma_t = \sqrt{1 - \alpha_t/\alpha_{t-1}}`.
     eta = 1 over all T timesteps is DDPM's ancestral sampler.
     """
-    check_tensor(x_T, "x_T")
-    ac = alphas_cumprod.to(x_T.device, torch.float64)
+    check_tensor(x_T, "x_T", floating=True)
+    ac = check_alphas_cumprod(alphas_cumprod).to(x_T.device, torch.float64)
     ts = _check_timesteps(timesteps, len(ac))
     if variance not in ("eta", "sigma_hat"):
         raise ValueError(f"variance: expected 'eta' or 'sigma_hat', got {variance!r}")
@@ -220,6 +258,8 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
         iterator = tqdm(iterator, desc="sampling", leave=False)
     for i in iterator:
         eps = eps_fn(x, t_batches[i])
+        if i == 0:  # once per sampler: an (N, 1) prediction would broadcast silently over every coordinate
+            check_same_shape(eps, x, "eps_fn", "x_t")
         noise = 0.0
         if sigmas[i] > 0:  # drawn on the CPU from the generator: the same numbers on every device
             noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
@@ -244,8 +284,8 @@ def ddim_invert(eps_fn, x0: torch.Tensor, alphas_cumprod: torch.Tensor, timestep
     x0 up to the discretisation error (the paper's Table 2). The first step, from x0, evaluates
     eps at the smallest timestep of the sequence.
     """
-    check_tensor(x0, "x0")
-    ac = alphas_cumprod.to(x0.device, torch.float64)
+    check_tensor(x0, "x0", floating=True)
+    ac = check_alphas_cumprod(alphas_cumprod).to(x0.device, torch.float64)
     ts = _check_timesteps(timesteps, len(ac)).flip(0).tolist()  # increasing
     n = x0.shape[0]
     x, traj = x0, [x0]
@@ -253,6 +293,8 @@ def ddim_invert(eps_fn, x0: torch.Tensor, alphas_cumprod: torch.Tensor, timestep
         t_cur = ts[i - 1] if i > 0 else ts[0]
         a_next = ac[t_next].float()
         eps = eps_fn(x, torch.full((n,), t_cur, dtype=torch.long, device=x.device))
+        if i == 0:
+            check_same_shape(eps, x, "eps_fn", "x_t")
         x0_hat = predicted_x0(x, eps, ac[ts[i - 1]].float()) if i > 0 else x
         x = a_next.sqrt() * x0_hat + (1 - a_next).sqrt() * eps
         if return_trajectory:
@@ -275,6 +317,11 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha) -> torch.Tensor:
     if bool(((a < 0) | (a > 1)).any()):
         raise ValueError(f"alpha: expected values in [0, 1], got {a.min().item()}..{a.max().item()}")
     flat0, flat1 = z0.flatten(1).double(), z1.flatten(1).double()
+    for name, flat in (("z0", flat0), ("z1", flat1)):
+        zero = flat.norm(dim=1) == 0
+        if bool(zero.any()):
+            raise ValueError(f"{name}: expected non-zero vectors (the angle theta needs a norm), got a zero vector "
+                             f"at sample {int(zero.nonzero()[0])}")
     cos = (flat0 * flat1).sum(1) / (flat0.norm(dim=1) * flat1.norm(dim=1))
     theta = torch.arccos(cos.clamp(-1, 1))
     a = a.double().reshape(-1) if a.ndim else a.double().expand(z0.shape[0])

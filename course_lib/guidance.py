@@ -11,6 +11,8 @@ For DDIM, the score view gives Algorithm 2: replace the noise prediction by
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn import functional as F
 
@@ -24,6 +26,8 @@ __all__ = ["classifier_log_prob_grad", "classifier_guided_mean", "classifier_gui
 def _check_scale(scale) -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise TypeError(f"scale: expected a float, got {type(scale).__name__}")
+    if not math.isfinite(scale):
+        raise ValueError(f"scale: expected a finite float, got {scale}")
     return float(scale)
 
 
@@ -37,6 +41,8 @@ def classifier_log_prob_grad(classifier, x_t: torch.Tensor, t, y: torch.Tensor) 
     """
     check_tensor(x_t, "x_t")
     y = torch.as_tensor(y, device=x_t.device)
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise TypeError(f"y: expected integer class ids (a LongTensor), got {y.dtype}")
     if y.shape != (x_t.shape[0],):
         raise ValueError(f"y: expected one class per sample, shape ({x_t.shape[0]},), got {tuple(y.shape)}")
     with torch.enable_grad():

@@ -18,7 +18,7 @@ from einops import rearrange
 from torch.nn import functional as F
 
 from . import checkpoints
-from ._checks import check_tensor
+from ._checks import check_positive_int, check_tensor
 from .diffusion import ddim_sample, q_sample
 from .guidance import cfg_eps
 from .schedules import make_alphas_cumprod, timestep_subsequence
@@ -80,10 +80,41 @@ class LatentDiffusion:
         check_tensor(images, "images", ndim=4)
         return images if self.autoencoder is None else self.scale * self.autoencoder.encode(images)
 
+    def _check_sampling(self, steps, guidance_scale) -> None:
+        check_positive_int(steps, "steps")
+        if steps > len(self.alphas_cumprod):
+            raise ValueError(f"steps: expected at most {len(self.alphas_cumprod)} (the schedule's T), got {steps}")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+            raise TypeError(f"guidance_scale: expected a float, got {type(guidance_scale).__name__}")
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale: expected a finite float, got {guidance_scale}")
+
+    def check_tokens(self, tokens) -> torch.Tensor:
+        """Caption ids as the caller passed them, (B, L) long in [0, vocab): checked here, before classifier-free
+        guidance doubles the batch, so a message shows the shape that was given."""
+        cfg = self.unet.config
+        check_tensor(tokens, "tokens")
+        if tokens.is_floating_point() or tokens.dtype == torch.bool:
+            raise TypeError(f"tokens: expected long caption ids (course_lib.data.encode_caption), got {tokens.dtype}")
+        if tokens.ndim != 2 or tokens.shape[1] != cfg.caption_length:
+            raise ValueError(f"tokens: expected shape (B, {cfg.caption_length}) (one caption per row; a single "
+                             f"caption is tokens[None]), got {tuple(tokens.shape)}")
+        if int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size:
+            raise ValueError(f"tokens: expected ids in [0, {cfg.vocab_size}), got "
+                             f"{int(tokens.min())}..{int(tokens.max())}")
+        return tokens
+
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        r""":math:`\hat x = \mathcal D(z / s)`; a VQ autoencoder quantizes first (LDM's VQ-regularised decoder)."""
-        check_tensor(z, "z", ndim=4)
+        r""":math:`\hat x = \mathcal D(z / s)`; a VQ autoencoder quantizes first (LDM's VQ-regularised decoder).
+
+        The images are clamped to the data range [-1, 1] (as every LDM decoder's output is for display): a huge
+        guidance scale gives saturated images, not values outside [-1, 1]."""
+        check_tensor(z, "z", ndim=4, floating=True)
+        c = self.latent_shape[0]
+        if z.shape[1] != c:
+            raise ValueError(f"z: expected latents of shape (N, {c}, h, w) (scaled, as sample returns them), got "
+                             f"{tuple(z.shape)}")
         if self.autoencoder is None:
             return z.clamp(-1, 1)
         z_q, _, _ = self.autoencoder.quantize(z / self.scale)
@@ -106,10 +137,15 @@ class LatentDiffusion:
                generator: torch.Generator | None = None, z_T: torch.Tensor | None = None,
                return_latents: bool = False):
         """Images (N, 3, 32, 32) for caption ids (N, L): DDIM with ``steps`` uniform steps in the denoiser's space."""
+        self._check_sampling(steps, guidance_scale)
         device = next(self.unet.parameters()).device
-        tokens = tokens.to(device)
+        tokens = self.check_tokens(tokens).to(device)
         if z_T is None:
             z_T = torch.randn((tokens.shape[0], *self.latent_shape), generator=generator).to(device)
+        check_tensor(z_T, "z_T", floating=True)
+        if tuple(z_T.shape) != (tokens.shape[0], *self.latent_shape):
+            raise ValueError(f"z_T: expected shape {(tokens.shape[0], *self.latent_shape)} (one latent per caption), "
+                             f"got {tuple(z_T.shape)}")
         ts = timestep_subsequence(len(self.alphas_cumprod), steps, "uniform")
         z0 = ddim_sample(self.guided_eps(guidance_scale, tokens), z_T, self.alphas_cumprod, ts, eta=eta,
                          generator=generator)
@@ -123,6 +159,8 @@ class LatentDiffusion:
         averaged over heads): returns (images, {layer: (N, steps, M, h, w)}), M caption positions (start token
         first), h x w that layer's resolution. For the swapped layer the weights are per caption token over the
         pixels, so the same layout holds."""
+        self._check_sampling(steps, guidance_scale)
+        tokens = self.check_tokens(tokens)
         layers = self.unet.transformers()
         maps = {name: [] for name in layers}
         swapped = self.unet.config.attention == "swapped"

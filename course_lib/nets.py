@@ -11,8 +11,9 @@ as plain JSON and :mod:`course_lib.checkpoints` can rebuild it.
 """
 from __future__ import annotations
 
+import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from einops import rearrange
@@ -48,12 +49,20 @@ def _check_image_input(x: torch.Tensor, channels: int, name="x"):
         raise ValueError(f"{name}: expected a tensor of shape (N, {channels}, H, W), got {getattr(x, 'shape', type(x))}")
 
 
+NUM_TIMESTEPS = 1000  # every course denoiser and noise-aware classifier is trained on t in [0, 999]
+
+
 def _timesteps_for(t, x: torch.Tensor) -> torch.Tensor:
+    """t as one value per sample; real t is allowed (the sinusoidal embedding is continuous) but only within the
+    trained range [0, T - 1]: beyond it the embedding extrapolates to inputs the network never saw."""
     t = torch.as_tensor(t, device=x.device)
     if t.ndim == 0:
         t = t.expand(x.shape[0])
     if t.shape != (x.shape[0],):
         raise ValueError(f"t: expected a scalar or shape ({x.shape[0]},), got {tuple(t.shape)}")
+    if t.numel() and (float(t.min()) < 0 or float(t.max()) > NUM_TIMESTEPS - 1):
+        raise ValueError(f"t: expected timesteps in [0, {NUM_TIMESTEPS - 1}] (the trained range), got "
+                         f"{t.min().item():g}..{t.max().item():g}")
     return t
 
 
@@ -164,6 +173,8 @@ class UNet(nn.Module):
             if y is None:
                 y = torch.full((x.shape[0],), cfg.num_classes, device=x.device, dtype=torch.long)
             y = torch.as_tensor(y, device=x.device)
+            if y.is_floating_point() or y.dtype == torch.bool:
+                raise TypeError(f"y: expected integer class ids (a LongTensor), got {y.dtype}")
             if y.shape != (x.shape[0],) or int(y.min()) < 0 or int(y.max()) > cfg.num_classes:
                 raise ValueError(f"y: expected shape ({x.shape[0]},) with ids in [0, {cfg.num_classes}] "
                                  f"({cfg.num_classes} = no label), got {tuple(y.shape)} {y.tolist()[:8]}")
@@ -307,6 +318,12 @@ def build_model(kind: str, config: dict) -> nn.Module:
     if kind not in MODELS:
         raise ValueError(f"kind: expected one of {sorted(MODELS)}, got {kind!r}")
     cls, cfg_cls = MODELS[kind]
+    known = {f.name for f in fields(cfg_cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        close = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
+        hints = "; ".join(f"{k!r} (did you mean {c[0]!r}?)" if c else repr(k) for k, c in close.items())
+        raise TypeError(f"config: expected fields of {cfg_cls.__name__} {sorted(known)}, got unknown {hints}")
     cfg = cfg_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
     return cls(cfg)
 
@@ -478,7 +495,7 @@ class GPTPrior(nn.Module):
         if idx.shape[1] > cfg.block_size:
             raise ValueError(f"idx: expected at most block_size={cfg.block_size} codes, got {idx.shape[1]}")
         if idx.numel() and (idx.min() < 0 or idx.max() >= cfg.vocab_size):
-            raise ValueError(f"idx: code ids must lie in [0, {cfg.vocab_size}), got [{int(idx.min())}, {int(idx.max())}]")
+            raise ValueError(f"idx: expected code ids in [0, {cfg.vocab_size}), got [{int(idx.min())}, {int(idx.max())}]")
         start = torch.full((idx.shape[0], 1), cfg.vocab_size, dtype=torch.long, device=idx.device)
         tokens = torch.cat([start, idx.long()], dim=1)[:, : idx.shape[1]]  # shift right: position i sees < i
         x = self.tok_emb(tokens) + self.pos_emb[:, : tokens.shape[1]]
@@ -563,7 +580,7 @@ class CaptionEncoder(nn.Module):
             raise ValueError(f"tokens: expected (B, {self.length}) long caption ids, got {tokens.dtype} "
                              f"{tuple(tokens.shape)}")
         if int(tokens.min()) < 0 or int(tokens.max()) >= self.tok_emb.num_embeddings:
-            raise ValueError(f"tokens: ids must lie in [0, {self.tok_emb.num_embeddings}), got "
+            raise ValueError(f"tokens: expected ids in [0, {self.tok_emb.num_embeddings}), got "
                              f"[{int(tokens.min())}, {int(tokens.max())}]")
         b = tokens.shape[0]
         x = torch.cat([self.start.expand(b, -1, -1), self.tok_emb(tokens)], dim=1) + self.pos_emb

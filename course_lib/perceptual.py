@@ -86,6 +86,11 @@ def imagenet_weights_path(net: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / BACKBONES[net][3]
 
 
+# the smallest image side each backbone takes (measured: below it a convolution's kernel is larger than its input;
+# the shapes trunk was trained on 16x16 and is documented for 16 to 64)
+MIN_SIDE = {"alex": 31, "vgg": 16, "squeeze": 17, "shapes": 16}
+
+
 class ShapesTrunk(nn.Module):
     """The course's own backbone: the convolutional trunk of a shapes classifier (by default the shipped
     ``shapes_classifier16``), tapped after each residual block. Works offline on 16x16 to 64x64 images in [-1, 1]."""
@@ -227,11 +232,16 @@ class LPIPS(nn.Module):
         return out
 
     def _check_input(self, x, name, normalize, check_range=True):
-        check_tensor(x, name, ndim=4)
+        check_tensor(x, name, ndim=4, floating=True)
         if x.shape[1] != 3:
             raise ValueError(f"{name}: expected 3 channels (N, 3, H, W), got shape {tuple(x.shape)}")
+        side = MIN_SIDE[self.net_name]
+        if min(x.shape[-2:]) < side:
+            raise ValueError(f"{name}: expected images of at least {side}x{side} for the {self.net_name} backbone "
+                             f"(its receptive field), got {tuple(x.shape[-2:])}")
         if not check_range:
             return
+        check_tensor(x, name, finite=True)
         lo, hi = (0.0, 1.0) if normalize else (-1.0, 1.0)
         x_min, x_max = float(x.detach().min()), float(x.detach().max())
         if x_min < lo - 0.05 or x_max > hi + 0.05:
@@ -247,6 +257,11 @@ class LPIPS(nn.Module):
         self._check_input(x0, "x0", normalize, check_range)
         if x.shape != x0.shape:
             raise ValueError(f"x0: expected the shape of x {tuple(x.shape)}, got {tuple(x0.shape)}")
+        if check_range and not normalize and float(x.detach().min()) >= 0 and float(x0.detach().min()) >= 0:
+            # a learner's likeliest mistake: [0, 1] images lie inside [-1, 1] and would be measured as washed-out
+            raise ValueError("x: expected images in [-1, 1], but every value of x and x0 is >= 0: images in [0, 1] "
+                             "need normalize=True (if they really are [-1, 1] images without a dark value, pass "
+                             "check_range=False)")
         if normalize:
             x, x0 = 2 * x - 1, 2 * x0 - 1
         weights = list(self.weights) if self.lin else None

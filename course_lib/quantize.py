@@ -27,10 +27,13 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, chunk: int = 8192) -> 
     Uses :math:`\|z\|^2 - 2 z\cdot C_j + \|C_j\|^2` in float64 on chunks of z, so memory is N x K per
     chunk, never N x K x D. Returns a LongTensor of shape z.shape[:-1].
     """
-    check_tensor(z, "z")
+    check_tensor(z, "z", floating=True, finite=True)
     check_tensor(codebook, "codebook", ndim=2)
+    if codebook.shape[0] == 0:
+        raise ValueError(f"codebook: expected at least one code (K >= 1), got shape {tuple(codebook.shape)}")
     if z.shape[-1] != codebook.shape[1]:
         raise ValueError(f"z: expected last dimension {codebook.shape[1]} (the codebook's D), got {z.shape[-1]}")
+    check_positive_int(chunk, "chunk")
     flat = z.reshape(-1, z.shape[-1]).double()
     cb = codebook.detach().double()
     cb_sq = (cb**2).sum(1)
@@ -92,6 +95,7 @@ class VectorQuantizer(nn.Module):
         super().__init__()
         check_positive_int(num_codes, "num_codes")
         check_positive_int(dim, "dim")
+        check_positive_int(restart_after, "restart_after")
         if not 0 < decay < 1:
             raise ValueError(f"decay: expected a value in (0, 1), got {decay}")
         self.num_codes, self.dim, self.beta, self.ema, self.decay = num_codes, dim, beta, ema, decay
@@ -140,6 +144,8 @@ def codebook_usage(indices: torch.Tensor, num_codes: int) -> dict:
     ``usage`` the fraction of codes used at least once, ``counts`` per code."""
     check_positive_int(num_codes, "num_codes")
     idx = torch.as_tensor(indices).reshape(-1)
+    if idx.is_floating_point() or idx.dtype == torch.bool:
+        raise TypeError(f"indices: expected integer code ids, got {idx.dtype}")
     if idx.numel() == 0:
         raise ValueError("indices: expected at least one index, got none")
     if int(idx.min()) < 0 or int(idx.max()) >= num_codes:
@@ -151,17 +157,26 @@ def codebook_usage(indices: torch.Tensor, num_codes: int) -> dict:
 
 
 # -- lookup-free quantization ------------------------------------------------------------------------------------
+MAX_INDEX_BITS = 62  # 2^63 overflows int64
 def lfq_index(q: torch.Tensor) -> torch.Tensor:
     r"""Index of a code :math:`q \in \{-1, 1\}^d`: :math:`k = \sum_i 2^i\,[q_i > 0]` — bit i is dimension i
-    (little-endian: dimension 0 is the least significant bit)."""
-    d = q.shape[-1]
+    (little-endian: dimension 0 is the least significant bit). d is at most 62: the index must fit an int64."""
+    check_tensor(q, "q")
+    d = q.shape[-1] if q.ndim else 0
+    if not 1 <= d <= MAX_INDEX_BITS:
+        raise ValueError(f"q: expected a last dimension d in [1, {MAX_INDEX_BITS}] (2^d codes must be indexable by "
+                         f"an int64), got d = {d}")
     weights = 2 ** torch.arange(d, device=q.device)
     return ((q > 0).long() * weights).sum(-1)
 
 
-def lfq_codes(d: int) -> torch.Tensor:
-    """The implicit codebook {-1, 1}^d as a (2^d, d) tensor, row k = the code of index k."""
+def lfq_codes(d: int, max_bits: int = 20) -> torch.Tensor:
+    """The implicit codebook {-1, 1}^d as a (2^d, d) tensor, row k = the code of index k. Enumerating it is
+    2^d x d floats, so d is capped at ``max_bits`` (20: 80 MiB; d = 26 would be 6.5 GiB)."""
     check_positive_int(d, "d")
+    if d > max_bits:
+        raise ValueError(f"d: enumerating {{-1, 1}}^d stores 2^d x d floats ({2**d * d * 4 / 2**30:.3g} GiB); "
+                         f"expected d <= max_bits = {max_bits}, got {d}")
     bits = (torch.arange(2**d)[:, None] >> torch.arange(d)) & 1
     return bits.float() * 2 - 1
 

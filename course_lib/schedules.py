@@ -63,7 +63,9 @@ def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
     r""":math:`\bar\alpha_t = \prod_{s \le t}(1 - \beta_s)`, one value per timestep (float64)."""
     if not isinstance(betas, torch.Tensor) or betas.ndim != 1:
         raise ValueError(f"betas: expected a 1-D tensor, got {getattr(betas, 'shape', type(betas).__name__)}")
-    if bool(((betas <= 0) | (betas >= 1)).any()):
+    if betas.numel() == 0:
+        raise ValueError("betas: expected at least one value, got an empty tensor")
+    if bool(((betas <= 0) | (betas >= 1) | betas.isnan()).any()):
         raise ValueError(f"betas: expected every value in (0, 1), got min {betas.min().item()} max {betas.max().item()}")
     return torch.cumprod(1.0 - betas.double(), dim=0)
 

@@ -593,7 +593,8 @@ def train(name: str, steps: int | None = None, device=None, resume: bool = False
     log_tensors = None
     if recipe.task in ("vqgan", "prior", "ldm"):
         if resume:
-            raise ValueError(f"resume: {recipe.task} recipes train in a few minutes and do not save resumable state")
+            raise ValueError(f"resume: expected a diffusion or classifier recipe (they save resumable state); "
+                             f"{recipe.task} recipes train in a few minutes and save none")
         fn = {"vqgan": _train_vqgan, "prior": _train_prior, "ldm": _train_ldm}[recipe.task]
         model, info, log_tensors = fn(recipe, device, progress)
     else:

@@ -90,8 +90,37 @@ class SliderDemo:
     def values(self) -> dict:
         return {k: w.value for k, w in self.sliders.items()}
 
+    def check_values(self, values: dict) -> None:
+        """Every value must be one its slider can hold: within [min, max], an int for an IntSlider, one of a
+        dropdown's options, a bool for a checkbox. Raises before anything is set or computed."""
+        unknown = set(values) - set(self.sliders)
+        if unknown:
+            raise ValueError(f"values: expected the sliders {sorted(self.sliders)}, got unknown {sorted(unknown)}")
+        for k, v in values.items():
+            w = self.sliders[k]
+            if isinstance(w, W.Checkbox):
+                ok, want = isinstance(v, bool), "True or False"
+            elif isinstance(w, (W.Dropdown, W.SelectionSlider, W.ToggleButtons, W.RadioButtons)):
+                options = [o[1] if isinstance(o, tuple) else o for o in w.options]
+                if isinstance(w.options, dict):
+                    options = list(w.options.values())
+                ok, want = v in options, f"one of the options {options}"
+            elif isinstance(w, (W.IntSlider, W.FloatSlider)):
+                number = isinstance(v, (int, float)) and not isinstance(v, bool)
+                if isinstance(w, W.IntSlider) and number and not float(v).is_integer():
+                    number = False
+                ok = number and w.min <= v <= w.max
+                want = f"{'an int' if isinstance(w, W.IntSlider) else 'a number'} in [{w.min}, {w.max}]"
+            else:
+                continue
+            if not ok:
+                raise ValueError(f"{k}: expected {want}, got {v!r}")
+
     def compute(self, **values):
-        """The cached compute: same values, same (identical) result object."""
+        """The cached compute: same values, same (identical) result object. Values are checked against the
+        sliders first (:meth:`check_values`), so a direct call is bounded exactly as the sliders are."""
+        if self.sliders:
+            self.check_values(values)
         key = tuple(sorted(values.items()))
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -192,17 +221,13 @@ class SliderDemo:
         self.update()
 
     def set(self, **values):
-        """Set several sliders (one redraw, not one per slider) and return the new result."""
-        unknown = set(values) - set(self.sliders)
-        if unknown:
-            raise ValueError(f"values: unknown slider(s) {sorted(unknown)}; this demo has {sorted(self.sliders)}")
+        """Set several sliders (one redraw, not one per slider) and return the new result. Every value is checked
+        first: a bad one raises and leaves every slider as it was (slider and picture never disagree)."""
+        self.check_values(values)
         for k, v in values.items():
             self.sliders[k].unobserve(self._on_change, names="value")
             try:
                 self.sliders[k].value = v
-                if self.sliders[k].value != v:
-                    raise ValueError(f"{k}: {v!r} is outside the slider's range or options; "
-                                     f"it holds {self.sliders[k].value!r}")
             finally:
                 self.sliders[k].observe(self._on_change, names="value")
         return self.update()

@@ -135,9 +135,17 @@ def library_unavailable(replaces, exercise: str = "", learner_fns=()):
             setter(owner, key, value)
 
 
+def expect_function(fn, name: str = "learner_fn"):
+    """A check is given the learner's function: anything else (a number, None, a result) is refused by name."""
+    if not callable(fn):
+        raise TypeError(f"{name}: expected your function (def ...), got {type(fn).__name__}")
+    return fn
+
+
 def run_learner(name: str, exercise: str, fn, kwargs: dict, label: str, position: str, replaces=(), learner=None):
     """Call the learner's ``fn(**kwargs)`` with the library it replaces unavailable; turn what it raises into a
     :class:`CourseworkError` whose message says what to do."""
+    expect_function(learner if learner is not None else fn)
     where = f" ({exercise})" if exercise else ""
     originals = [t[0].__dict__[t[1]] if isinstance(t, tuple) else t for t in replaces]
     for given in (fn, learner):
@@ -169,8 +177,9 @@ def check_function(name: str, learner_fn, reference_fn, cases: list[Case], mista
     replaces: the course_lib functions the exercise asks for; they raise while the learner's function runs.
     learner:  the learner's own function when learner_fn wraps it (its namespace is searched for aliases).
     """
-    if not callable(learner_fn):
-        raise TypeError(f"learner_fn: expected your function, got {type(learner_fn).__name__}")
+    expect_function(learner_fn)
+    if learner is not None:
+        expect_function(learner)  # learner_fn wraps it: a non-function must not reach the wrapper's call
     where = f" ({exercise})" if exercise else ""
     for i, case in enumerate(cases):
         expected = reference_fn(**_clone(case.kwargs))

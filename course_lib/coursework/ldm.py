@@ -70,6 +70,9 @@ def check_latent_round_trip(encode_fn, decode_fn) -> Verdict:
     """Exercise 6.2: ``encode_fn(autoencoder, scale, x)`` = scale * E(x) and ``decode_fn(autoencoder, scale, z)`` =
     G(quantize(z / scale)), on a small VQ autoencoder."""
     from ..ldm import LatentDiffusion
+    from .core import expect_function
+
+    expect_function(encode_fn, "encode_fn")
     from ..nets import VQVAE, VQVAEConfig
 
     library = [(LatentDiffusion, "encode"), (LatentDiffusion, "decode")]
@@ -104,6 +107,7 @@ def check_latent_round_trip(encode_fn, decode_fn) -> Verdict:
                                 enc(lambda a, s, x: a.encode(x) / s),
                             "encode returns s * E(x): the scale is missing": enc(lambda a, s, x: a.encode(x))},
                            exercise="Exercise 6.2", replaces=library, announce=False, learner=encode_fn)
+    expect_function(decode_fn, "decode_fn")  # checked once encode passed (a check of encode alone may pass None)
     line2 = check_function("decode", dec(decode_fn), dec(ref_decode), dec_cases,
                            {"divide by s before quantizing: the decoder was trained on unscaled latents":
                                 dec(lambda a, s, z: a.decode(a.quantize(z)[0])),

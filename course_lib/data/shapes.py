@@ -80,6 +80,8 @@ class ShapesBatch:
 
 def encode_caption(caption: str) -> torch.Tensor:
     """Caption string -> (CAPTION_LENGTH,) token ids; an unknown word raises ``ValueError`` naming it."""
+    if not isinstance(caption, str):
+        raise TypeError(f"caption: expected a str such as 'large red circle top left', got {type(caption).__name__}")
     words = caption.split()
     if len(words) > CAPTION_LENGTH:
         raise ValueError(f"caption: expected at most {CAPTION_LENGTH} words, got {len(words)}: {caption!r}")
@@ -153,13 +155,18 @@ def generate_shapes(
     check_positive_int(image_size, "image_size", minimum=8)
     if image_size > 128:
         raise ValueError(f"image_size: expected at most 128, got {image_size}")
+    if isinstance(num_objects, bool) or not (isinstance(num_objects, int) or (
+            isinstance(num_objects, tuple) and len(num_objects) == 2 and all(isinstance(v, int) for v in num_objects))):
+        raise TypeError(f"num_objects: expected 1, 2 or (1, 2), got {num_objects!r}")
     lo, hi = (num_objects, num_objects) if isinstance(num_objects, int) else tuple(num_objects)
     if not (1 <= lo <= hi <= 2):
         raise ValueError(f"num_objects: expected 1, 2 or (1, 2), got {num_objects!r}")
     if generator is None:
         if seed is None:
             raise ValueError("seed: expected an int seed or a generator, got neither")
-        generator = torch.Generator().manual_seed(int(seed))
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed: expected an int, got {type(seed).__name__} {seed!r}")
+        generator = torch.Generator().manual_seed(seed)
     g = generator
     count = torch.randint(lo, hi + 1, (n,), generator=g)
     shape = torch.randint(0, len(SHAPES), (n, 2), generator=g)
@@ -183,7 +190,17 @@ def render_shapes(attributes: dict, image_size: int = 16, jitter: torch.Tensor |
     missing = [k for k in keys if k not in attributes]
     if missing:
         raise ValueError(f"attributes: missing {missing}; expected the keys {keys}")
-    attrs = {k: torch.as_tensor(attributes[k], dtype=torch.long) for k in keys}
+    attrs = {}
+    for k in keys:
+        try:
+            v = torch.as_tensor(attributes[k])
+        except (TypeError, ValueError, RuntimeError):
+            v = None
+        if v is None or v.dtype == torch.bool or (v.is_floating_point() and not bool((v == v.round()).all())):
+            what = f"{v.dtype} values such as {v[v != v.round()].flatten()[:1].tolist()}" if v is not None and \
+                v.is_floating_point() else (str(v.dtype) if v is not None else repr(attributes[k])[:40])
+            raise TypeError(f"attributes[{k!r}]: expected integer ids (indices, not names), got {what}")
+        attrs[k] = v.long()
     attrs = {k: (v[:, None] if v.ndim == 1 else v) for k, v in attrs.items()}
     n, k_obj = attrs["shape"].shape
     limits = {"shape": len(SHAPES), "colour": len(COLOURS), "row": 3, "column": 3, "size": len(SIZES)}

@@ -25,6 +25,16 @@ from .._checks import as_tensor, check_alpha_bar, check_positive_int, check_tens
 __all__ = ["GaussianMixture", "ring_mixture", "grid_mixture", "swiss_roll", "two_moons"]
 
 
+def _timestep_index(t, num_timesteps: int) -> torch.Tensor:
+    """t as an index into alphas_cumprod: integers in [0, T - 1] (a negative t would wrap to the end of the table)."""
+    t = torch.as_tensor(t)
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f"t: expected integer timesteps, got {t.dtype}")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_timesteps):
+        raise ValueError(f"t: expected timesteps in [0, {num_timesteps - 1}], got {int(t.min())}..{int(t.max())}")
+    return t
+
+
 @dataclass
 class GaussianMixture:
     """A mixture of isotropic Gaussians with a shared std.
@@ -118,8 +128,7 @@ class GaussianMixture:
         ac = alphas_cumprod.float()
 
         def eps(x_t, t):
-            t = torch.as_tensor(t)
-            return self.eps_star(x_t, ac[t].to(x_t))
+            return self.eps_star(x_t, ac[_timestep_index(t, len(ac))].to(x_t))
 
         return eps
 
@@ -129,7 +138,7 @@ class GaussianMixture:
         ac = alphas_cumprod.float()
 
         def classifier(x_t, t):
-            return self.class_posterior(x_t, ac[torch.as_tensor(t)].to(x_t), log=True)
+            return self.class_posterior(x_t, ac[_timestep_index(t, len(ac))].to(x_t), log=True)
 
         return classifier
 
