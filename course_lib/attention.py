@@ -13,13 +13,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ._checks import check_positive_int
+
 __all__ = ["CrossAttention", "TransformerBlock", "SpatialTransformer", "SwappedCrossAttention"]
-
-
-def _check_sizes(heads, dim_head):
-    for name, v in (("heads", heads), ("dim_head", dim_head)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
 
 
 def _check_inputs(x, context, mask, query_dim: int, context_dim: int):
@@ -54,7 +50,8 @@ class CrossAttention(nn.Module):
 
     def __init__(self, query_dim: int, context_dim: int | None = None, heads: int = 4, dim_head: int = 32):
         super().__init__()
-        _check_sizes(heads, dim_head)
+        check_positive_int(heads, "heads")
+        check_positive_int(dim_head, "dim_head")
         inner = heads * dim_head
         context_dim = query_dim if context_dim is None else context_dim
         self.query_dim, self.context_dim = query_dim, context_dim
@@ -146,7 +143,8 @@ class SwappedCrossAttention(nn.Module):
 
     def __init__(self, query_dim: int, context_dim: int, heads: int = 4, dim_head: int = 32):
         super().__init__()
-        _check_sizes(heads, dim_head)
+        check_positive_int(heads, "heads")
+        check_positive_int(dim_head, "dim_head")
         inner = heads * dim_head
         self.query_dim, self.context_dim = query_dim, context_dim
         self.heads, self.scale = heads, dim_head**-0.5

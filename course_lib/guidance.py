@@ -23,11 +23,12 @@ __all__ = ["classifier_log_prob_grad", "classifier_guided_mean", "classifier_gui
            "guided_ddpm_sample", "guided_ddim_sample", "cfg_sample"]
 
 
-def _check_scale(scale) -> float:
+def check_scale(scale, name: str = "scale") -> float:
+    """A guidance scale: a finite Python number (a tensor or a string is refused, NaN would give NaN samples)."""
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale: expected a float, got {type(scale).__name__}")
+        raise TypeError(f"{name}: expected a float, got {type(scale).__name__}")
     if not math.isfinite(scale):
-        raise ValueError(f"scale: expected a finite float, got {scale}")
+        raise ValueError(f"{name}: expected a finite float, got {scale}")
     return float(scale)
 
 
@@ -67,7 +68,7 @@ def classifier_guided_mean(mean: torch.Tensor, variance, grad_log_prob: torch.Te
     var = broadcast_to_batch(as_tensor(variance, "variance"), mean, "variance")
     if bool((var < 0).any()):
         raise ValueError(f"variance: expected values >= 0, got {var.min().item()}")
-    return mean + _check_scale(scale) * var * grad_log_prob
+    return mean + check_scale(scale) * var * grad_log_prob
 
 
 def classifier_guided_eps(eps: torch.Tensor, grad_log_prob: torch.Tensor, alpha_bar_t, scale: float) -> torch.Tensor:
@@ -79,7 +80,7 @@ def classifier_guided_eps(eps: torch.Tensor, grad_log_prob: torch.Tensor, alpha_
     check_tensor(eps, "eps")
     check_same_shape(grad_log_prob, eps, "grad_log_prob", "eps")
     a = broadcast_to_batch(check_alpha_bar(alpha_bar_t, "alpha_bar_t"), eps, "alpha_bar_t")
-    return eps - (1 - a).sqrt() * _check_scale(scale) * grad_log_prob
+    return eps - (1 - a).sqrt() * check_scale(scale) * grad_log_prob
 
 
 def cfg_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -92,7 +93,7 @@ def cfg_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> t
     """
     check_tensor(eps_uncond, "eps_uncond")
     check_same_shape(eps_cond, eps_uncond, "eps_cond", "eps_uncond")
-    return eps_uncond + _check_scale(scale) * (eps_cond - eps_uncond)
+    return eps_uncond + check_scale(scale) * (eps_cond - eps_uncond)
 
 
 @torch.no_grad()
@@ -105,7 +106,7 @@ def guided_ddpm_sample(eps_fn, grad_fn, x_T: torch.Tensor, alphas_cumprod: torch
     :math:`\nabla_{x_t}\log p_\phi(y \mid x_t)`. The last step returns the predicted x0 (no noise).
     """
     check_tensor(x_T, "x_T")
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     ac = alphas_cumprod.to(x_T.device, torch.float64)
     steps = _check_timesteps(timesteps, len(ac)).tolist()
     x, n = x_T, x_T.shape[0]
@@ -127,7 +128,7 @@ def guided_ddim_sample(eps_fn, grad_fn, x_T: torch.Tensor, alphas_cumprod: torch
                        eta: float = 0.0, generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
     """Algorithm 2: :func:`~course_lib.diffusion.ddim_sample` with the noise prediction replaced by
     :func:`classifier_guided_eps`. Scale 0 is exactly unguided sampling (the classifier is not even called)."""
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     if scale == 0:
         return ddim_sample(eps_fn, x_T, alphas_cumprod, timesteps, eta=eta, generator=generator, **kwargs)
     ac = alphas_cumprod.to(x_T.device)
@@ -142,7 +143,7 @@ def cfg_sample(model, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps
                eta: float = 0.0, generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
     """Classifier-free guidance with a label-dropout model ``model(x, t, y)`` (y=None: unconditional):
     both predictions in one batch of 2N, combined by :func:`cfg_eps`."""
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     y = torch.as_tensor(y, device=x_T.device)
 
     def guided(x, t):

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from . import checkpoints
 from ._checks import check_positive_int, check_tensor
 from .diffusion import ddim_sample, q_sample
-from .guidance import cfg_eps
+from .guidance import cfg_eps, check_scale
 from .schedules import make_alphas_cumprod, timestep_subsequence
 
 __all__ = ["latent_scale", "ldm_loss", "LatentDiffusion", "attention_on_object"]
@@ -84,10 +84,7 @@ class LatentDiffusion:
         check_positive_int(steps, "steps")
         if steps > len(self.alphas_cumprod):
             raise ValueError(f"steps: expected at most {len(self.alphas_cumprod)} (the schedule's T), got {steps}")
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
-            raise TypeError(f"guidance_scale: expected a float, got {type(guidance_scale).__name__}")
-        if not math.isfinite(guidance_scale):
-            raise ValueError(f"guidance_scale: expected a finite float, got {guidance_scale}")
+        check_scale(guidance_scale, "guidance_scale")
 
     def check_tokens(self, tokens) -> torch.Tensor:
         """Caption ids as the caller passed them, (B, L) long in [0, vocab): checked here, before classifier-free
