@@ -10,6 +10,13 @@ from pathlib import Path as _Path
 RESULTS_DIR = _Path(__file__).resolve().parent / "results"
 
 
+def show(fn) -> None:
+    """Print the lines of ``fn`` that compute its equation, without its argument checks (see course_lib.source)."""
+    from .source import show as _show  # imports only ast and inspect
+
+    _show(fn)
+
+
 def results_path(name: str) -> _Path:
     """The path of a precomputed result the notebooks display (``python -m course_lib.experiments`` writes them).
 

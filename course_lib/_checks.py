@@ -96,6 +96,11 @@ def broadcast_to_batch(coef: torch.Tensor, x: torch.Tensor, name: str) -> torch.
         f"got shape {tuple(coef.shape)} for x of shape {tuple(x.shape)}")
 
 
+def check_coefficient(value, x: torch.Tensor, name: str) -> torch.Tensor:
+    """A float or per-sample tensor as a tensor shaped to broadcast against x (see :func:`broadcast_to_batch`)."""
+    return broadcast_to_batch(as_tensor(value, name), x, name)
+
+
 def check_alphas_cumprod(table, name: str = "alphas_cumprod") -> torch.Tensor:
     """A table alpha_bar_0 > ... > alpha_bar_{T-1}: a 1-D floating tensor in (0, 1] that never increases."""
     check_tensor(table, name, ndim=1, floating=True)

@@ -13,17 +13,33 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import as_tensor, broadcast_to_batch, check_alpha_bar, check_alphas_cumprod, check_same_shape, \
-    check_tensor
+from ._checks import as_tensor, broadcast_to_batch, check_alpha_bar, check_alphas_cumprod, check_coefficient, \
+    check_same_shape, check_tensor
 
 __all__ = [
-    "q_sample", "predicted_x0", "sigma_eta", "q_sigma_posterior", "ddpm_posterior", "DDIMTerms", "ddim_step_terms",
-    "ddim_step", "ddim_sample", "ddim_invert", "slerp",
+    "q_sample", "predicted_x0", "sigma_eta", "sigma_hat", "q_sigma_posterior", "ddpm_posterior", "DDIMTerms",
+    "ddim_update", "ddim_step_terms", "ddim_step", "ddim_sample", "ddim_invert", "slerp",
 ]
 
 
-def _coef(value, x: torch.Tensor, name: str) -> torch.Tensor:
+def _check_coef(value, x: torch.Tensor, name: str):
+    """An alpha_bar checked to lie in (0, 1]: a Python number stays a float (exact float64 coefficients, and no tensor
+    per step in a 1000-step sampler); a tensor must be one value or one per sample and is shaped to broadcast."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not 0 < value <= 1:  # NaN fails this too; plain Python: no tensor per call
+            raise ValueError(f"{name}: expected values in (0, 1], got {value}")
+        return float(value)
     return broadcast_to_batch(check_alpha_bar(value, name), x, name)
+
+
+def _check_coef_tensor(value, x: torch.Tensor, name: str) -> torch.Tensor:
+    """An alpha_bar checked to lie in (0, 1], always as a tensor shaped to broadcast against x."""
+    return broadcast_to_batch(check_alpha_bar(value, name), x, name)
+
+
+def _at_least(value, floor: float):
+    """max(value, floor) for floats, value.clamp_min(floor) for tensors."""
+    return value.clamp_min(floor) if isinstance(value, torch.Tensor) else max(value, floor)
 
 
 def q_sample(x0: torch.Tensor, alpha_bar_t, noise: torch.Tensor) -> torch.Tensor:
@@ -37,8 +53,8 @@ def q_sample(x0: torch.Tensor, alpha_bar_t, noise: torch.Tensor) -> torch.Tensor
     """
     check_tensor(x0, "x0", floating=True)
     check_same_shape(noise, x0, "noise", "x0")
-    a = _coef(alpha_bar_t, x0, "alpha_bar_t")
-    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+    alpha_bar_t = _check_coef_tensor(alpha_bar_t, x0, "alpha_bar_t")
+    return alpha_bar_t.sqrt() * x0 + (1 - alpha_bar_t).sqrt() * noise
 
 
 def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t) -> torch.Tensor:
@@ -48,8 +64,8 @@ def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t) -> torch.Ten
     """
     check_tensor(x_t, "x_t", floating=True)
     check_same_shape(eps, x_t, "eps", "x_t")
-    a = _coef(alpha_bar_t, x_t, "alpha_bar_t")
-    return (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+    alpha_bar_t = _check_coef(alpha_bar_t, x_t, "alpha_bar_t")
+    return (x_t - (1 - alpha_bar_t) ** 0.5 * eps) / alpha_bar_t**0.5
 
 
 def sigma_eta(alpha_bar_t, alpha_bar_prev, eta) -> torch.Tensor:
@@ -68,6 +84,19 @@ def sigma_eta(alpha_bar_t, alpha_bar_prev, eta) -> torch.Tensor:
     # at alpha_bar_t = 1 both factors are 0/0; the limit is 0 (no noise at t = 0)
     ratio = torch.where(a_t < 1, (1 - a_prev) / (1 - a_t).clamp_min(1e-20), torch.zeros_like(a_t))
     return eta_t * ratio.clamp_min(0).sqrt() * (1 - a_t / a_prev).clamp_min(0).sqrt()
+
+
+def sigma_hat(alpha_bar_t, alpha_bar_prev) -> torch.Tensor:
+    r"""The DDIM paper's "larger variance" of Table 1, DDPM's other choice of variance (:math:`\sigma^2 = \beta`):
+
+    .. math:: \hat\sigma_t = \sqrt{1 - \alpha_t/\alpha_{t-1}}
+
+    It exceeds :math:`\sigma_t(1)` and, on long jumps, :math:`\sqrt{1-\alpha_{t-1}}`: eq. (12)'s direction term is then 0.
+    """
+    a_t = check_alpha_bar(alpha_bar_t, "alpha_bar_t")
+    a_prev = check_alpha_bar(alpha_bar_prev, "alpha_bar_prev")
+    _check_step_order(a_t, a_prev)
+    return (1 - a_t / a_prev).clamp_min(0).sqrt()
 
 
 def _check_step_order(a_t: torch.Tensor, a_prev: torch.Tensor) -> None:
@@ -102,16 +131,16 @@ def q_sigma_posterior(x_t, x0, alpha_bar_t, alpha_bar_prev, sigma):
     """
     check_tensor(x_t, "x_t")
     check_same_shape(x0, x_t, "x0", "x_t")
-    a_t = _coef(alpha_bar_t, x_t, "alpha_bar_t")
-    a_prev = _coef(alpha_bar_prev, x_t, "alpha_bar_prev")
-    _check_step_order(a_t, a_prev)
-    sig = broadcast_to_batch(as_tensor(sigma, "sigma"), x_t, "sigma")
-    room = _check_sigma(sig, a_prev)
-    if bool((a_t >= 1).any()):
+    alpha_bar_t = _check_coef_tensor(alpha_bar_t, x_t, "alpha_bar_t")
+    alpha_bar_prev = _check_coef_tensor(alpha_bar_prev, x_t, "alpha_bar_prev")
+    _check_step_order(alpha_bar_t, alpha_bar_prev)
+    sigma = check_coefficient(sigma, x_t, "sigma")
+    _check_sigma(sigma, alpha_bar_prev)
+    if bool((alpha_bar_t >= 1).any()):
         raise ValueError("alpha_bar_t: expected values < 1 (at alpha_bar_t = 1 there is no noise to remove)")
-    eps = (x_t - a_t.sqrt() * x0) / (1 - a_t).sqrt()  # the noise that took x0 to x_t
-    mean = a_prev.sqrt() * x0 + room.clamp_min(0).sqrt() * eps
-    return mean, sig**2
+    eps = (x_t - alpha_bar_t.sqrt() * x0) / (1 - alpha_bar_t).sqrt()  # the noise that took x0 to x_t
+    mean = alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - sigma**2).clamp_min(0).sqrt() * eps
+    return mean, sigma**2
 
 
 def ddpm_posterior(x_t, x0, alpha_bar_t, alpha_bar_prev):
@@ -124,8 +153,8 @@ def ddpm_posterior(x_t, x0, alpha_bar_t, alpha_bar_prev):
     (alphas here are the cumulative products, DDIM's notation). q_sigma with sigma = sigma(eta=1) equals this.
     """
     check_tensor(x_t, "x_t")
-    a_t = _coef(alpha_bar_t, x_t, "alpha_bar_t")
-    a_prev = _coef(alpha_bar_prev, x_t, "alpha_bar_prev")
+    a_t = _check_coef_tensor(alpha_bar_t, x_t, "alpha_bar_t")
+    a_prev = _check_coef_tensor(alpha_bar_prev, x_t, "alpha_bar_prev")
     if bool((a_t >= 1).any()):
         raise ValueError("alpha_bar_t: expected values < 1 (at alpha_bar_t = 1 there is no noise to remove)")
     beta = 1 - a_t / a_prev
@@ -163,41 +192,56 @@ def ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, 
     check_tensor(x_t, "x_t", floating=True, finite=True)
     check_same_shape(eps, x_t, "eps", "x_t")
     check_tensor(eps, "eps", floating=True, finite=True)
-    a_prev = _coef(alpha_bar_prev, x_t, "alpha_bar_prev")
-    a_t = _coef(alpha_bar_t, x_t, "alpha_bar_t")
-    _check_step_order(a_t, a_prev)
     if clip_x0 is not None and not (isinstance(clip_x0, (int, float)) and not isinstance(clip_x0, bool)
                                     and clip_x0 > 0):
         raise ValueError(f"clip_x0: expected None or a positive number (x0 is clamped to [-c, c]), got {clip_x0!r}")
-    if sigma is None:
+    if sigma is None:  # eq. (16)
         sigma = sigma_eta(alpha_bar_t, alpha_bar_prev, eta)
-    sigma = broadcast_to_batch(as_tensor(sigma, "sigma"), x_t, "sigma")
-    _check_sigma(sigma, a_prev)
+    alpha_bar_t = _check_coef_tensor(alpha_bar_t, x_t, "alpha_bar_t")
+    alpha_bar_prev = _check_coef_tensor(alpha_bar_prev, x_t, "alpha_bar_prev")
+    _check_step_order(alpha_bar_t, alpha_bar_prev)
+    sigma = check_coefficient(sigma, x_t, "sigma")
+    _check_sigma(sigma, alpha_bar_prev)
     if noise is not None:
         check_same_shape(noise, x_t, "noise", "x_t")
-    if noise is None:
+    if noise is None:  # epsilon_t ~ N(0, I), drawn only when some sigma_t > 0
         noise = torch.randn_like(x_t) if bool((sigma > 0).any()) else torch.zeros_like(x_t)
-    return _ddim_terms(x_t, eps, a_t, a_prev, sigma, noise, clip_x0)
+    return ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0)
 
 
-def _ddim_terms(x_t, eps, a_t, a_prev, sigma, noise, clip_x0=None) -> DDIMTerms:
-    """Eq. (12) on validated inputs (tensors that broadcast, or floats): the one place the update is computed."""
-    # 1. predicted x0 (eq. 12, first bracket)
-    x0 = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-    if clip_x0 is not None:
+def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=None) -> DDIMTerms:
+    r"""DDIM eq. (12) (the notes' eq. 4), the one function that computes the update, in its three named terms:
+
+    .. math:: x_{t-1} = \underbrace{\sqrt{\alpha_{t-1}}\,f_\theta(x_t)}_{\text{predicted } x_0}
+              + \underbrace{\sqrt{1-\alpha_{t-1}-\sigma_t^2}\;\epsilon_\theta^{(t)}(x_t)}_{\text{direction pointing to } x_t}
+              + \underbrace{\sigma_t\,\epsilon_t}_{\text{random noise}}
+
+    :func:`ddim_step_terms` and :func:`ddim_step` (which choose sigma and draw the noise) and the samplers call it.
+    alpha_bar_t, alpha_bar_prev, sigma: floats, or tensors of shape (N,) or (N, 1, ..., 1); noise: like x_t (or 0.0).
+    """
+    check_same_shape(eps, x_t, "eps", "x_t")
+    alpha_bar_t = _check_coef(alpha_bar_t, x_t, "alpha_bar_t")
+    alpha_bar_prev = _check_coef(alpha_bar_prev, x_t, "alpha_bar_prev")
+    sigma = _check_sigma_coef(sigma, x_t)
+    # 1. predicted x0, eq. (12)'s first bracket: f_theta(x_t) = (x_t - sqrt(1 - alpha_t) eps) / sqrt(alpha_t)
+    x0 = predicted_x0(x_t, eps, alpha_bar_t)
+    if clip_x0 is not None:  # not in the paper: clamp x0, and keep eps consistent with it (direction from x0 to x_t)
         x0 = x0.clamp(-clip_x0, clip_x0)
-        # keep eps consistent with the clipped x0 so the direction term points from it to x_t
-        eps = (x_t - a_t**0.5 * x0) / _at_least(1 - a_t, 1e-24) ** 0.5
-    # 2. direction pointing to x_t; clamp: sigma^2 may exceed 1 - alpha_{t-1} by rounding, and ddim_sample's
-    #    sigma_hat (Table 1's larger variance) exceeds it on long jumps, where the direction term is then 0
-    direction = _at_least(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps
-    # 3. random noise
-    return DDIMTerms(x0, a_prev**0.5 * x0, direction, sigma * noise)
+        eps = (x_t - alpha_bar_t**0.5 * x0) / _at_least(1 - alpha_bar_t, 1e-24) ** 0.5
+    # 2. direction pointing to x_t: sqrt(1 - alpha_{t-1} - sigma_t^2) eps (clamped at 0: rounding, and sigma_hat's
+    #    long jumps, where sigma_hat^2 exceeds 1 - alpha_{t-1})
+    direction = _at_least(1 - alpha_bar_prev - sigma**2, 0.0) ** 0.5 * eps
+    # 3. random noise: sigma_t eps_t
+    return DDIMTerms(x0, alpha_bar_prev**0.5 * x0, direction, sigma * noise)
 
 
-def _at_least(value, floor: float):
-    """max(value, floor) for floats, value.clamp_min(floor) for tensors."""
-    return value.clamp_min(floor) if isinstance(value, torch.Tensor) else max(value, floor)
+def _check_sigma_coef(sigma, x: torch.Tensor):
+    """sigma >= 0: a Python number stays a float, a tensor is shaped to broadcast against x."""
+    if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
+        if not sigma >= 0:
+            raise ValueError(f"sigma: expected values >= 0, got {sigma}")
+        return float(sigma)
+    return broadcast_to_batch(as_tensor(sigma, "sigma"), x, "sigma")
 
 
 def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x0=None) -> torch.Tensor:
@@ -226,11 +270,17 @@ def _check_timesteps(timesteps, num_timesteps: int) -> torch.Tensor:
 def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps, eta: float = 0.0,
                 generator: torch.Generator | None = None, return_trajectory: bool = False,
                 variance: str = "eta", clip_x0=None, progress: bool = False):
-    r"""Run the generative process (DDIM eq. 12) along the decreasing sub-sequence ``timesteps``.
+    r"""Run the generative process along the decreasing sub-sequence ``timesteps`` (:math:`\tau`), DDIM eq. (10)
+    (the notes' eq. 3) with eq. (12)'s update (:func:`ddim_update`) at every step:
+
+    .. math:: p_\theta^{(t)}(x_{t-1} \mid x_t) = \begin{cases}
+              \mathcal N\big(f_\theta^{(1)}(x_1),\ \sigma_1^2 I\big) & t = 1 \\
+              q_\sigma\big(x_{t-1} \mid x_t,\ f_\theta^{(t)}(x_t)\big) & \text{otherwise}
+              \end{cases}
 
     eps_fn(x_t, t): the noise prediction, called with a (N,) LongTensor of timesteps.
     After the last timestep the step goes to alpha_bar = 1, i.e. returns the predicted x0 plus
-    nothing else (the t = 1 case of eq. 10 with sigma -> 0 there).
+    nothing else (the t = 1 case, with sigma -> 0 there).
     variance: ``"eta"`` uses :math:`\sigma_t(\eta)`; ``"sigma_hat"`` is the paper's Table 1
     "larger variance" DDPM sampler, :math:`\hat\sigma_t = \sqrt{1 - \alpha_t/\alpha_{t-1}}`.
     eta = 1 over all T timesteps is DDPM's ancestral sampler.
@@ -245,11 +295,12 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
     # tensor operations per step (this matters for 1000-step samplers in slider demos).
     a_ts = ac[ts].tolist()
     a_prevs = a_ts[1:] + [1.0]  # after the last timestep: alpha_bar = 1, i.e. x0
+    a_prev_t = torch.tensor(a_prevs, dtype=ac.dtype, device=ac.device)
     if variance == "sigma_hat":
-        sigmas = [(1 - a / p) ** 0.5 if i + 1 < len(steps) else 0.0
-                  for i, (a, p) in enumerate(zip(a_ts, a_prevs))]
+        sigmas = sigma_hat(ac[ts], a_prev_t).tolist()
+        sigmas[-1] = 0.0  # the last step returns the predicted x0 (eq. 3's t = 1 case), without noise
     else:
-        sigmas = sigma_eta(ac[ts], torch.tensor(a_prevs, dtype=ac.dtype, device=ac.device), eta).tolist()
+        sigmas = sigma_eta(ac[ts], a_prev_t, eta).tolist()
     x, traj, n = x_T, [x_T], x_T.shape[0]
     t_batches = [torch.full((n,), t, dtype=torch.long, device=x.device) for t in steps]
     iterator = range(len(steps))
@@ -263,7 +314,7 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
         noise = 0.0
         if sigmas[i] > 0:  # drawn on the CPU from the generator: the same numbers on every device
             noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
-        x = _ddim_terms(x, eps, a_ts[i], a_prevs[i], sigmas[i], noise, clip_x0).x_prev
+        x = ddim_update(x, eps, a_ts[i], a_prevs[i], sigmas[i], noise, clip_x0).x_prev
         if return_trajectory:
             traj.append(x)
     return (x, torch.stack(traj)) if return_trajectory else x

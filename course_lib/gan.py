@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from ._checks import check_positive_int, check_tensor
 
 __all__ = ["PatchDiscriminator", "load_discriminator", "hinge_d_loss", "vanilla_d_loss", "generator_loss", "adaptive_weight",
+           "adaptive_weight_of_norms",
            "VQGANLossConfig", "VQGANTrainer"]
 
 
@@ -143,22 +144,45 @@ def adaptive_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer_w
 
     Returns lambda (a 0-d tensor), or ``(lambda, rec_grad_norm, gan_grad_norm)`` with ``return_norms=True``.
     """
-    if delta < 0:
-        raise ValueError(f"delta: expected a non-negative number, got {delta}")
-    if max_weight <= 0:
-        raise ValueError(f"max_weight: expected a positive number, got {max_weight}")
     for name, loss in (("rec_loss", rec_loss), ("gan_loss", gan_loss)):
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
             raise ValueError(f"{name}: expected a scalar tensor that still has its graph (requires_grad), "
                              f"got {type(loss).__name__}" + (f" of shape {tuple(loss.shape)}, requires_grad="
                                                               f"{loss.requires_grad}" if isinstance(loss, torch.Tensor) else ""))
-    rec_grad, = torch.autograd.grad(rec_loss, last_layer_weight, retain_graph=True)
-    gan_grad, = torch.autograd.grad(gan_loss, last_layer_weight, retain_graph=True)
-    rec_norm, gan_norm = rec_grad.norm(), gan_grad.norm()
-    lam = (rec_norm / (gan_norm + delta)).clamp(0.0, max_weight).detach()
+    rec_grad, = torch.autograd.grad(rec_loss, last_layer_weight, retain_graph=True)  # nabla_{G_L} L_rec
+    gan_grad, = torch.autograd.grad(gan_loss, last_layer_weight, retain_graph=True)  # nabla_{G_L} L_GAN
+    rec_norm, gan_norm = rec_grad.norm().detach(), gan_grad.norm().detach()
+    lam = adaptive_weight_of_norms(rec_norm, gan_norm, delta, max_weight)
     if return_norms:
-        return lam, rec_norm.detach(), gan_norm.detach()
+        return lam, rec_norm, gan_norm
     return lam
+
+
+def adaptive_weight_of_norms(rec_grad_norm, gan_grad_norm, delta: float = 1e-6, max_weight: float = 1e4):
+    r"""The equation of :func:`adaptive_weight` on the two gradient norms (floats or tensors, which broadcast):
+
+    .. math:: \lambda = \min\Big(\frac{\|\nabla_{G_L}\mathcal{L}_{rec}\|}{\|\nabla_{G_L}\mathcal{L}_{GAN}\| + \delta},\ \lambda_{max}\Big)
+    """
+    rec_grad_norm = _check_norm(rec_grad_norm, "rec_grad_norm")
+    gan_grad_norm = _check_norm(gan_grad_norm, "gan_grad_norm")
+    delta = _check_norm(delta, "delta", number_ok=True)
+    if max_weight <= 0:
+        raise ValueError(f"max_weight: expected a positive number, got {max_weight}")
+    return (rec_grad_norm / (gan_grad_norm + delta)).clamp(0.0, max_weight)
+
+
+def _check_norm(value, name: str, number_ok: bool = False):
+    """A non-negative norm: a tensor as it is; a number as a float64 tensor, or (``number_ok``) as the number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)) and not hasattr(value, "__len__"):
+        raise TypeError(f"{name}: expected a non-negative number or tensor, got {type(value).__name__}")
+    if number_ok and isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"{name}: expected a non-negative number, got {value}")
+        return float(value)
+    t = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=torch.float64)
+    if bool((t < 0).any()):
+        raise ValueError(f"{name}: expected non-negative values, got {t.min().item()}")
+    return t
 
 
 @dataclass

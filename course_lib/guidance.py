@@ -16,7 +16,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from ._checks import as_tensor, broadcast_to_batch, check_alpha_bar, check_same_shape, check_tensor
+from ._checks import as_tensor, check_alpha_bar, check_coefficient, check_same_shape, check_tensor
 from .diffusion import _check_timesteps, ddim_sample, ddpm_posterior, predicted_x0
 
 __all__ = ["classifier_log_prob_grad", "classifier_guided_mean", "classifier_guided_eps", "cfg_eps",
@@ -65,10 +65,11 @@ def classifier_guided_mean(mean: torch.Tensor, variance, grad_log_prob: torch.Te
     """
     check_tensor(mean, "mean")
     check_same_shape(grad_log_prob, mean, "grad_log_prob", "mean")
-    var = broadcast_to_batch(as_tensor(variance, "variance"), mean, "variance")
-    if bool((var < 0).any()):
-        raise ValueError(f"variance: expected values >= 0, got {var.min().item()}")
-    return mean + check_scale(scale) * var * grad_log_prob
+    variance = check_coefficient(variance, mean, "variance")
+    if bool((variance < 0).any()):
+        raise ValueError(f"variance: expected values >= 0, got {variance.min().item()}")
+    scale = check_scale(scale)
+    return mean + scale * variance * grad_log_prob
 
 
 def classifier_guided_eps(eps: torch.Tensor, grad_log_prob: torch.Tensor, alpha_bar_t, scale: float) -> torch.Tensor:
@@ -79,8 +80,10 @@ def classifier_guided_eps(eps: torch.Tensor, grad_log_prob: torch.Tensor, alpha_
     """
     check_tensor(eps, "eps")
     check_same_shape(grad_log_prob, eps, "grad_log_prob", "eps")
-    a = broadcast_to_batch(check_alpha_bar(alpha_bar_t, "alpha_bar_t"), eps, "alpha_bar_t")
-    return eps - (1 - a).sqrt() * check_scale(scale) * grad_log_prob
+    check_alpha_bar(alpha_bar_t, "alpha_bar_t")
+    alpha_bar_t = check_coefficient(alpha_bar_t, eps, "alpha_bar_t")
+    scale = check_scale(scale)
+    return eps - (1 - alpha_bar_t).sqrt() * scale * grad_log_prob
 
 
 def cfg_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -93,7 +96,8 @@ def cfg_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> t
     """
     check_tensor(eps_uncond, "eps_uncond")
     check_same_shape(eps_cond, eps_uncond, "eps_cond", "eps_uncond")
-    return eps_uncond + check_scale(scale) * (eps_cond - eps_uncond)
+    scale = check_scale(scale)
+    return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ def check_adaptive_weight(fn) -> Verdict:
     delta), 0, 1e4), detached, gradients taken with respect to ``last_layer_weight`` only."""
     from torch import nn
 
-    from ..gan import adaptive_weight
+    from ..gan import adaptive_weight, adaptive_weight_of_norms
 
     def losses(seed, gan_scale):
         torch.manual_seed(seed)
@@ -62,7 +62,7 @@ def check_adaptive_weight(fn) -> Verdict:
     }
     return check_function("adaptive_weight", wrap(fn, True), wrap(lambda r, g, w, d: adaptive_weight(r, g, w, d)),
                           cases, {k: wrap(v) for k, v in mistakes.items()}, rtol=1e-4, exercise="Exercise 5.1",
-                          replaces=[adaptive_weight], learner=fn)
+                          replaces=[adaptive_weight, adaptive_weight_of_norms], learner=fn)
 
 
 def check_hinge_d_loss(fn) -> Verdict:

@@ -6,7 +6,7 @@ import torch
 
 from .. import viz
 from ..data import SHAPES
-from ..guidance import cfg_sample, classifier_log_prob_grad, guided_ddim_sample
+from ..guidance import cfg_sample, classifier_guided_mean, classifier_log_prob_grad, guided_ddim_sample
 from ..schedules import timestep_subsequence
 from ..widgets import moving, slider_demo
 
@@ -37,7 +37,7 @@ def taylor_demo(mixture, alphas_cumprod, mean=(0.9, 0.9), t: int = 150, lim: flo
         log_gauss = -((pts - mu) ** 2).sum(1) / (2 * var)
         exact = (log_gauss + log_post[:, y]).softmax(0) / cell  # normalised product density
         g = classifier_log_prob_grad(clf, mu[None], torch.tensor([t]), torch.tensor([y]))[0]
-        shifted_mean = mu + var * g
+        shifted_mean = classifier_guided_mean(mu[None], var, g[None], 1.0)[0]  # Algorithm 1's mean, s = 1
         approx = (-((pts - shifted_mean) ** 2).sum(1) / (2 * var)).softmax(0) / cell
         tv = 0.5 * (exact - approx).abs().sum().item() * cell
         exact_mean = (exact[:, None] * pts).sum(0) * cell

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .. import checkpoints, viz
-from ..gan import adaptive_weight, generator_loss
+from ..gan import adaptive_weight, adaptive_weight_of_norms, generator_loss
 from ..widgets import image_strip_demo, moving, slider_demo
 
 __all__ = ["AUTOENCODERS", "snapshot_scrubber", "lambda_demo", "prior_sampler", "uniform_codes"]
@@ -67,13 +67,11 @@ def lambda_demo(autoencoder, discriminator, x: torch.Tensor, rec_loss_fn):
     rec_norm, gan_norm = float(rec_norm), float(gan_norm)
     deltas = np.logspace(-8, 2, 121)
 
-    def lam(delta, max_weight, c):
-        return min(rec_norm / (c * gan_norm + delta), max_weight)
-
     def compute(log10_delta, log10_max_weight, log10_gan_scale):
         c, delta, mw = 10 ** log10_gan_scale, 10 ** log10_delta, 10 ** log10_max_weight
-        curve = np.minimum(rec_norm / (c * gan_norm + deltas), mw)
-        value = lam(delta, mw, c)
+        # the library's equation, on the measured norms (the GAN gradient scaled by c)
+        curve = adaptive_weight_of_norms(rec_norm, c * gan_norm, torch.from_numpy(deltas), mw).numpy()
+        value = float(adaptive_weight_of_norms(rec_norm, c * gan_norm, delta, mw))
         return {"curve": curve, "lambda": value, "delta": delta, "gan_norm": c * gan_norm,
                 "balanced": value * c * gan_norm}
 
