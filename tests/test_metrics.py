@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from course_lib.data import ring_mixture
-from course_lib.metrics import (frechet_distance, frechet_distance_from_stats, mixture_nll, mmd_rbf,
+from course_lib.metrics import (edge_sharpness, frechet_distance, frechet_distance_from_stats, mixture_nll, mmd_rbf,
                                 precision_recall, psnr, sliced_wasserstein, ssim)
 
 
@@ -104,3 +104,13 @@ def test_mmd_to_reference_equals_mmd_rbf():
     for s in (21, 22):
         x = torch.randn(200, 2, generator=gen(s)) + 0.3
         assert m(x).item() == pytest.approx(mmd_rbf(x, ref).item(), rel=1e-5)
+
+
+def test_edge_sharpness():
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.allclose(edge_sharpness(x, x), torch.ones(2))
+    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    assert (edge_sharpness(blurred, x) < 0.8).all()
+    assert torch.allclose(edge_sharpness(2 * x, x), torch.full((2,), 2.0))
+    with pytest.raises(ValueError, match="x_hat"):
+        edge_sharpness(x[:, :, :8], x)

@@ -1,8 +1,7 @@
-"""The VQGAN stage-two prior (nets.GPTPrior) and the reconstruction measures of notebook 05."""
+"""nets/gpt.py: the VQGAN stage-two prior."""
 import pytest
 import torch
 
-from course_lib.metrics import edge_sharpness
 from course_lib.nets import GPTConfig, GPTPrior
 
 
@@ -59,13 +58,3 @@ def test_gpt_bad_input():
         model.sample(1, temperature=0.0)
     with pytest.raises(ValueError, match="top_k"):
         model.sample(1, top_k=11)
-
-
-def test_edge_sharpness():
-    x = torch.rand(2, 3, 16, 16) * 2 - 1
-    assert torch.allclose(edge_sharpness(x, x), torch.ones(2))
-    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    assert (edge_sharpness(blurred, x) < 0.8).all()
-    assert torch.allclose(edge_sharpness(2 * x, x), torch.full((2,), 2.0))
-    with pytest.raises(ValueError, match="x_hat"):
-        edge_sharpness(x[:, :, :8], x)

@@ -1,0 +1,54 @@
+r"""The course's networks, one file per family: small enough to train on a CPU in minutes, readable in one sitting.
+
+- :mod:`.blocks`: the time embedding, the residual block, self-attention over a feature map;
+- :mod:`.unet`: :class:`UNet` (:math:`\epsilon_\theta(x_t, t[, y])`) and :class:`CaptionUNet` (Latent Diffusion's denoiser);
+- :mod:`.mlp`: :class:`MLPDenoiser` for 2-D points;
+- :mod:`.classifier`: :class:`Classifier`, noise-aware (classifier guidance) or clean (the metrics' features);
+- :mod:`.vqvae`: :class:`VQVAE`, the VQ/LFQ autoencoder; :mod:`.gpt`: :class:`GPTPrior`; :mod:`.caption`:
+  :class:`CaptionEncoder`.
+
+Each model takes one config dataclass (as in nanoGPT), so a checkpoint stores its config as plain JSON and
+:func:`build_model` (the registry below) rebuilds it.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import fields
+
+from torch import nn
+
+from .blocks import NUM_TIMESTEPS, AttentionBlock, ResBlock, TimeEmbedding, timestep_embedding
+from .caption import CaptionEncoder
+from .classifier import Classifier, ClassifierConfig
+from .gpt import GPTConfig, GPTPrior
+from .mlp import MLPConfig, MLPDenoiser
+from .unet import CaptionUNet, CaptionUNetConfig, UNet, UNetConfig
+from .vqvae import VQVAE, VQVAEConfig
+
+__all__ = ["timestep_embedding", "TimeEmbedding", "ResBlock", "AttentionBlock", "NUM_TIMESTEPS", "UNetConfig", "UNet",
+           "CaptionUNetConfig", "CaptionUNet", "CaptionEncoder", "MLPConfig", "MLPDenoiser", "ClassifierConfig",
+           "Classifier", "VQVAEConfig", "VQVAE", "GPTConfig", "GPTPrior", "MODELS", "build_model"]
+
+MODELS = {
+    "UNet": (UNet, UNetConfig),
+    "CaptionUNet": (CaptionUNet, CaptionUNetConfig),
+    "MLPDenoiser": (MLPDenoiser, MLPConfig),
+    "Classifier": (Classifier, ClassifierConfig),
+    "VQVAE": (VQVAE, VQVAEConfig),
+    "GPTPrior": (GPTPrior, GPTConfig),
+}
+
+
+def build_model(kind: str, config: dict) -> nn.Module:
+    """Rebuild a model from its class name and plain-JSON config (lists become tuples)."""
+    if kind not in MODELS:
+        raise ValueError(f"kind: expected one of {sorted(MODELS)}, got {kind!r}")
+    cls, cfg_cls = MODELS[kind]
+    known = {f.name for f in fields(cfg_cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        close = {k: difflib.get_close_matches(k, sorted(known), n=1) for k in unknown}
+        hints = "; ".join(f"{k!r} (did you mean {c[0]!r}?)" if c else repr(k) for k, c in close.items())
+        raise TypeError(f"config: expected fields of {cfg_cls.__name__} {sorted(known)}, got unknown {hints}")
+    cfg = cfg_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    return cls(cfg)

@@ -1,0 +1,209 @@
+r"""The image noise predictors: :class:`UNet` (:math:`\epsilon_\theta(x_t, t[, y])`, class-conditional with label
+dropout) and Latent Diffusion's :class:`CaptionUNet` (:math:`\epsilon_\theta(z_t, t, \tau_\theta(y))`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .blocks import AttentionBlock, ResBlock, TimeEmbedding, _check_image_input, _timesteps_for
+from .caption import CaptionEncoder
+
+__all__ = ["UNetConfig", "UNet", "CaptionUNetConfig", "CaptionUNet"]
+
+
+@dataclass
+class UNetConfig:
+    in_channels: int = 3
+    base_channels: int = 32
+    channel_mults: tuple = (1, 2)
+    num_res_blocks: int = 2
+    attention_at_lowest: bool = True   # self-attention in the middle block
+    num_classes: int | None = None     # class embedding; index num_classes means "no label"
+    groups: int = 8
+    dropout: float = 0.0
+
+
+class UNet(nn.Module):
+    r"""Time-conditioned UNet :math:`\epsilon_\theta(x_t, t, y, c)`.
+
+    forward(x (N,C,H,W), t (N,) or scalar, y (N,) class ids or None).
+    With ``num_classes`` set, ``y=None`` (or entries equal to ``num_classes``) means unconditional:
+    the same network serves conditional and unconditional sampling, hence classifier-free guidance.
+    H and W must be divisible by 2^(len(channel_mults)-1).
+    """
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        ch = [cfg.base_channels * m for m in cfg.channel_mults]
+        emb_dim = 4 * cfg.base_channels
+        self.time_mlp = TimeEmbedding(cfg.base_channels, emb_dim)
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        block = lambda a, b: ResBlock(a, b, emb_dim, cfg.groups, cfg.dropout)  # noqa: E731
+
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        prev = ch[0]
+        for i, c in enumerate(ch):
+            self.down.append(nn.ModuleList([block(prev if j == 0 else c, c) for j in range(cfg.num_res_blocks)]))
+            self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1) if i < len(ch) - 1 else nn.Identity())
+            prev = c
+        self.mid1 = block(ch[-1], ch[-1])
+        self.mid_attn = AttentionBlock(ch[-1], groups=cfg.groups) if cfg.attention_at_lowest else None
+        self.mid2 = block(ch[-1], ch[-1])
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        prev = ch[-1]
+        for i in reversed(range(len(ch))):
+            c = ch[i]
+            self.up.append(nn.ModuleList([block(prev + c if j == 0 else c, c) for j in range(cfg.num_res_blocks)]))
+            self.upsample.append(nn.Conv2d(c, ch[i - 1], 3, padding=1) if i > 0 else nn.Identity())
+            prev = ch[i - 1] if i > 0 else c
+        self.norm_out = nn.GroupNorm(cfg.groups, ch[0])
+        self.conv_out = nn.Conv2d(ch[0], cfg.in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)  # start as "predict zero noise": stabler first steps
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x, t, y=None):
+        cfg = self.config
+        _check_image_input(x, cfg.in_channels, levels=len(cfg.channel_mults))
+        t = _timesteps_for(t, x)
+        emb = self.time_mlp(t)
+        if self.class_emb is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), cfg.num_classes, device=x.device, dtype=torch.long)
+            y = torch.as_tensor(y, device=x.device)
+            if y.is_floating_point() or y.dtype == torch.bool:
+                raise TypeError(f"y: expected integer class ids (a LongTensor), got {y.dtype}")
+            if y.shape != (x.shape[0],) or int(y.min()) < 0 or int(y.max()) > cfg.num_classes:
+                raise ValueError(f"y: expected shape ({x.shape[0]},) with ids in [0, {cfg.num_classes}] "
+                                 f"({cfg.num_classes} = no label), got {tuple(y.shape)} {y.tolist()[:8]}")
+            emb = emb + self.class_emb(y)
+        elif y is not None:
+            raise ValueError("y: this UNet has no class embedding (config.num_classes is None), but y was given")
+        h = self.conv_in(x)
+        skips = []
+        for blocks, down in zip(self.down, self.downsample):
+            for b in blocks:
+                h = b(h, emb)
+            skips.append(h)
+            h = down(h)
+        h = self.mid1(h, emb)
+        if self.mid_attn is not None:
+            h = self.mid_attn(h)
+        h = self.mid2(h, emb)
+        for blocks, up in zip(self.up, self.upsample):
+            h = torch.cat([h, skips.pop()], dim=1)
+            for b in blocks:
+                h = b(h, emb)
+            if not isinstance(up, nn.Identity):
+                h = up(F.interpolate(h, scale_factor=2, mode="nearest"))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+@dataclass
+class CaptionUNetConfig:
+    in_channels: int = 4               # latent channels (3 for a pixel-space model)
+    base_channels: int = 32
+    channel_mults: tuple = (1, 2)
+    attention_levels: tuple = (True, True)  # a SpatialTransformer at each level (plus one in the middle)
+    context_dim: int = 64              # width of the caption tokens tau_theta(y)
+    heads: int = 4
+    attention: str = "standard"        # "standard": Q from the image, K, V from the caption; "swapped": the reverse
+    vocab_size: int = 20               # len(course_lib.data.VOCAB)
+    caption_length: int = 11           # CAPTION_LENGTH
+    caption_layers: int = 2
+    groups: int = 8
+
+
+class CaptionUNet(nn.Module):
+    r"""Latent Diffusion's denoiser :math:`\epsilon_\theta(z_t, t, \tau_\theta(y))`: a UNet whose levels end in
+    :class:`course_lib.attention.SpatialTransformer` blocks that cross-attend to the caption tokens, trained jointly
+    with its :class:`CaptionEncoder`. ``forward(z_t, t, tokens=None)``; ``tokens=None`` is the empty caption
+    (unconditional). :meth:`transformers` lists the attention layers by name, for attention maps.
+    """
+
+    def __init__(self, config: CaptionUNetConfig):
+        super().__init__()
+        from ..attention import SpatialTransformer
+
+        self.config = cfg = config
+        if cfg.attention not in ("standard", "swapped"):
+            raise ValueError(f"attention: expected 'standard' or 'swapped', got {cfg.attention!r}")
+        if len(cfg.attention_levels) != len(cfg.channel_mults):
+            raise ValueError(f"attention_levels: expected one flag per level ({len(cfg.channel_mults)}), got "
+                             f"{cfg.attention_levels}")
+        swapped = cfg.attention == "swapped"
+        ch = [cfg.base_channels * m for m in cfg.channel_mults]
+        emb_dim = 4 * cfg.base_channels
+        self.caption_encoder = CaptionEncoder(cfg.vocab_size, cfg.caption_length, cfg.context_dim, cfg.caption_layers,
+                                              cfg.heads)
+        self.time_mlp = TimeEmbedding(cfg.base_channels, emb_dim)
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+
+        def st(c, on=True):
+            return SpatialTransformer(c, cfg.context_dim, cfg.heads, groups=cfg.groups, swapped=swapped) if on else None
+
+        self.down = nn.ModuleList()
+        prev = ch[0]
+        for i, c in enumerate(ch):
+            self.down.append(nn.ModuleDict({
+                "res": ResBlock(prev, c, emb_dim, cfg.groups),
+                **({"attn": st(c)} if cfg.attention_levels[i] else {}),
+                **({"down": nn.Conv2d(c, c, 3, stride=2, padding=1)} if i < len(ch) - 1 else {})}))
+            prev = c
+        self.mid1, self.mid_attn, self.mid2 = (ResBlock(ch[-1], ch[-1], emb_dim, cfg.groups), st(ch[-1]),
+                                               ResBlock(ch[-1], ch[-1], emb_dim, cfg.groups))
+        self.up = nn.ModuleList()
+        for i in reversed(range(len(ch))):
+            self.up.append(nn.ModuleDict({
+                "res": ResBlock(prev + ch[i], ch[i], emb_dim, cfg.groups),
+                **({"attn": st(ch[i])} if cfg.attention_levels[i] else {}),
+                **({"up": nn.Conv2d(ch[i], ch[i - 1], 3, padding=1)} if i > 0 else {})}))
+            prev = ch[i - 1] if i > 0 else ch[i]
+        self.norm_out = nn.GroupNorm(cfg.groups, ch[0])
+        self.conv_out = nn.Conv2d(ch[0], cfg.in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def transformers(self) -> dict:
+        """{name: SpatialTransformer} in the order the forward pass meets them (name says level and resolution)."""
+        out = {}
+        n = len(self.down)
+        for i, blk in enumerate(self.down):
+            if "attn" in blk:
+                out[f"down{i}"] = blk["attn"]
+        out["mid"] = self.mid_attn
+        for j, blk in enumerate(self.up):
+            if "attn" in blk:
+                out[f"up{n - 1 - j}"] = blk["attn"]
+        return out
+
+    def forward(self, x, t, tokens=None):
+        cfg = self.config
+        _check_image_input(x, cfg.in_channels, levels=len(cfg.channel_mults))
+        if tokens is None:
+            tokens = torch.zeros(x.shape[0], cfg.caption_length, dtype=torch.long, device=x.device)
+        if tokens.shape[0] != x.shape[0]:
+            raise ValueError(f"tokens: expected one caption per image ({x.shape[0]}), got {tuple(tokens.shape)}")
+        context, mask = self.caption_encoder(tokens)
+        emb = self.time_mlp(_timesteps_for(t, x))
+        h = self.conv_in(x)
+        skips = []
+        for blk in self.down:
+            h = blk["res"](h, emb)
+            if "attn" in blk:
+                h = blk["attn"](h, context, mask)
+            skips.append(h)
+            if "down" in blk:
+                h = blk["down"](h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb), context, mask), emb)
+        for blk in self.up:
+            h = blk["res"](torch.cat([h, skips.pop()], dim=1), emb)
+            if "attn" in blk:
+                h = blk["attn"](h, context, mask)
+            if "up" in blk:
+                h = blk["up"](F.interpolate(h, scale_factor=2, mode="nearest"))
+        return self.conv_out(F.silu(self.norm_out(h)))
