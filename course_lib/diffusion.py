@@ -18,7 +18,7 @@ from ._checks import as_tensor, broadcast_to_batch, check_alpha_bar, check_alpha
 
 __all__ = [
     "q_sample", "predicted_x0", "sigma_eta", "sigma_hat", "q_sigma_posterior", "ddpm_posterior", "DDIMTerms",
-    "ddim_update", "ddim_step_terms", "ddim_step", "ddim_sample", "ddim_invert", "slerp",
+    "ddim_update", "ddim_step_terms", "ddim_step", "ddim_sample", "ddim_invert", "slerp", "diffusion_loss",
 ]
 
 
@@ -382,3 +382,29 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha) -> torch.Tensor:
     w1 = torch.where(parallel, a, torch.sin(a * theta) / torch.where(parallel, 1.0, sin))
     out = w0[:, None] * flat0 + w1[:, None] * flat1
     return out.reshape(z0.shape).to(z0.dtype)
+
+
+def diffusion_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, cond=None, drop_prob: float = 0.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""DDPM's simple objective (Ho et al. eq. 14), which is also Latent Diffusion's :math:`L_{LDM}` (eq. 2 there)
+    when ``x0`` are scaled latents and ``cond`` caption ids:
+
+    .. math:: L = \mathbb E_{x_0, \epsilon, t}\,\big\|\epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t}\,x_0
+              + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t,\ c)\big\|^2,\qquad t \sim \mathcal U\{0, \dots, T-1\}
+
+    ``model(x_t, t, cond)`` predicts eps; with ``cond``, a fraction ``drop_prob`` of the conditions is replaced by
+    ``model.null_condition(n)`` (the model owns its null condition), which trains the unconditional model that
+    classifier-free guidance needs.
+    """
+    check_tensor(x0, "x0", floating=True)
+    check_alphas_cumprod(alphas_cumprod)
+    n = x0.shape[0]
+    t = torch.randint(0, len(alphas_cumprod), (n,), generator=generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    x_t = q_sample(x0, alphas_cumprod.to(x0.device)[t], noise)
+    if cond is None:
+        return torch.nn.functional.mse_loss(model(x_t, t).float(), noise)
+    drop = (torch.rand(n, generator=generator) < drop_prob).to(x0.device)  # condition dropout
+    null = model.null_condition(n, x0.device)
+    cond = torch.where(drop.reshape(-1, *([1] * (cond.ndim - 1))), null, cond)
+    return torch.nn.functional.mse_loss(model(x_t, t, cond).float(), noise)

@@ -20,7 +20,7 @@ from ._checks import as_tensor, check_alpha_bar, check_coefficient, check_same_s
 from .diffusion import _check_timesteps, ddim_sample, ddpm_posterior, predicted_x0
 
 __all__ = ["classifier_log_prob_grad", "classifier_guided_mean", "classifier_guided_eps", "cfg_eps",
-           "guided_ddpm_sample", "guided_ddim_sample", "cfg_sample"]
+           "guided_ddpm_sample", "guided_ddim_sample", "cfg_eps_fn", "cfg_sample"]
 
 
 def check_scale(scale, name: str = "scale") -> float:
@@ -143,16 +143,24 @@ def guided_ddim_sample(eps_fn, grad_fn, x_T: torch.Tensor, alphas_cumprod: torch
     return ddim_sample(guided, x_T, alphas_cumprod, timesteps, eta=eta, generator=generator, **kwargs)
 
 
-def cfg_sample(model, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps, y, scale: float,
-               eta: float = 0.0, generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
-    """Classifier-free guidance with a label-dropout model ``model(x, t, y)`` (y=None: unconditional):
-    both predictions in one batch of 2N, combined by :func:`cfg_eps`."""
+def cfg_eps_fn(model, cond: torch.Tensor, scale: float):
+    """The ``eps_fn(x_t, t)`` of classifier-free guidance, the one place it is batched: the unconditional and the
+    conditional prediction of ``model(x, t, cond)`` in one batch of 2N (the unconditional half gets
+    ``model.null_condition(n)``), combined by :func:`cfg_eps`. At scale 1 it is the conditional model alone."""
     scale = check_scale(scale)
-    y = torch.as_tensor(y, device=x_T.device)
+    null = model.null_condition(cond.shape[0], cond.device)
 
-    def guided(x, t):
-        eps = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([torch.full_like(y, model.config.num_classes), y]))
-        eps_u, eps_c = eps.chunk(2)
+    def eps_fn(x, t):
+        if scale == 1.0:  # (1 + w) eps_c - w eps_u with w = 0: one evaluation, not two
+            return model(x, t, cond)
+        eps_u, eps_c = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([null, cond])).chunk(2)
         return cfg_eps(eps_u, eps_c, scale)
 
-    return ddim_sample(guided, x_T, alphas_cumprod, timesteps, eta=eta, generator=generator, **kwargs)
+    return eps_fn
+
+
+def cfg_sample(model, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps, y, scale: float,
+               eta: float = 0.0, generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
+    """DDIM with classifier-free guidance (:func:`cfg_eps_fn`) for a label-dropout model ``model(x, t, y)``."""
+    eps_fn = cfg_eps_fn(model, torch.as_tensor(y, device=x_T.device), scale)
+    return ddim_sample(eps_fn, x_T, alphas_cumprod, timesteps, eta=eta, generator=generator, **kwargs)

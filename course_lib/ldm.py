@@ -19,11 +19,11 @@ from torch.nn import functional as F
 
 from . import checkpoints
 from ._checks import check_positive_int, check_tensor
-from .diffusion import ddim_sample, q_sample
-from .guidance import cfg_eps, check_scale
+from .diffusion import ddim_sample
+from .guidance import cfg_eps_fn, check_scale
 from .schedules import make_alphas_cumprod, timestep_subsequence
 
-__all__ = ["latent_scale", "ldm_loss", "LatentDiffusion", "attention_on_object"]
+__all__ = ["latent_scale", "LatentDiffusion", "attention_on_object"]
 
 
 @torch.no_grad()
@@ -31,20 +31,6 @@ def latent_scale(autoencoder, images: torch.Tensor) -> float:
     r"""LDM's scale factor :math:`s = 1 / \mathrm{std}(\mathcal E(x))` over ``images`` (pre-quantization latents)."""
     check_tensor(images, "images", ndim=4)
     return float(1.0 / autoencoder.encode(images).flatten().std())
-
-
-def ldm_loss(unet, z0: torch.Tensor, tokens: torch.Tensor, alphas_cumprod: torch.Tensor,
-             generator: torch.Generator | None = None, drop_prob: float = 0.1) -> torch.Tensor:
-    r""":math:`L_{LDM}` on a batch of scaled latents ``z0`` and caption ids ``tokens``; a fraction ``drop_prob`` of
-    captions is replaced by the empty caption (all ``<pad>``), which trains the unconditional model used by
-    classifier-free guidance."""
-    n = z0.shape[0]
-    t = torch.randint(0, len(alphas_cumprod), (n,), generator=generator).to(z0.device)
-    noise = torch.randn(z0.shape, generator=generator).to(z0.device)
-    z_t = q_sample(z0, alphas_cumprod.to(z0.device)[t], noise)
-    drop = (torch.rand(n, generator=generator) < drop_prob).to(z0.device)
-    tokens = torch.where(drop[:, None], torch.zeros_like(tokens), tokens)
-    return F.mse_loss(unet(z_t, t, tokens).float(), noise)
 
 
 class LatentDiffusion:
@@ -118,16 +104,9 @@ class LatentDiffusion:
         return self.autoencoder.decode(z_q).clamp(-1, 1)
 
     def guided_eps(self, guidance_scale: float, tokens: torch.Tensor):
-        """eps_fn(z_t, t) for DDIM: classifier-free guidance, empty and given caption in one batch of 2N."""
-        empty = torch.zeros_like(tokens)
-
-        def eps_fn(z, t):
-            if guidance_scale == 1.0:
-                return self.unet(z, t, tokens)
-            e = self.unet(torch.cat([z, z]), torch.cat([t, t]), torch.cat([empty, tokens]))
-            e_u, e_c = e.chunk(2)
-            return cfg_eps(e_u, e_c, guidance_scale)
-        return eps_fn
+        """eps_fn(z_t, t) for DDIM: classifier-free guidance (:func:`course_lib.guidance.cfg_eps_fn`; the empty
+        caption is the unconditional branch)."""
+        return cfg_eps_fn(self.unet, tokens, guidance_scale)
 
     @torch.no_grad()
     def sample(self, tokens: torch.Tensor, steps: int = 20, guidance_scale: float = 3.0, eta: float = 0.0,

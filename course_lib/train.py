@@ -32,11 +32,11 @@ from tqdm.auto import tqdm
 from . import checkpoints
 from .data import COLOURS, ROWS, SHAPES, SIZES, COLUMNS, generate_shapes, ring_mixture
 from .device import default_device
-from .diffusion import ddim_sample, q_sample
+from .diffusion import ddim_sample, diffusion_loss, q_sample
 from .nets import build_model
 from .schedules import make_alphas_cumprod, timestep_subsequence
 
-__all__ = ["EMA", "Recipe", "RECIPES", "recipe_parents", "train", "evaluate", "diffusion_loss", "main"]
+__all__ = ["EMA", "Recipe", "RECIPES", "recipe_parents", "train", "evaluate", "main"]
 
 CORRUPTIONS = ("clean", "light noise", "heavy noise", "blur")  # the clean classifier's extra head
 
@@ -201,19 +201,6 @@ def _batch(recipe: Recipe, step: int, n: int | None = None):
     raise ValueError(f"recipe.data: unknown data {recipe.data!r}")
 
 
-def diffusion_loss(model, x0, alphas_cumprod, generator=None, y=None, cond_drop_prob=0.0, null_label=None):
-    r"""DDPM's simple loss :math:`\|\epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t}x_0 + \sqrt{1-\bar\alpha_t}\epsilon, t)\|^2`, t uniform."""
-    n = x0.shape[0]
-    t = torch.randint(0, len(alphas_cumprod), (n,), generator=generator).to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-    x_t = q_sample(x0, alphas_cumprod.to(x0.device)[t], noise)
-    kwargs = {}
-    if y is not None:
-        drop = torch.rand(n, generator=generator).to(x0.device) < cond_drop_prob
-        kwargs["y"] = torch.where(drop, torch.full_like(y, null_label), y)
-    return F.mse_loss(model(x_t, t, **kwargs).float(), noise)
-
-
 def _lr_at(step: int, recipe: Recipe, warmup: int = 200) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak."""
     if step < warmup:
@@ -272,7 +259,7 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
         with amp:
             if recipe.task == "diffusion":
                 cond = y if null else None
-                loss = diffusion_loss(model, x, ac, gen, cond, recipe.cond_drop_prob, null)
+                loss = diffusion_loss(model, x, ac, cond, recipe.cond_drop_prob, gen)
             elif recipe.task == "autoencoder":
                 loss, parts, idx = model.training_loss(x)
                 if step % recipe.extra.get("log_every", 50) == 0 or step == recipe.steps - 1:
@@ -393,7 +380,7 @@ def _train_prior(recipe: Recipe, device, progress: bool = True):
 
 def _train_ldm(recipe: Recipe, device, progress: bool = True):
     """Train a caption-conditioned denoiser on scaled latents (or pixels) with L_LDM; returns (EMA model, info, log)."""
-    from .ldm import latent_scale, ldm_loss
+    from .ldm import latent_scale
 
     torch.manual_seed(recipe.seed)
     ae_name = recipe.extra.get("autoencoder")
@@ -411,7 +398,7 @@ def _train_ldm(recipe: Recipe, device, progress: bool = True):
         b = generate_shapes(recipe.batch_size, 32, 1, seed=recipe.seed * 1_000_003 + step)
         with torch.no_grad():
             z0 = scale * ae.encode(b.images.to(device)) if ae is not None else b.images.to(device)
-        loss = ldm_loss(model, z0, b.tokens.to(device), ac, gen, recipe.cond_drop_prob)
+        loss = diffusion_loss(model, z0, ac, b.tokens.to(device), recipe.cond_drop_prob, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -119,3 +119,25 @@ def test_bad_input():
         cfg_eps(x, x, "2")
     with pytest.raises(ValueError, match="eps_cond"):
         cfg_eps(x, torch.zeros(2, 3), 1.0)
+
+
+def test_classifier_free_guidance_is_batched_in_one_place_with_the_models_null_condition():
+    from course_lib.guidance import cfg_eps_fn
+
+    calls = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t, y):
+            calls.append(y.clone())
+            return x * (1 + y[:, None].float())
+
+        def null_condition(self, n, device=None):
+            return torch.full((n,), 7, dtype=torch.long, device=device)
+
+    x, t, y = torch.randn(3, 2), torch.full((3,), 10), torch.tensor([0, 1, 2])
+    out = cfg_eps_fn(Spy(), y, 3.0)(x, t)
+    assert torch.equal(calls[-1], torch.tensor([7, 7, 7, 0, 1, 2]))  # one batch of 2N: the null half first
+    e_u, e_c = x * 8, x * (1 + y[:, None].float())
+    assert torch.allclose(out, e_u + 3.0 * (e_c - e_u))
+    cfg_eps_fn(Spy(), y, 1.0)(x, t)
+    assert torch.equal(calls[-1], y)  # scale 1 is the conditional model: one evaluation of N

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from course_lib.data import CAPTION_LENGTH, generate_shapes
-from course_lib.ldm import LatentDiffusion, attention_on_object, latent_scale, ldm_loss
+from course_lib.diffusion import diffusion_loss
+from course_lib.ldm import LatentDiffusion, attention_on_object, latent_scale
 from course_lib.nets import VQVAE, CaptionUNet, CaptionUNetConfig, VQVAEConfig
 from course_lib.schedules import make_alphas_cumprod
 
@@ -35,7 +36,7 @@ def test_decode_quantizes_the_unscaled_latent(small):
         assert torch.allclose(small.decode(z + 1e-5 * torch.randn_like(z)), expected, atol=1e-5)
 
 
-def test_ldm_loss_is_the_mse_of_the_noise_and_drops_captions(small):
+def test_l_ldm_is_the_one_diffusion_loss_on_latents_and_drops_captions_to_the_models_null(small):
     ac = make_alphas_cumprod()
     z0 = torch.randn(6, 4, 8, 8)
     tokens = generate_shapes(6, 32, 1, seed=3).tokens
@@ -46,14 +47,17 @@ def test_ldm_loss_is_the_mse_of_the_noise_and_drops_captions(small):
             calls.append(tok.clone())
             return torch.zeros_like(z)
 
+        def null_condition(self, n, device=None):
+            return small.unet.null_condition(n, device)
+
     g = torch.Generator().manual_seed(0)
-    loss = ldm_loss(Spy(), z0, tokens, ac, g, drop_prob=0.0)
+    loss = diffusion_loss(Spy(), z0, ac, tokens, drop_prob=0.0, generator=g)
     g2 = torch.Generator().manual_seed(0)
     torch.randint(0, 1000, (6,), generator=g2)
     noise = torch.randn(z0.shape, generator=g2)
     assert loss.item() == pytest.approx((noise ** 2).mean().item(), rel=1e-6)  # zero prediction: E||eps||^2
     assert torch.equal(calls[-1], tokens)
-    ldm_loss(Spy(), z0, tokens, ac, torch.Generator().manual_seed(0), drop_prob=1.0)
+    diffusion_loss(Spy(), z0, ac, tokens, drop_prob=1.0, generator=torch.Generator().manual_seed(0))
     assert (calls[-1] == 0).all()  # every caption replaced by the empty one
 
 

@@ -32,6 +32,12 @@ class MLPDenoiser(nn.Module):
         self.layers = nn.ModuleList([nn.Linear(cfg.hidden, cfg.hidden) for _ in range(cfg.num_layers)])
         self.out = nn.Linear(cfg.hidden, cfg.dim)
 
+    def null_condition(self, n: int, device=None) -> torch.Tensor:
+        """The label that means "no label" (index ``num_classes``), as for :class:`UNet`."""
+        if self.config.num_classes is None:
+            raise ValueError("null_condition: expected a class-conditional MLP (config.num_classes), got None")
+        return torch.full((n,), self.config.num_classes, dtype=torch.long, device=device)
+
     def forward(self, x, t, y=None):
         if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[1] != self.config.dim:
             raise ValueError(f"x: expected shape (N, {self.config.dim}), got {getattr(x, 'shape', type(x))}")

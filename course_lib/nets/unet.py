@@ -66,6 +66,13 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)  # start as "predict zero noise": stabler first steps
         nn.init.zeros_(self.conv_out.bias)
 
+    def null_condition(self, n: int, device=None) -> torch.Tensor:
+        """The label that means "no label" (index ``num_classes``), one per sample: what label dropout trains and
+        classifier-free guidance's unconditional branch passes."""
+        if self.config.num_classes is None:
+            raise ValueError("null_condition: expected a class-conditional UNet (config.num_classes), got None")
+        return torch.full((n,), self.config.num_classes, dtype=torch.long, device=device)
+
     def forward(self, x, t, y=None):
         cfg = self.config
         _check_image_input(x, cfg.in_channels, levels=len(cfg.channel_mults))
@@ -181,11 +188,16 @@ class CaptionUNet(nn.Module):
                 out[f"up{n - 1 - j}"] = blk["attn"]
         return out
 
+    def null_condition(self, n: int, device=None) -> torch.Tensor:
+        """The empty caption (all ``<pad>``), one per sample: what caption dropout trains and classifier-free
+        guidance's unconditional branch passes (``tokens=None`` means the same)."""
+        return torch.zeros(n, self.config.caption_length, dtype=torch.long, device=device)
+
     def forward(self, x, t, tokens=None):
         cfg = self.config
         _check_image_input(x, cfg.in_channels, levels=len(cfg.channel_mults))
         if tokens is None:
-            tokens = torch.zeros(x.shape[0], cfg.caption_length, dtype=torch.long, device=x.device)
+            tokens = self.null_condition(x.shape[0], x.device)
         if tokens.shape[0] != x.shape[0]:
             raise ValueError(f"tokens: expected one caption per image ({x.shape[0]}), got {tuple(tokens.shape)}")
         context, mask = self.caption_encoder(tokens)
