@@ -2,6 +2,40 @@
 
 Modules (import what you need; importing the package itself stays cheap):
 schedules, diffusion, data, nets, attention, train, checkpoints, metrics, viz, widgets, coursework, device.
+
+Every equation of the reading notes (``seed-reading-notes.md``) and the one function that computes it (the one its
+notebook shows with ``course_lib.show``; paper equation numbers first, the notes' in parentheses):
+
+===========================================================  ================================================  ========
+equation                                                     function                                          notebook
+===========================================================  ================================================  ========
+DDIM eq. 1 (1): x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps       diffusion.q_sample                                00, 01
+DDIM eq. 7 (2): q_sigma(x_{t-1} | x_t, x0)                   diffusion.q_sigma_posterior                       01
+DDIM eq. 10 (3): p_theta^(t), the two cases                  diffusion.ddim_sample                             01
+DDIM eq. 12 (4): predicted x0 + direction + noise            diffusion.ddim_update                             01
+DDIM eq. 12, predicted x0 f_theta(x_t)                       diffusion.predicted_x0                            01
+DDIM eq. 16: sigma_t(eta); Table 1's sigma-hat               diffusion.sigma_eta, diffusion.sigma_hat          01
+Guided Diffusion eq. 2: p(x_t | x_t+1, y) ~ p_theta p_phi    guidance.guided_density                           02
+Guided Diffusion Algorithm 1 (shifted mean)                  guidance.classifier_guided_mean                   02
+Guided Diffusion Algorithm 2 (eps - sqrt(1 - a) s grad)      guidance.classifier_guided_eps                    02
+classifier-free guidance eps_u + s (eps_c - eps_u)           guidance.cfg_eps (batched: cfg_eps_fn)            02, 06
+VQ-VAE: x -> z_e -> z_q -> x_hat                             nets.VQVAE                                        03
+VQ-VAE: z_q = C_k, k = argmin_j ||z_e - C_j||                quantize.nearest_code                             03
+VQ-VAE: sg, z_e + sg(z_q - z_e)                              quantize.straight_through                         03
+VQ-VAE: L_commit, L_VQ                                       quantize.vq_losses                                03
+VQ-VAE: the total L                                          nets.VQVAE.training_loss                          03
+MAGVIT-v2: q = sign(z), index, entropy penalty               quantize.lfq_quantize, quantize.lfq_entropy_loss  03
+LPIPS eq. 1: d(x, x0)                                        perceptual.lpips_distance                         04
+VQGAN eq. 4: L_VQ(E, G, Z) (with LPIPS and GAN terms)        gan.VQGANTrainer.autoencoder_step                 05
+VQGAN eq. 5: L_GAN = log D(x) + log(1 - D(x_hat))            gan.vanilla_d_loss (hinge: gan.hinge_d_loss)      05
+VQGAN eq. 6: Q* = argmin max E[L_VQ + lambda L_GAN]          gan.VQGANTrainer.step                             05
+VQGAN eq. 7: lambda = ||grad L_rec|| / (||grad L_GAN|| + d)  gan.adaptive_weight_of_norms                      05
+LDM eq. 3: Q = W_Q phi(z_t), K = W_K tau(y), V = W_V tau(y)  attention.CrossAttention                          06
+LDM eq. 2: L_LDM                                             diffusion.diffusion_loss                          06
+the notes' red question: swap Q and K, V                     attention.SwappedCrossAttention                   06
+===========================================================  ================================================  ========
+
+LPIPS' lin / tune / scratch are the three set-ups of ``experiments.lpips_2afc`` (notebook 04).
 """
 __version__ = "0.1.0"
 

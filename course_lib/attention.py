@@ -41,7 +41,10 @@ def _check_inputs(x, context, mask, query_dim: int, context_dim: int):
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention: queries from ``x``, keys and values from ``context`` (``x`` itself if None).
+    r"""Multi-head attention: queries from ``x``, keys and values from ``context`` (``x`` itself if None), LDM eq. 3:
+
+    .. math:: Q = W_Q\,\varphi(z_t),\quad K = W_K\,\tau_\theta(y),\quad V = W_V\,\tau_\theta(y),\qquad
+              \mathrm{softmax}\big(QK^\top/\sqrt d\big)\,V
 
     x:       (B, N, query_dim)    image tokens, e.g. a flattened feature map phi(z_t)
     context: (B, M, context_dim)  condition tokens tau(y); None gives self-attention

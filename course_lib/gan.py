@@ -248,7 +248,9 @@ class VQGANTrainer:
         return total, parts
 
     def autoencoder_step(self, x: torch.Tensor, lr: float | None = None):
-        """Update E, G and the codebook (never D, never the perceptual net); returns (x_hat detached, logs)."""
+        r"""Update E, G and the codebook on VQGAN eq. 4's :math:`\mathcal L_{VQ} = \mathcal L_{rec} + \|\mathrm{sg}[E(x)]
+        - z_q\|_2^2 + \beta\|\mathrm{sg}[z_q] - E(x)\|_2^2` plus :math:`\lambda\,\mathcal L_{GAN}` once the discriminator
+        is on (never D, never the perceptual net); returns (x_hat detached, logs)."""
         cfg, active = self.config, self.disc_active()
         if lr is not None:
             for g in self.opt_ae.param_groups:
@@ -291,7 +293,9 @@ class VQGANTrainer:
                 "logits_fake": float(fake.mean().detach())}
 
     def step(self, x: torch.Tensor, lr: float | None = None) -> dict:
-        """One autoencoder update, then (once the discriminator is on) one discriminator update; returns the logs."""
+        r"""One step of VQGAN eq. 6, :math:`\mathcal Q^* = \arg\min_{E,G,Z}\max_D \mathbb E[\mathcal L_{VQ} + \lambda
+        \mathcal L_{GAN}]`: one autoencoder update (the min), then, once the discriminator is on, one discriminator
+        update (the max); returns the logs."""
         active = self.disc_active()
         x_hat, logs = self.autoencoder_step(x, lr)
         if active:

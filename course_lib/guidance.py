@@ -19,8 +19,8 @@ from torch.nn import functional as F
 from ._checks import as_tensor, check_alpha_bar, check_coefficient, check_same_shape, check_tensor
 from .diffusion import _check_timesteps, ddim_sample, ddpm_posterior, predicted_x0
 
-__all__ = ["classifier_log_prob_grad", "classifier_guided_mean", "classifier_guided_eps", "cfg_eps",
-           "guided_ddpm_sample", "guided_ddim_sample", "cfg_eps_fn", "cfg_sample"]
+__all__ = ["guided_density", "classifier_log_prob_grad", "classifier_guided_mean", "classifier_guided_eps",
+           "cfg_eps", "guided_ddpm_sample", "guided_ddim_sample", "cfg_eps_fn", "cfg_sample"]
 
 
 def check_scale(scale, name: str = "scale") -> float:
@@ -30,6 +30,19 @@ def check_scale(scale, name: str = "scale") -> float:
     if not math.isfinite(scale):
         raise ValueError(f"{name}: expected a finite float, got {scale}")
     return float(scale)
+
+
+def guided_density(log_p_theta: torch.Tensor, log_p_phi: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    r"""Guided Diffusion eq. 2, the product the guided samplers approximate, on a set of points (a grid):
+
+    .. math:: p_{\theta,\phi}(x_t \mid x_{t+1}, y) = Z\,p_\theta(x_t \mid x_{t+1})\,p_\phi(y \mid x_t)
+
+    log_p_theta, log_p_phi: the two log densities at the same points (unnormalised is fine); returns the product
+    normalised to sum to 1 over ``dim`` (the points): Z is found by the softmax.
+    """
+    check_tensor(log_p_theta, "log_p_theta")
+    check_same_shape(log_p_phi, log_p_theta, "log_p_phi", "log_p_theta")
+    return (log_p_theta + log_p_phi).softmax(dim)
 
 
 def classifier_log_prob_grad(classifier, x_t: torch.Tensor, t, y: torch.Tensor) -> torch.Tensor:

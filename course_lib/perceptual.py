@@ -46,7 +46,9 @@ def normalize_channels(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
 
 
 def lpips_distance(feats_x, feats_x0, weights=None, spatial: bool = False, out_size=None):
-    r"""The LPIPS equation on lists of per-layer features (N, C_l, H_l, W_l), normalised here.
+    r"""The LPIPS equation (Zhang et al. eq. 1) on lists of per-layer features (N, C_l, H_l, W_l), normalised here:
+
+    .. math:: d(x, x_0) = \sum_l \frac{1}{H_l W_l} \sum_{h,w} \sum_c w_{lc}\,(\hat y^l_{hwc} - \hat y^l_{0hwc})^2
 
     weights: list of per-channel non-negative vectors :math:`w_l` (C_l,) (None: all ones, the paper's unweighted
     baseline). Returns one distance per image (N,), or with ``spatial=True`` a list of per-layer maps (N, H_l, W_l)

@@ -141,3 +141,13 @@ def test_classifier_free_guidance_is_batched_in_one_place_with_the_models_null_c
     assert torch.allclose(out, e_u + 3.0 * (e_c - e_u))
     cfg_eps_fn(Spy(), y, 1.0)(x, t)
     assert torch.equal(calls[-1], y)  # scale 1 is the conditional model: one evaluation of N
+
+
+def test_guided_density_is_the_normalised_product_of_eq2():
+    from course_lib.guidance import guided_density
+
+    log_p = torch.log(torch.tensor([0.2, 0.5, 0.3]))
+    log_y = torch.log(torch.tensor([0.9, 0.1, 0.5]))
+    prod = torch.tensor([0.2 * 0.9, 0.5 * 0.1, 0.3 * 0.5])
+    assert torch.allclose(guided_density(log_p, log_y), prod / prod.sum())
+    assert torch.allclose(guided_density(log_p + 7.0, log_y - 3.0), prod / prod.sum())  # constants cancel in Z

@@ -6,7 +6,8 @@ import torch
 
 from .. import viz
 from ..data import SHAPES
-from ..guidance import cfg_sample, classifier_guided_mean, classifier_log_prob_grad, guided_ddim_sample
+from ..guidance import (cfg_sample, classifier_guided_mean, classifier_log_prob_grad, guided_ddim_sample,
+                        guided_density)
 from ..schedules import timestep_subsequence
 from ..widgets import moving, slider_demo
 
@@ -35,7 +36,7 @@ def taylor_demo(mixture, alphas_cumprod, mean=(0.9, 0.9), t: int = 150, lim: flo
     def compute(log10_var, y):
         var = 10.0**log10_var
         log_gauss = -((pts - mu) ** 2).sum(1) / (2 * var)
-        exact = (log_gauss + log_post[:, y]).softmax(0) / cell  # normalised product density
+        exact = guided_density(log_gauss, log_post[:, y]) / cell  # eq. 2's product, normalised on the grid
         g = classifier_log_prob_grad(clf, mu[None], torch.tensor([t]), torch.tensor([y]))[0]
         shifted_mean = classifier_guided_mean(mu[None], var, g[None], 1.0)[0]  # Algorithm 1's mean, s = 1
         approx = (-((pts - shifted_mean) ** 2).sum(1) / (2 * var)).softmax(0) / cell

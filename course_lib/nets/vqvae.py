@@ -103,6 +103,8 @@ class VQVAE(nn.Module):
         return self.decode(z_q)
 
     def training_loss(self, x):
+        r"""The notes' total VQ-VAE loss, :math:`\|x - \hat x\|_2^2 + \|\mathrm{sg}(z_e) - z_q\|_2^2
+        + \beta\|z_e - \mathrm{sg}(z_q)\|_2^2` (+ LFQ's entropy penalty): returns (loss, parts as floats, indices)."""
         z_e = self.encode(x)
         z_q, idx, parts = self.quantize(z_e)
         x_hat = self.decode(z_q)

@@ -1,0 +1,45 @@
+"""The package docstring's table: every equation of the reading notes has one function, whose docstring shows it."""
+import importlib
+import re
+
+import course_lib
+
+
+def _rows():
+    """(equation, functions) of the reST simple table in course_lib's docstring, cut at its ==== column borders."""
+    lines = course_lib.__doc__.splitlines()
+    borders = [k for k, line in enumerate(lines) if line.startswith("====")]
+    assert len(borders) == 3, "the table needs its three border lines"
+    cols = [len(c) for c in lines[borders[0]].split("  ")]
+    rows = []
+    for line in lines[borders[1] + 1:borders[2]]:
+        eq, fn = line[:cols[0]].strip(), line[cols[0] + 2:cols[0] + 2 + cols[1]].strip()
+        rows.append((eq, fn))
+    return rows
+
+
+def _resolve(dotted: str):
+    module, *attrs = dotted.split(".")
+    obj = importlib.import_module(f"course_lib.{module}")
+    for a in attrs:
+        obj = getattr(obj, a)
+    return obj
+
+
+def test_every_row_names_functions_that_exist_and_show_their_formula():
+    rows = _rows()
+    assert len(rows) >= 24, rows
+    for equation, functions in rows:
+        names = re.findall(r"[a-z_]+\.[A-Za-z_][A-Za-z0-9_.]*", functions)
+        assert names, equation
+        for name in names:
+            fn = _resolve(name)
+            doc = fn.__doc__ or ""
+            assert ".. math::" in doc or ":math:" in doc, f"{name} ({equation}): its docstring does not show the formula"
+
+
+def test_the_table_covers_each_paper_of_the_notes():
+    text = " ".join(e for e, _ in _rows())
+    for paper in ("DDIM eq. 1", "DDIM eq. 7", "DDIM eq. 10", "DDIM eq. 12", "Guided Diffusion eq. 2", "VQ-VAE",
+                  "MAGVIT-v2", "LPIPS eq. 1", "VQGAN eq. 4", "VQGAN eq. 7", "LDM eq. 3", "LDM eq. 2", "swap"):
+        assert paper in text, paper
