@@ -52,18 +52,18 @@ def show(fn) -> None:
 
 
 def results_path(name: str) -> _Path:
-    """The path of a precomputed result the notebooks display (``python -m course_lib.experiments`` writes them).
+    """The path of a precomputed result the notebooks display (``./course experiments`` writes them).
 
     They ship inside the package, beside the weights, so a notebook finds them wherever it lives: in
     ``notebooks/``, in a student copy under ``student/``, or anywhere else.
     """
     path = RESULTS_DIR / name
     if not path.is_file():
-        from .experiments import SWEEPS  # only on this path: it imports the models
+        from .tools.experiments import SWEEPS  # only on this path: it imports the models
 
         stem = _Path(name).stem
         sweep = next((k for k, (_, res, samples) in SWEEPS.items() if stem in (res, samples)), None)
-        how = (f"rebuild it with `python -m course_lib.experiments {sweep}`" if sweep else
+        how = (f"rebuild it with `./course experiments {sweep}`" if sweep else
                f"no sweep writes it; the results are {sorted(p.name for p in RESULTS_DIR.glob('*.*'))}")
         raise FileNotFoundError(f"results_path: {name!r} is missing from {RESULTS_DIR}; {how} (a fresh checkout "
                                 "ships every result: `git checkout -- course_lib/results` restores them)")

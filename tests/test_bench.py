@@ -1,7 +1,7 @@
 """course_lib.bench: its pieces on small inputs (the full command takes minutes and runs by hand)."""
 import pytest
 
-from course_lib import bench
+from course_lib.tools import bench
 
 
 def test_our_ddim_loop_matches_diffusers_on_the_shipped_model():

@@ -1,7 +1,7 @@
 """Slider demos of notebooks 01-06 held to deterministic proxies of their speed, not to the wall clock.
 
 A test that times itself fails on any busy laptop or loaded CI; the budgets in milliseconds are the benchmark's
-(`python -m course_lib.bench --check`). What is asserted here does not depend on the machine:
+(`./course bench --check`). What is asserted here does not depend on the machine:
 - a new setting computes once, a setting seen before computes nothing (the cache answers);
 - a redraw that keeps the layout draws no full figure: only the artists the slider moves (and static artists
   lying above them) are drawn over the kept picture;
@@ -20,7 +20,7 @@ from course_lib import checkpoints  # noqa: E402
 from course_lib.data import ring_mixture  # noqa: E402
 from course_lib.demos import ddim as D  # noqa: E402
 from course_lib.demos import guidance as G  # noqa: E402
-from course_lib.demos.latency import _demos  # noqa: E402
+from course_lib.tools.latency import _demos  # noqa: E402
 from course_lib.schedules import make_alphas_cumprod  # noqa: E402
 
 

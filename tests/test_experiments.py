@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.experiments import QUICK, ddim_tables
+from course_lib.tools.experiments import QUICK, ddim_tables
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # reduced sweeps of the tooling: in ./course test, not in ./course test --fast
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +41,14 @@ def test_shipped_results_file_is_complete_and_shows_the_same_trends():
 
 
 def test_speed_measurement_reports_ratios():
-    from course_lib.experiments import ddim_speed
+    from course_lib.tools.experiments import ddim_speed
     out = ddim_speed(num_images=4, repeats=1, steps=(40, 4), log=lambda *a: None)
     assert out["speedup"][4]["network_evaluations"] == 10
     assert out["speedup"][4]["wall_clock"] > 2  # 10x fewer network calls is several times faster, even when noisy
 
 
 def test_quick_guidance_sweep_trends():
-    from course_lib.experiments import guidance_table
+    from course_lib.tools.experiments import guidance_table
     res, samples = guidance_table(scales=(0.0, 5.0), n=32, steps=10, log=lambda *a: None)
     for m in ("cg_uncond", "cfg"):
         assert res[m]["5.0"]["accuracy"] > res[m]["0.0"]["accuracy"] + 0.4
@@ -68,7 +69,7 @@ def test_shipped_guidance_results_show_the_tradeoff():
 
 
 def test_quick_vq_sweep_trends():
-    from course_lib.experiments import vq_sweeps
+    from course_lib.tools.experiments import vq_sweeps
     res, samples = vq_sweeps(steps=40, batch_size=32, betas=(0.25,), bits=(8,), log=lambda *a: None)
     voc = res["vocabulary"]
     assert voc["lfq"]["8"]["usage"] > 5 * voc["lfq_no_entropy"]["8"]["usage"]  # the entropy term spreads usage
@@ -80,7 +81,7 @@ def test_a_missing_result_names_the_file_and_the_command_that_rebuilds_it(tmp_pa
     import course_lib
     assert course_lib.results_path("ddim_tables.json").is_file()
     monkeypatch.setattr(course_lib, "RESULTS_DIR", tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"'vq_sweeps.json' is missing.*python -m course_lib.experiments vq`"):
+    with pytest.raises(FileNotFoundError, match=r"'vq_sweeps.json' is missing.*./course experiments vq`"):
         course_lib.results_path("vq_sweeps.json")
     with pytest.raises(FileNotFoundError, match=r"'guidance_samples.safetensors'.*experiments guidance`"):
         course_lib.results_path("guidance_samples.safetensors")

@@ -124,7 +124,7 @@ def test_course_backbone_and_2afc_head():
 
 
 def test_quick_2afc_training_runs_and_learned_variants_are_recorded():
-    from course_lib.experiments import lpips_2afc
+    from course_lib.tools.experiments import lpips_2afc
     res, tensors = lpips_2afc(n_train=128, n_test=64, steps=5, batch_size=16, log=lambda *a: None)
     assert set(res["agreement"]) == {"L2", "SSIM", "features, unweighted", "lin", "tune", "scratch"}
     assert all(0 <= v <= 1 for v in res["agreement"].values())

@@ -236,7 +236,7 @@ def sampling_demo(eps_fns: dict, mixture, alphas_cumprod, num_points: int = 256,
 
 
 def shapes_sampler_demo(samples: dict, table: dict):
-    """The shapes DDPM under every sampler of the Table-1 sweep (precomputed by ``python -m course_lib.experiments
+    """The shapes DDPM under every sampler of the Table-1 sweep (precomputed by ``./course experiments
     ddim``): pick the sampler and S, see 16 samples and the measured FD, precision and recall."""
     samplers = list(table)
     steps = sorted({int(s) for row in table.values() for s in row})

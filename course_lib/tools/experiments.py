@@ -1,11 +1,11 @@
 """Sweeps too heavy for a notebook cell; they write results the notebooks display.
 
-    python -m course_lib.experiments ddim            # DDIM Tables 1 and 2 at toy scale (~15 min on 2 cores)
-    python -m course_lib.experiments ddim --quick    # a reduced sweep (what the tests run)
-    python -m course_lib.experiments ddim-speed      # wall clock of 1000-step DDPM against DDIM (~2.5 min)
-    python -m course_lib.experiments guidance        # guidance Table 4 at toy scale (a few minutes)
-    python -m course_lib.experiments vq              # VQ beta / vocabulary / codebook-health sweeps (~10 min)
-    python -m course_lib.experiments lpips           # LPIPS lin / tune / scratch on the synthetic 2AFC set
+    ./course experiments ddim            # DDIM Tables 1 and 2 at toy scale (~15 min on 2 cores)
+    ./course experiments ddim --quick    # a reduced sweep (what the tests run)
+    ./course experiments ddim-speed      # wall clock of 1000-step DDPM against DDIM (~2.5 min)
+    ./course experiments guidance        # guidance Table 4 at toy scale (a few minutes)
+    ./course experiments vq              # VQ beta / vocabulary / codebook-health sweeps (~10 min)
+    ./course experiments lpips           # LPIPS lin / tune / scratch on the synthetic 2AFC set
 
 Output: ``course_lib/results/ddim_tables.json`` (numbers) and ``course_lib/results/ddim_samples.safetensors``
 (16 shapes samples per sampler configuration, for the notebook's slider).
@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from . import checkpoints
-from .data import generate_shapes, ring_mixture
-from .diffusion import ddim_invert, ddim_sample
-from .metrics import image_quality, mixture_nll, mmd_rbf, sliced_wasserstein
-from .schedules import make_alphas_cumprod, timestep_subsequence
+from .. import checkpoints
+from ..data import generate_shapes, ring_mixture
+from ..diffusion import ddim_invert, ddim_sample
+from ..metrics import image_quality, mixture_nll, mmd_rbf, sliced_wasserstein
+from ..schedules import make_alphas_cumprod, timestep_subsequence
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -174,7 +174,7 @@ def guidance_table(scales=(0.0, 0.5, 1.0, 2.0, 5.0, 10.0), n: int = 256, steps: 
                    methods=tuple(GUIDANCE_METHODS), log=print) -> tuple[dict, dict]:
     """The paper's Table 4 trend on shapes: class accuracy (clean classifier), FD, precision and recall of
     guided DDIM samples (eta = 0, ``steps`` steps, the same x_T everywhere) for every method and scale."""
-    from .guidance import cfg_sample, classifier_log_prob_grad, guided_ddim_sample
+    from ..guidance import cfg_sample, classifier_log_prob_grad, guided_ddim_sample
 
     ac = make_alphas_cumprod()
     ddpm = checkpoints.load("shapes_ddpm16")
@@ -217,7 +217,7 @@ def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0
     every run has the same budget. Returns (results, 8 reconstructions per run)."""
     import tempfile
 
-    from .train import Recipe, evaluate_autoencoder, train
+    from ..train import Recipe, evaluate_autoencoder, train
 
     device = torch.device("cpu")
     probe = generate_shapes(8, 16, 1, seed=777).images
@@ -258,9 +258,9 @@ def lpips_2afc(n_train: int = 4000, n_test: int = 1000, steps: int = 400, batch_
     (L2, SSIM, the unweighted feature distance) included. Returns (results, {"lin_weights.l": w_l})."""
     from torch.nn import functional as F
 
-    from .data.distortions import make_2afc
-    from .metrics import ssim
-    from .perceptual import LPIPS, TwoAFCHead
+    from ..data.distortions import make_2afc
+    from ..metrics import ssim
+    from ..perceptual import LPIPS, TwoAFCHead
 
     train_set, test_set = make_2afc(n_train, seed=1), make_2afc(n_test, seed=2)
 
@@ -320,7 +320,7 @@ def vqgan_codebook(num_codes=(8,), steps: int = 2000, log=print) -> tuple[dict, 
     leave more out. Returns (results by K and objective, reconstructions of the 8 snapshot images per run)."""
     import copy
 
-    from .train import RECIPES, _train_vqgan, evaluate_autoencoder32
+    from ..train import RECIPES, _train_vqgan, evaluate_autoencoder32
 
     device = torch.device("cpu")
     out, samples = {"config": {"num_codes": list(num_codes), "steps": steps}}, {}
@@ -357,7 +357,7 @@ SWEEPS = {
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m course_lib.experiments")
+    p = argparse.ArgumentParser(prog="./course experiments")
     p.add_argument("name", choices=list(SWEEPS))
     p.add_argument("--quick", action="store_true", help="reduced sweep (a minute)")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -367,7 +367,7 @@ def main(argv=None):
     t0 = time.time()
     results, samples = run(a.quick)
     results["wall_time_s"] = round(time.time() - t0, 1)
-    results["command"] = f"python -m course_lib.experiments {a.name}" + (" --quick" if a.quick else "")
+    results["command"] = f"./course experiments {a.name}" + (" --quick" if a.quick else "")
     results["torch_threads"] = torch.get_num_threads()
     suffix = "_quick" if a.quick else ""
     a.out.mkdir(parents=True, exist_ok=True)

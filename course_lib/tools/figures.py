@@ -1,4 +1,4 @@
-"""Regenerate the README's figures in img/: ``python -m course_lib.figures [NAME.png ...]`` (all by default)."""
+"""Regenerate the README's figures in img/: ``./course figures [NAME.png ...]`` (all by default)."""
 from __future__ import annotations
 
 import sys
@@ -10,12 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from . import checkpoints, viz  # noqa: E402
-from .data import generate_shapes  # noqa: E402
-from .diffusion import ddim_sample  # noqa: E402
-from .schedules import make_alphas_cumprod, timestep_subsequence  # noqa: E402
+from .. import checkpoints, viz  # noqa: E402
+from ..data import generate_shapes  # noqa: E402
+from ..diffusion import ddim_sample  # noqa: E402
+from ..schedules import make_alphas_cumprod, timestep_subsequence  # noqa: E402
 
-IMG = Path(__file__).resolve().parent.parent / "img"
 
 
 def shapes_world(path: Path):
@@ -54,7 +53,7 @@ def ddpm_samples(path: Path):
 
 def ddim_trajectories(path: Path):
     """Notebook 01: paths of the exact-score sampler on the ring of 8 Gaussians, deterministic DDIM against eta = 1."""
-    from .data import ring_mixture
+    from ..data import ring_mixture
 
     mix, ac = ring_mixture(), make_alphas_cumprod()
     fig, axes = plt.subplots(1, 2, figsize=(8, 4))
@@ -74,7 +73,7 @@ def ddim_trajectories(path: Path):
 
 def guidance_sweep(path: Path):
     """Notebook 02: classifier-free guidance on shapes_ddpm16, one row per scale."""
-    from .guidance import cfg_sample
+    from ..guidance import cfg_sample
 
     model, ac = checkpoints.load("shapes_ddpm16"), make_alphas_cumprod()
     y = torch.arange(4).repeat_interleave(4)
@@ -92,7 +91,7 @@ def guidance_sweep(path: Path):
 
 def codebook_usage(path: Path):
     """Notebook 03/05: how often each code is used on 1000 held-out images, sorted."""
-    from .quantize import codebook_usage as usage
+    from ..quantize import codebook_usage as usage
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3))
     for ax, (name, size) in zip(axes, (("shapes_vqvae16", 16), ("shapes_vqgan32", 32))):
@@ -113,8 +112,8 @@ def codebook_usage(path: Path):
 
 def lpips_maps(path: Path):
     """Notebook 04: LPIPS's spatial map for three distortions of the same image."""
-    from .data.distortions import distort
-    from .perceptual import LPIPS
+    from ..data.distortions import distort
+    from ..perceptual import LPIPS
 
     metric = LPIPS("shapes", lin=False)
     x = generate_shapes(1, 32, (1, 2), seed=12).images
@@ -140,7 +139,7 @@ def lpips_maps(path: Path):
 
 def vqgan_reconstructions(path: Path):
     """Notebook 05: the three objectives on the same held-out images."""
-    from .demos.vqgan import AUTOENCODERS
+    from ..demos.vqgan import AUTOENCODERS
 
     x = generate_shapes(8, 32, 1, seed=10_000_000 + 7).images
     fig, axes = plt.subplots(len(AUTOENCODERS) + 1, 1, figsize=(8, 5))
@@ -160,8 +159,8 @@ def attention_maps(path: Path):
     """Notebook 06: where each word of a caption looks, in the latent diffusion model's first cross-attention."""
     from torch.nn import functional as F
 
-    from .data import VOCAB, encode_caption
-    from .ldm import LatentDiffusion
+    from ..data import VOCAB, encode_caption
+    from ..ldm import LatentDiffusion
 
     pipe = LatentDiffusion.from_shipped("shapes_ldm32")
     caption = "large red circle top left"
@@ -191,16 +190,22 @@ FIGURES = {"shapes_world.png": shapes_world, "shapes_ddpm16_samples.png": ddpm_s
 
 
 def main(argv=None):
-    names = (argv if argv is not None else sys.argv[1:]) or list(FIGURES)
+    import argparse
+
+    p = argparse.ArgumentParser(prog="./course figures", description=__doc__.split("\n\n")[0])
+    p.add_argument("names", nargs="*", help=f"figures to draw (default: all): {', '.join(FIGURES)}")
+    p.add_argument("--out", type=Path, default=Path.cwd() / "img", help="folder to write (default: ./img)")
+    a = p.parse_args(argv)
+    names = a.names or list(FIGURES)
     unknown = set(names) - set(FIGURES)
     if unknown:
         print(f"unknown figure(s) {sorted(unknown)}; choose from {sorted(FIGURES)}", file=sys.stderr)
         return 2
-    IMG.mkdir(exist_ok=True)
+    a.out.mkdir(parents=True, exist_ok=True)
     for name in names:
         torch.manual_seed(0)
-        FIGURES[name](IMG / name)
-        print(f"wrote {IMG / name}")
+        FIGURES[name](a.out / name)
+        print(f"wrote {a.out / name}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Measure the slider demos of the notebooks as a learner meets them: ``python -m course_lib.demos.latency``.
+"""Measure the slider demos of the notebooks as a learner meets them: ``./course latency``.
 
 Each callback is timed as ``SliderDemo.set`` runs it: compute, in-place redraw and the PNG render the
 learner sees, over representative slider values (the extremes included), cold (empty cache) and cached, in
@@ -20,10 +20,10 @@ import torch  # noqa: E402
 from .. import checkpoints  # noqa: E402
 from ..data import generate_shapes, ring_mixture  # noqa: E402
 from ..schedules import make_alphas_cumprod  # noqa: E402
-from . import ddim as D  # noqa: E402
-from . import guidance as G  # noqa: E402
-from . import vq as V  # noqa: E402
-from .lpips import distortion_lab  # noqa: E402
+from ..demos import ddim as D  # noqa: E402
+from ..demos import guidance as G  # noqa: E402
+from ..demos import vq as V  # noqa: E402
+from ..demos.lpips import distortion_lab  # noqa: E402
 
 
 def _base_demos():
@@ -88,7 +88,7 @@ def _demos(names=None) -> dict:
 def _ldm_demos():
     from ..data import encode_caption
     from ..ldm import LatentDiffusion
-    from .ldm import attention_explorer, caption_demo
+    from ..demos.ldm import attention_explorer, caption_demo
 
     pipe = LatentDiffusion.from_shipped("shapes_ldm32")
     tokens = encode_caption("large red circle top left")[None]
@@ -107,7 +107,7 @@ def _ldm_demos():
 
 def _vqgan_demos():
     from ..gan import load_discriminator
-    from . import vqgan as Q
+    from ..demos import vqgan as Q
 
     vqgan, gpt = checkpoints.load("shapes_vqgan32"), checkpoints.load("shapes_gpt32")
     lp = _shapes_lpips()
