@@ -112,3 +112,76 @@ def check_alphas_cumprod(table, name: str = "alphas_cumprod") -> torch.Tensor:
         raise ValueError(f"{name}: expected a non-increasing table (more noise at larger t), got "
                          f"{table[i].item():.4g} at t={i} then {table[i + 1].item():.4g}; reversed or swapped?")
     return table
+
+
+# -- the diffusion core's checks (course_lib.diffusion): coefficients, step order, sigma, timesteps --------------
+def check_coef(value, x: torch.Tensor, name: str):
+    """An alpha_bar checked to lie in (0, 1]: a Python number stays a float (exact float64 coefficients, and no tensor
+    per step in a 1000-step sampler); a tensor must be one value or one per sample and is shaped to broadcast."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not 0 < value <= 1:  # NaN fails this too; plain Python: no tensor per call
+            raise ValueError(f"{name}: expected values in (0, 1], got {value}")
+        return float(value)
+    return broadcast_to_batch(check_alpha_bar(value, name), x, name)
+
+
+
+def check_coef_tensor(value, x: torch.Tensor, name: str) -> torch.Tensor:
+    """An alpha_bar checked to lie in (0, 1], always as a tensor shaped to broadcast against x."""
+    return broadcast_to_batch(check_alpha_bar(value, name), x, name)
+
+
+
+def at_least(value, floor: float):
+    """max(value, floor) for floats, value.clamp_min(floor) for tensors."""
+    return value.clamp_min(floor) if isinstance(value, torch.Tensor) else max(value, floor)
+
+
+
+def check_step_order(a_t: torch.Tensor, a_prev: torch.Tensor) -> None:
+    """A generative step goes from alpha_bar_t to a less noisy alpha_bar_prev >= alpha_bar_t."""
+    if bool((a_prev < a_t).any()):
+        at, ap = torch.broadcast_tensors(a_t, a_prev)
+        i = (ap < at).nonzero()[0].tolist() if ap.ndim else []
+        raise ValueError(f"alpha_bar_prev: expected a value >= alpha_bar_t (a step goes towards less noise), got "
+                         f"{ap[tuple(i)].item():.4g} < {at[tuple(i)].item():.4g}; swapped arguments?")
+
+
+
+def check_sigma(sig: torch.Tensor, a_prev: torch.Tensor) -> torch.Tensor:
+    """0 <= sigma and sigma^2 <= 1 - alpha_bar_prev, eq. (7)'s condition (a rounding tolerance of 1e-6)."""
+    if bool((sig < 0).any()) or bool(sig.isnan().any()):
+        raise ValueError(f"sigma: expected values >= 0, got {sig.min().item()}")
+    room = 1 - a_prev - sig**2
+    if bool((room < -1e-6).any()):
+        raise ValueError(f"sigma: expected sigma^2 <= 1 - alpha_bar_prev, got sigma^2 - (1 - alpha_bar_prev) = "
+                         f"{(-room).max().item():.3g}")
+    return room
+
+
+
+def check_sigma_coef(sigma, x: torch.Tensor):
+    """sigma >= 0: a Python number stays a float, a tensor is shaped to broadcast against x."""
+    if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
+        if not sigma >= 0:
+            raise ValueError(f"sigma: expected values >= 0, got {sigma}")
+        return float(sigma)
+    return broadcast_to_batch(as_tensor(sigma, "sigma"), x, "sigma")
+
+
+
+def check_timesteps(timesteps, num_timesteps: int) -> torch.Tensor:
+    ts = torch.as_tensor(timesteps)
+    if ts.ndim != 1 or ts.numel() == 0:
+        raise ValueError(f"timesteps: expected a non-empty 1-D sequence, got shape {tuple(ts.shape)}")
+    if ts.is_floating_point() or ts.dtype == torch.bool:
+        raise TypeError(f"timesteps: expected integer timesteps (indices into alphas_cumprod), got {ts.dtype}; "
+                        f"a float such as {ts.flatten()[:1].tolist()} would be truncated")
+    ts = ts.long()
+    if ts.ndim != 1 or ts.numel() == 0:
+        raise ValueError(f"timesteps: expected a non-empty 1-D sequence, got shape {tuple(ts.shape)}")
+    if ts.numel() > 1 and not bool((ts[1:] < ts[:-1]).all()):
+        raise ValueError(f"timesteps: expected a strictly decreasing sequence, got {ts.tolist()[:8]}...")
+    if int(ts.min()) < 0 or int(ts.max()) >= num_timesteps:
+        raise ValueError(f"timesteps: expected values in [0, {num_timesteps - 1}], got {int(ts.min())}..{int(ts.max())}")
+    return ts

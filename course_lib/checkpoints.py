@@ -86,7 +86,7 @@ def retrain_command(name: str) -> str:
 
 
 def _known_recipe(name) -> bool:
-    from .train import RECIPES  # late: train imports this module
+    from .recipes import RECIPES  # late: recipes need nothing, but keep checkpoints light
     return isinstance(name, str) and name in RECIPES
 
 

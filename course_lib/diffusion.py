@@ -13,33 +13,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import as_tensor, broadcast_to_batch, check_alpha_bar, check_alphas_cumprod, check_coefficient, \
-    check_same_shape, check_tensor
+from ._checks import (as_tensor, at_least, check_alpha_bar, check_alphas_cumprod, check_coef, check_coef_tensor,
+                      check_coefficient, check_same_shape, check_sigma, check_sigma_coef, check_step_order, check_tensor,
+                      check_timesteps)
 
 __all__ = [
     "q_sample", "predicted_x0", "sigma_eta", "sigma_hat", "q_sigma_posterior", "ddpm_posterior", "DDIMTerms",
     "ddim_update", "ddim_step_terms", "ddim_step", "ddim_sample", "ddim_invert", "slerp", "diffusion_loss",
 ]
-
-
-def _check_coef(value, x: torch.Tensor, name: str):
-    """An alpha_bar checked to lie in (0, 1]: a Python number stays a float (exact float64 coefficients, and no tensor
-    per step in a 1000-step sampler); a tensor must be one value or one per sample and is shaped to broadcast."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not 0 < value <= 1:  # NaN fails this too; plain Python: no tensor per call
-            raise ValueError(f"{name}: expected values in (0, 1], got {value}")
-        return float(value)
-    return broadcast_to_batch(check_alpha_bar(value, name), x, name)
-
-
-def _check_coef_tensor(value, x: torch.Tensor, name: str) -> torch.Tensor:
-    """An alpha_bar checked to lie in (0, 1], always as a tensor shaped to broadcast against x."""
-    return broadcast_to_batch(check_alpha_bar(value, name), x, name)
-
-
-def _at_least(value, floor: float):
-    """max(value, floor) for floats, value.clamp_min(floor) for tensors."""
-    return value.clamp_min(floor) if isinstance(value, torch.Tensor) else max(value, floor)
 
 
 def q_sample(x0: torch.Tensor, alpha_bar_t, noise: torch.Tensor) -> torch.Tensor:
@@ -53,7 +34,7 @@ def q_sample(x0: torch.Tensor, alpha_bar_t, noise: torch.Tensor) -> torch.Tensor
     """
     check_tensor(x0, "x0", floating=True)
     check_same_shape(noise, x0, "noise", "x0")
-    alpha_bar_t = _check_coef_tensor(alpha_bar_t, x0, "alpha_bar_t")
+    alpha_bar_t = check_coef_tensor(alpha_bar_t, x0, "alpha_bar_t")
     return alpha_bar_t.sqrt() * x0 + (1 - alpha_bar_t).sqrt() * noise
 
 
@@ -64,7 +45,7 @@ def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t) -> torch.Ten
     """
     check_tensor(x_t, "x_t", floating=True)
     check_same_shape(eps, x_t, "eps", "x_t")
-    alpha_bar_t = _check_coef(alpha_bar_t, x_t, "alpha_bar_t")
+    alpha_bar_t = check_coef(alpha_bar_t, x_t, "alpha_bar_t")
     return (x_t - (1 - alpha_bar_t) ** 0.5 * eps) / alpha_bar_t**0.5
 
 
@@ -75,7 +56,7 @@ def sigma_eta(alpha_bar_t, alpha_bar_prev, eta) -> torch.Tensor:
     """
     a_t = check_alpha_bar(alpha_bar_t, "alpha_bar_t")
     a_prev = check_alpha_bar(alpha_bar_prev, "alpha_bar_prev")
-    _check_step_order(a_t, a_prev)
+    check_step_order(a_t, a_prev)
     eta_t = as_tensor(eta, "eta")
     if bool(((eta_t < 0) | (eta_t > 1) | eta_t.isnan()).any()):
         bad = eta_t[(eta_t < 0) | (eta_t > 1) | eta_t.isnan()].flatten()[0].item()
@@ -95,28 +76,8 @@ def sigma_hat(alpha_bar_t, alpha_bar_prev) -> torch.Tensor:
     """
     a_t = check_alpha_bar(alpha_bar_t, "alpha_bar_t")
     a_prev = check_alpha_bar(alpha_bar_prev, "alpha_bar_prev")
-    _check_step_order(a_t, a_prev)
+    check_step_order(a_t, a_prev)
     return (1 - a_t / a_prev).clamp_min(0).sqrt()
-
-
-def _check_step_order(a_t: torch.Tensor, a_prev: torch.Tensor) -> None:
-    """A generative step goes from alpha_bar_t to a less noisy alpha_bar_prev >= alpha_bar_t."""
-    if bool((a_prev < a_t).any()):
-        at, ap = torch.broadcast_tensors(a_t, a_prev)
-        i = (ap < at).nonzero()[0].tolist() if ap.ndim else []
-        raise ValueError(f"alpha_bar_prev: expected a value >= alpha_bar_t (a step goes towards less noise), got "
-                         f"{ap[tuple(i)].item():.4g} < {at[tuple(i)].item():.4g}; swapped arguments?")
-
-
-def _check_sigma(sig: torch.Tensor, a_prev: torch.Tensor) -> torch.Tensor:
-    """0 <= sigma and sigma^2 <= 1 - alpha_bar_prev, eq. (7)'s condition (a rounding tolerance of 1e-6)."""
-    if bool((sig < 0).any()) or bool(sig.isnan().any()):
-        raise ValueError(f"sigma: expected values >= 0, got {sig.min().item()}")
-    room = 1 - a_prev - sig**2
-    if bool((room < -1e-6).any()):
-        raise ValueError(f"sigma: expected sigma^2 <= 1 - alpha_bar_prev, got sigma^2 - (1 - alpha_bar_prev) = "
-                         f"{(-room).max().item():.3g}")
-    return room
 
 
 def q_sigma_posterior(x_t, x0, alpha_bar_t, alpha_bar_prev, sigma):
@@ -131,11 +92,11 @@ def q_sigma_posterior(x_t, x0, alpha_bar_t, alpha_bar_prev, sigma):
     """
     check_tensor(x_t, "x_t")
     check_same_shape(x0, x_t, "x0", "x_t")
-    alpha_bar_t = _check_coef_tensor(alpha_bar_t, x_t, "alpha_bar_t")
-    alpha_bar_prev = _check_coef_tensor(alpha_bar_prev, x_t, "alpha_bar_prev")
-    _check_step_order(alpha_bar_t, alpha_bar_prev)
+    alpha_bar_t = check_coef_tensor(alpha_bar_t, x_t, "alpha_bar_t")
+    alpha_bar_prev = check_coef_tensor(alpha_bar_prev, x_t, "alpha_bar_prev")
+    check_step_order(alpha_bar_t, alpha_bar_prev)
     sigma = check_coefficient(sigma, x_t, "sigma")
-    _check_sigma(sigma, alpha_bar_prev)
+    check_sigma(sigma, alpha_bar_prev)
     if bool((alpha_bar_t >= 1).any()):
         raise ValueError("alpha_bar_t: expected values < 1 (at alpha_bar_t = 1 there is no noise to remove)")
     eps = (x_t - alpha_bar_t.sqrt() * x0) / (1 - alpha_bar_t).sqrt()  # the noise that took x0 to x_t
@@ -153,8 +114,8 @@ def ddpm_posterior(x_t, x0, alpha_bar_t, alpha_bar_prev):
     (alphas here are the cumulative products, DDIM's notation). q_sigma with sigma = sigma(eta=1) equals this.
     """
     check_tensor(x_t, "x_t")
-    a_t = _check_coef_tensor(alpha_bar_t, x_t, "alpha_bar_t")
-    a_prev = _check_coef_tensor(alpha_bar_prev, x_t, "alpha_bar_prev")
+    a_t = check_coef_tensor(alpha_bar_t, x_t, "alpha_bar_t")
+    a_prev = check_coef_tensor(alpha_bar_prev, x_t, "alpha_bar_prev")
     if bool((a_t >= 1).any()):
         raise ValueError("alpha_bar_t: expected values < 1 (at alpha_bar_t = 1 there is no noise to remove)")
     beta = 1 - a_t / a_prev
@@ -197,11 +158,11 @@ def ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, 
         raise ValueError(f"clip_x0: expected None or a positive number (x0 is clamped to [-c, c]), got {clip_x0!r}")
     if sigma is None:  # eq. (16)
         sigma = sigma_eta(alpha_bar_t, alpha_bar_prev, eta)
-    alpha_bar_t = _check_coef_tensor(alpha_bar_t, x_t, "alpha_bar_t")
-    alpha_bar_prev = _check_coef_tensor(alpha_bar_prev, x_t, "alpha_bar_prev")
-    _check_step_order(alpha_bar_t, alpha_bar_prev)
+    alpha_bar_t = check_coef_tensor(alpha_bar_t, x_t, "alpha_bar_t")
+    alpha_bar_prev = check_coef_tensor(alpha_bar_prev, x_t, "alpha_bar_prev")
+    check_step_order(alpha_bar_t, alpha_bar_prev)
     sigma = check_coefficient(sigma, x_t, "sigma")
-    _check_sigma(sigma, alpha_bar_prev)
+    check_sigma(sigma, alpha_bar_prev)
     if noise is not None:
         check_same_shape(noise, x_t, "noise", "x_t")
     if noise is None:  # epsilon_t ~ N(0, I), drawn only when some sigma_t > 0
@@ -220,50 +181,24 @@ def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=Non
     alpha_bar_t, alpha_bar_prev, sigma: floats, or tensors of shape (N,) or (N, 1, ..., 1); noise: like x_t (or 0.0).
     """
     check_same_shape(eps, x_t, "eps", "x_t")
-    alpha_bar_t = _check_coef(alpha_bar_t, x_t, "alpha_bar_t")
-    alpha_bar_prev = _check_coef(alpha_bar_prev, x_t, "alpha_bar_prev")
-    sigma = _check_sigma_coef(sigma, x_t)
+    alpha_bar_t = check_coef(alpha_bar_t, x_t, "alpha_bar_t")
+    alpha_bar_prev = check_coef(alpha_bar_prev, x_t, "alpha_bar_prev")
+    sigma = check_sigma_coef(sigma, x_t)
     # 1. predicted x0, eq. (12)'s first bracket: f_theta(x_t) = (x_t - sqrt(1 - alpha_t) eps) / sqrt(alpha_t)
     x0 = predicted_x0(x_t, eps, alpha_bar_t)
     if clip_x0 is not None:  # not in the paper: clamp x0, and keep eps consistent with it (direction from x0 to x_t)
         x0 = x0.clamp(-clip_x0, clip_x0)
-        eps = (x_t - alpha_bar_t**0.5 * x0) / _at_least(1 - alpha_bar_t, 1e-24) ** 0.5
+        eps = (x_t - alpha_bar_t**0.5 * x0) / at_least(1 - alpha_bar_t, 1e-24) ** 0.5
     # 2. direction pointing to x_t: sqrt(1 - alpha_{t-1} - sigma_t^2) eps (clamped at 0: rounding, and sigma_hat's
     #    long jumps, where sigma_hat^2 exceeds 1 - alpha_{t-1})
-    direction = _at_least(1 - alpha_bar_prev - sigma**2, 0.0) ** 0.5 * eps
+    direction = at_least(1 - alpha_bar_prev - sigma**2, 0.0) ** 0.5 * eps
     # 3. random noise: sigma_t eps_t
     return DDIMTerms(x0, alpha_bar_prev**0.5 * x0, direction, sigma * noise)
-
-
-def _check_sigma_coef(sigma, x: torch.Tensor):
-    """sigma >= 0: a Python number stays a float, a tensor is shaped to broadcast against x."""
-    if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
-        if not sigma >= 0:
-            raise ValueError(f"sigma: expected values >= 0, got {sigma}")
-        return float(sigma)
-    return broadcast_to_batch(as_tensor(sigma, "sigma"), x, "sigma")
 
 
 def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x0=None) -> torch.Tensor:
     """DDIM eq. (12): x_{t-1} from x_t and the predicted noise (see :func:`ddim_step_terms`)."""
     return ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise, clip_x0).x_prev
-
-
-def _check_timesteps(timesteps, num_timesteps: int) -> torch.Tensor:
-    ts = torch.as_tensor(timesteps)
-    if ts.ndim != 1 or ts.numel() == 0:
-        raise ValueError(f"timesteps: expected a non-empty 1-D sequence, got shape {tuple(ts.shape)}")
-    if ts.is_floating_point() or ts.dtype == torch.bool:
-        raise TypeError(f"timesteps: expected integer timesteps (indices into alphas_cumprod), got {ts.dtype}; "
-                        f"a float such as {ts.flatten()[:1].tolist()} would be truncated")
-    ts = ts.long()
-    if ts.ndim != 1 or ts.numel() == 0:
-        raise ValueError(f"timesteps: expected a non-empty 1-D sequence, got shape {tuple(ts.shape)}")
-    if ts.numel() > 1 and not bool((ts[1:] < ts[:-1]).all()):
-        raise ValueError(f"timesteps: expected a strictly decreasing sequence, got {ts.tolist()[:8]}...")
-    if int(ts.min()) < 0 or int(ts.max()) >= num_timesteps:
-        raise ValueError(f"timesteps: expected values in [0, {num_timesteps - 1}], got {int(ts.min())}..{int(ts.max())}")
-    return ts
 
 
 @torch.no_grad()
@@ -287,7 +222,7 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
     """
     check_tensor(x_T, "x_T", floating=True)
     ac = check_alphas_cumprod(alphas_cumprod).to(x_T.device, torch.float64)
-    ts = _check_timesteps(timesteps, len(ac))
+    ts = check_timesteps(timesteps, len(ac))
     if variance not in ("eta", "sigma_hat"):
         raise ValueError(f"variance: expected 'eta' or 'sigma_hat', got {variance!r}")
     steps = ts.tolist()
@@ -337,7 +272,7 @@ def ddim_invert(eps_fn, x0: torch.Tensor, alphas_cumprod: torch.Tensor, timestep
     """
     check_tensor(x0, "x0", floating=True)
     ac = check_alphas_cumprod(alphas_cumprod).to(x0.device, torch.float64)
-    ts = _check_timesteps(timesteps, len(ac)).flip(0).tolist()  # increasing
+    ts = check_timesteps(timesteps, len(ac)).flip(0).tolist()  # increasing
     n = x0.shape[0]
     x, traj = x0, [x0]
     for i, t_next in enumerate(ts):

@@ -16,8 +16,8 @@ import math
 import torch
 from torch.nn import functional as F
 
-from ._checks import as_tensor, check_alpha_bar, check_coefficient, check_same_shape, check_tensor
-from .diffusion import _check_timesteps, ddim_sample, ddpm_posterior, predicted_x0
+from ._checks import as_tensor, check_alpha_bar, check_coefficient, check_same_shape, check_tensor, check_timesteps
+from .diffusion import ddim_sample, ddpm_posterior, predicted_x0
 
 __all__ = ["guided_density", "classifier_log_prob_grad", "classifier_guided_mean", "classifier_guided_eps",
            "cfg_eps", "guided_ddpm_sample", "guided_ddim_sample", "cfg_eps_fn", "cfg_sample"]
@@ -125,7 +125,7 @@ def guided_ddpm_sample(eps_fn, grad_fn, x_T: torch.Tensor, alphas_cumprod: torch
     check_tensor(x_T, "x_T")
     scale = check_scale(scale)
     ac = alphas_cumprod.to(x_T.device, torch.float64)
-    steps = _check_timesteps(timesteps, len(ac)).tolist()
+    steps = check_timesteps(timesteps, len(ac)).tolist()
     x, n = x_T, x_T.shape[0]
     for i, t in enumerate(steps):
         tt = torch.full((n,), t, dtype=torch.long, device=x.device)

@@ -246,3 +246,72 @@ def reconstruction_report(x_hat: torch.Tensor, x: torch.Tensor, indices=None, nu
         use = codebook_usage(indices, num_codes)
         out.update(perplexity=round(use["perplexity"], 1), usage=round(use["usage"], 4))
     return out
+
+
+# -- the measurements of the shipped models (their manifest metrics) ---------------------------------------------
+@torch.no_grad()
+def caption_following(images: torch.Tensor, attributes: dict, classifier) -> dict:
+    """How often the clean shapes classifier (on 16x16 average-pooled images) reads the requested shape, colour and
+    position (row and column) off ``images``; ``attributes`` as from :func:`generate_shapes` (first object)."""
+    small = F.adaptive_avg_pool2d(images, 16) if images.shape[-1] != 16 else images
+    logits = classifier.attribute_logits(small.to(next(classifier.parameters()).device))
+    pred = {name: lg.argmax(1).cpu() for name, lg in zip(("shape", "colour", "row", "column"), logits[:4])}
+    ok = {name: pred[name] == attributes[name][:, 0] for name in pred}
+    both = ok["shape"] & ok["colour"]
+    return {"shape": round(float(ok["shape"].double().mean()), 4), "colour": round(float(ok["colour"].double().mean()), 4),
+            "position": round(float((ok["row"] & ok["column"]).double().mean()), 4),
+            "shape_and_colour": round(float(both.double().mean()), 4),
+            "all": round(float((both & ok["row"] & ok["column"]).double().mean()), 4)}
+
+
+@torch.no_grad()
+def evaluate_ldm(pipe, device, n: int = 256, steps: int = 20, guidance_scale: float = 3.0) -> dict:
+    """Captions of n held-out images -> samples (DDIM, classifier-free guidance); caption-following rates, FD to
+    real images (clean classifier features at 16x16), and sampling time per step (batch n)."""
+    import time
+
+    from . import checkpoints
+    from .data import generate_shapes
+
+    clf = checkpoints.load("shapes_classifier16", device=device)
+    ref = generate_shapes(n, 32, 1, seed=10_000_000 + 12)
+    real = generate_shapes(1000, 32, 1, seed=10_000_000 + 13).images
+    out = {"num_samples": n, "ddim_steps": steps, "guidance_scale": guidance_scale,
+           "real_images": caption_following(ref.images, ref.attributes, clf)}
+    g = torch.Generator().manual_seed(0)
+    t0 = time.time()
+    x = pipe.sample(ref.tokens, steps=steps, guidance_scale=guidance_scale, generator=g).cpu()
+    out["seconds_per_step"] = round((time.time() - t0) / steps, 4)
+    out["network_evaluations"] = steps * (2 if guidance_scale != 1.0 else 1)
+    out["caption_following"] = caption_following(x, ref.attributes, clf)
+    pool = lambda im: F.adaptive_avg_pool2d(im, 16)  # noqa: E731
+    out["quality"] = image_quality(pool(x), pool(real), clf)
+    return out
+
+
+# -- evaluation of each kind of model --------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_autoencoder(model, device, n: int = 1000) -> dict:
+    """PSNR / SSIM of reconstructions of held-out 16x16 shapes, and codebook usage over them."""
+    from .data import generate_shapes
+    from .quantize import codebook_usage
+
+    x = generate_shapes(n, 16, 1, seed=10_000_000 + 5).images.to(device)
+    z_q, idx, _ = model.quantize(model.encode(x))
+    x_hat = model.decode(z_q).clamp(-1, 1)
+    use = codebook_usage(idx, model.config.num_codes)
+    return {"psnr_db": round(float(psnr(x_hat, x).mean()), 2), "ssim": round(float(ssim(x_hat, x).mean()), 4),
+            "perplexity": round(use["perplexity"], 1), "usage": round(use["usage"], 4)}
+
+
+@torch.no_grad()
+def evaluate_autoencoder32(model, device, n: int = 500) -> dict:
+    """Notebook 05's comparison on held-out 32x32 shapes; see :func:`course_lib.metrics.reconstruction_report`."""
+
+    from .data import generate_shapes
+
+    x = generate_shapes(n, 32, 1, seed=10_000_000 + 7).images.to(device)
+    z_q, idx, _ = model.quantize(model.encode(x))
+    return reconstruction_report(model.decode(z_q).clamp(-1, 1), x, idx, model.config.num_codes)

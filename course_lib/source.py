@@ -6,7 +6,7 @@ equation's function shows the lines that compute it, from the same source that r
 by hand. A check is a statement of the function body that only guards:
 
 - a call whose name starts with ``check`` or ``_check`` or ``expect_`` (the helpers of ``course_lib._checks``),
-  alone or rebinding the argument it checks (``alpha_bar_t = _check_coef(alpha_bar_t, ...)``);
+  alone or rebinding the argument it checks (``alpha_bar_t = check_coef(alpha_bar_t, ...)``);
 - an ``if`` whose body only raises (and has no ``else``), or a ``for`` loop over such guards.
 
 The docstring is left out too (the notebook's markdown shows the equation); the signature and every other line,

@@ -98,7 +98,7 @@ def test_shipped_latent_model_follows_its_captions():
     """The shapes classifier reads the requested shape, colour and position off fresh samples (measured at training
     time on 256 held-out captions: 1.00 on each); here 48 other captions, a fresh draw."""
     from course_lib import checkpoints
-    from course_lib.train import caption_following
+    from course_lib.metrics import caption_following
 
     pipe = LatentDiffusion.from_shipped("shapes_ldm32")
     ref = generate_shapes(48, 32, 1, seed=4242)

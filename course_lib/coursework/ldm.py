@@ -151,7 +151,7 @@ def caption_following_by_steps() -> dict:
     from .. import checkpoints
     from ..data import generate_shapes
     from ..ldm import LatentDiffusion
-    from ..train import caption_following
+    from ..metrics import caption_following
 
     pipe, clf = LatentDiffusion.from_shipped("shapes_ldm32"), checkpoints.load("shapes_classifier16")
     ref = generate_shapes(24, 32, 1, seed=606)

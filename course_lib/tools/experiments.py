@@ -217,7 +217,9 @@ def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0
     every run has the same budget. Returns (results, 8 reconstructions per run)."""
     import tempfile
 
-    from ..train import Recipe, evaluate_autoencoder, train
+    from ..metrics import evaluate_autoencoder
+    from ..recipes import Recipe
+    from ..train import train
 
     device = torch.device("cpu")
     probe = generate_shapes(8, 16, 1, seed=777).images
@@ -320,7 +322,9 @@ def vqgan_codebook(num_codes=(8,), steps: int = 2000, log=print) -> tuple[dict, 
     leave more out. Returns (results by K and objective, reconstructions of the 8 snapshot images per run)."""
     import copy
 
-    from ..train import RECIPES, _train_vqgan, evaluate_autoencoder32
+    from ..metrics import evaluate_autoencoder32
+    from ..recipes import RECIPES
+    from ..train import _train_vqgan
 
     device = torch.device("cpu")
     out, samples = {"config": {"num_codes": list(num_codes), "steps": steps}}, {}

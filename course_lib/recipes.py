@@ -1,0 +1,119 @@
+"""The recipes that rebuild every shipped model: data, not code. Rerunning a recipe with
+``./course train NAME --ship`` rebuilds the same weights; :func:`recipe_parents` names the models a recipe's
+weights or metrics depend on (their sha256 goes into the manifest, and ``checkpoints.load`` checks it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .data import COLOURS, COLUMNS, ROWS, SHAPES, SIZES
+
+__all__ = ["Recipe", "RECIPES", "recipe_parents", "CORRUPTIONS"]
+
+CORRUPTIONS = ("clean", "light noise", "heavy noise", "blur")  # the clean classifier's extra head
+
+
+@dataclass
+class Recipe:
+    """Everything that defines a shipped model: rerunning it rebuilds the same weights."""
+
+    name: str
+    model: str
+    config: dict
+    task: str            # "diffusion", "classifier", "autoencoder", "vqgan" or "prior"
+    data: str            # "shapes16", "shapes32" or "ring8"
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    description: str
+    ema_decay: float | None = None
+    cond_drop_prob: float = 0.0     # label dropout: trains the unconditional model alongside
+    noise_aware: bool = False       # classifier trained on x_t at random t
+    amp: bool = False               # bfloat16 autocast (1.7x on 2 CPU cores, measured)
+    schedule: str = "linear"
+    num_timesteps: int = 1000
+    extra: dict = field(default_factory=dict)
+
+
+RECIPES = {r.name: r for r in [
+    Recipe("shapes_classifier16", "Classifier",
+           dict(num_classes=len(SHAPES), time_conditional=False,
+                attribute_heads=(len(COLOURS), len(ROWS), len(COLUMNS), len(SIZES), len(CORRUPTIONS))),
+           task="classifier", data="shapes16", steps=1500, batch_size=256, lr=2e-3, seed=1,
+           description="clean shapes classifier (shape, colour, row, column, size and corruption heads); its "
+                       "features are the feature space of course_lib.metrics"),
+    Recipe("shapes_noisy_classifier16", "Classifier", dict(num_classes=len(SHAPES), time_conditional=True),
+           task="classifier", data="shapes16", steps=3000, batch_size=256, lr=2e-3, seed=2, noise_aware=True,
+           description="noise-aware shapes classifier p_phi(y | x_t, t) for classifier guidance (linear schedule, T=1000)"),
+    Recipe("shapes_ddpm16", "UNet", dict(num_classes=len(SHAPES), base_channels=32, channel_mults=(1, 2)),
+           task="diffusion", data="shapes16", steps=6000, batch_size=128, lr=1e-3, seed=3, ema_decay=0.999,
+           cond_drop_prob=0.1, amp=True,
+           description="eps-prediction DDPM on 16x16 shapes (T=1000, linear schedule), class-conditional with "
+                       "10% label dropout: unconditional with y=None, classifier-free guidance with both"),
+    Recipe("shapes_vqvae16", "VQVAE", dict(num_codes=256, latent_dim=16, restart_dead_codes=True),
+           task="autoencoder", data="shapes16", steps=2000, batch_size=128, lr=1e-3, seed=5,
+           description="VQ-VAE on 16x16 shapes: 4x4 grid of codes from a 256-code codebook (D=16), beta 0.25, "
+                       "codebook loss with dead-code restarts"),
+    # notebook 05's three autoencoders: same architecture (32x32 -> 4x4 grid of codes from 256, D=16: the high
+    # compression where the paper's argument lives; at 8x8 codes plain L2 already reached 37 dB), data, batch and
+    # steps; only the objective differs. The perceptual term is the course's unweighted deep-feature distance
+    # (LPIPS(net="shapes", lin=False)), whose scale is about 10x that of lpips' AlexNet-lin, hence weight 0.1.
+    *[Recipe(name, "VQVAE", dict(channels=(32, 64, 64), num_codes=256, latent_dim=16, restart_dead_codes=True),
+             task="vqgan", data="shapes32", steps=2000, batch_size=32, lr=1e-3, seed=6,
+             description=desc, extra={"loss": loss, "log_every": 25, "disc": {"num_layers": 1, "channels": 64},
+                                      "snapshot_steps": [0, 50, 100, 200, 400, 600, 800, 1000, 1500, 1999]})
+      for name, desc, loss in [
+          ("shapes_ae32_l2", "VQ autoencoder on 32x32 shapes, L2 reconstruction only (the VQ-VAE objective)",
+           dict(rec="l2", perceptual_weight=0.0, gan=False)),
+          ("shapes_ae32_lpips", "VQ autoencoder on 32x32 shapes, L1 + 0.1 x LPIPS (course backbone, unweighted)",
+           dict(rec="l1", perceptual_weight=0.1, gan=False)),
+          ("shapes_vqgan32", "VQGAN on 32x32 shapes: L1 + 0.1 x LPIPS + hinge patch-GAN with the adaptive lambda "
+                             "(discriminator on from step 600)",
+           dict(rec="l1", perceptual_weight=0.1, gan=True, disc_start=600, disc_weight=0.1)),
+      ]],
+    Recipe("shapes_gpt32", "GPTPrior", dict(vocab_size=256, block_size=16, n_layer=4, n_head=4, n_embd=128),
+           task="prior", data="shapes32", steps=3000, batch_size=64, lr=1e-3, seed=7,
+           description="VQGAN stage two: a 4-layer GPT over shapes_vqgan32's 4x4 code sequences in raster order",
+           extra={"autoencoder": "shapes_vqgan32", "log_every": 25}),
+    # notebook 06: the autoencoder whose latents the diffusion models use (f = 4: 32x32 -> 8x8x4), then three
+    # caption-conditioned diffusion models on the same data: latent with standard cross-attention, latent with the
+    # swapped layer, and pixel space (given about the same training wall-clock as the latent model)
+    Recipe("shapes_ae32_f4", "VQVAE", dict(channels=(32, 64), num_codes=256, latent_dim=4, restart_dead_codes=True),
+           task="vqgan", data="shapes32", steps=2000, batch_size=32, lr=1e-3, seed=8,
+           description="Latent Diffusion's first stage: VQ autoencoder on 32x32 shapes to an 8x8x4 latent (f=4), L2",
+           extra={"loss": dict(rec="l2", perceptual_weight=0.0, gan=False), "log_every": 25,
+                  "snapshot_steps": [0, 100, 500, 1999]}),
+    *[Recipe(name, "CaptionUNet", config, task="ldm", data="shapes32", steps=steps, batch_size=64, lr=1e-3, seed=9,
+             ema_decay=0.999, cond_drop_prob=0.1, description=desc, extra={"autoencoder": ae, "log_every": 25})
+      for name, config, steps, ae, desc in [
+          ("shapes_ldm32", dict(in_channels=4), 3000, "shapes_ae32_f4",
+           "latent diffusion on shapes_ae32_f4's 8x8x4 latents, caption-conditioned by cross-attention (Q from the "
+           "image, K and V from the caption) at every level, 10% empty captions for classifier-free guidance"),
+          ("shapes_ldm32_swapped", dict(in_channels=4, attention="swapped"), 3000, "shapes_ae32_f4",
+           "as shapes_ldm32 but every cross-attention swapped (Q from the caption, K and V from the image; the "
+           "per-token outputs averaged and broadcast to every pixel)"),
+          ("shapes_pixel32", dict(in_channels=3, channel_mults=(1, 2, 2), attention_levels=(False, False, True)),
+           600, None, "pixel-space counterpart of shapes_ldm32: the same caption UNet on 32x32 images (attention "
+                      "at 8x8 only), given the latent model's training wall-clock (measured 0.146 vs 0.735 s a step "
+                      "at batch 64 on one CPU thread: 3000 vs 600 steps)"),
+      ]],
+    Recipe("ring8_mlp", "MLPDenoiser", dict(dim=2, hidden=128, num_layers=3),
+           task="diffusion", data="ring8", steps=20000, batch_size=512, lr=2e-3, seed=4, ema_decay=0.995,
+           description="eps-prediction MLP on the ring of 8 Gaussians (ring_mixture(): radius 2, std 0.1; "
+                       "T=1000, linear schedule)"),
+]}
+
+
+def recipe_parents(recipe: Recipe) -> dict:
+    """The models a recipe's weights or metrics depend on, name -> use ("autoencoder": trained on its latents or
+    codes; "perceptual": its features are in the loss; "metrics": its features measure the model's FD)."""
+    parents = {}
+    if recipe.task in ("diffusion", "ldm") and recipe.data != "ring8":
+        parents["shapes_classifier16"] = "metrics"       # FD and caption-following in its features
+    if recipe.task == "vqgan":                            # metrics.reconstruction_report: FD in both classifiers
+        parents.update({"shapes_classifier16": "metrics", "shapes_noisy_classifier16": "metrics"})
+        if recipe.extra["loss"].get("perceptual_weight", 0) > 0:
+            parents["shapes_classifier16"] = "perceptual"  # LPIPS(net="shapes") is its trunk
+    if recipe.extra.get("autoencoder"):
+        parents[recipe.extra["autoencoder"]] = "autoencoder"
+    return parents
