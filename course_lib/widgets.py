@@ -82,7 +82,7 @@ class SliderDemo:
         self.last_frame: list = []       # the artists the last blitted render drew over the kept picture
         self.latencies: list[float] = []  # seconds per callback, compute + draw
         self.output = W.Output()
-        self.figure = None
+        self.kept_figure = None
         self.png: bytes | None = None  # what the learner sees after the last callback
         for w in self.sliders.values():
             w.observe(self._on_change, names="value")
@@ -144,8 +144,8 @@ class SliderDemo:
         if self.draw_fn is not None:
             from IPython.display import Image, clear_output, display
 
-            if self.update_fn is not None and self.figure is not None:
-                fig = self.figure  # move the existing artists: much cheaper than building a new figure
+            if self.update_fn is not None and self.kept_figure is not None:
+                fig = self.kept_figure  # move the existing artists: much cheaper than building a new figure
                 self.update_fn(fig, result, values)
             else:
                 fig = self.draw_fn(result, values)
@@ -154,7 +154,7 @@ class SliderDemo:
                 clear_output(wait=True)
                 display(Image(data=self.png, format="png"))
             plt.close(fig)
-            self.figure = fig
+            self.kept_figure = fig
         self.latencies.append(time.perf_counter() - t0)
         return result
 
@@ -231,6 +231,42 @@ class SliderDemo:
             finally:
                 self.sliders[k].observe(self._on_change, names="value")
         return self.update()
+
+    def figure(self, **values):
+        """A static figure of the demo at ``values`` (the other sliders as they are), drawn by the demo's own
+        ``draw``: the way a notebook shows one setting without re-drawing it by hand. The values are checked like a
+        move of the sliders; the sliders themselves do not move."""
+        if self.draw_fn is None:
+            raise ValueError("figure: expected a demo with a draw function, got one without")
+        self.check_values(values)
+        values = {**self.values(), **values}
+        return self.draw_fn(self.compute(**values), values)
+
+    def grid(self, settings: list, ncols: int | None = None, title=None):
+        """Small multiples: one panel per dict of ``settings`` (each as in :meth:`figure`), side by side in one
+        figure, each titled by ``title(values)`` (default: the values that differ from the sliders')."""
+        import numpy as np
+
+        if not settings:
+            raise ValueError("settings: expected at least one dict of slider values, got none")
+        panels = []
+        for values in settings:
+            fig = self.figure(**values)
+            fig.canvas.draw()
+            panels.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+            plt.close(fig)
+        ncols = ncols or len(panels)
+        nrows = -(-len(panels) // ncols)
+        h, w = panels[0].shape[:2]
+        out, axes = plt.subplots(nrows, ncols, figsize=(ncols * w / 80, nrows * h / 80 + 0.3 * nrows), dpi=80,
+                                 squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, img, values in zip(axes.flat, panels, settings):
+            ax.imshow(img)
+            ax.set_title(title(values) if title else ", ".join(f"{k}={v}" for k, v in values.items()), fontsize=9)
+        out.tight_layout()
+        return out
 
     def widget(self):
         return W.VBox([W.HBox(list(self.sliders.values())), self.output])

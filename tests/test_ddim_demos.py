@@ -32,7 +32,7 @@ def test_forward_demo():
     r0, r1 = demo.set(**lo), demo.set(**hi)
     assert torch.allclose(r0["image"], img, atol=0.05)  # t = 0: noise std sqrt(1 - abar_0) = 0.01
     assert abs(r1["points"].std().item() - 1) < 0.15    # t = T-1: almost pure noise
-    assert len(demo.figure.axes) == 2
+    assert len(demo.kept_figure.axes) == 2
     plt.close("all")
 
 

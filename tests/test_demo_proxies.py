@@ -55,11 +55,11 @@ def test_every_demo_computes_once_per_new_setting_and_blits_a_cached_move(group)
             again = demo.set(**v)
             assert demo.compute_calls == calls + 1 and again is first, (name, v, "a cached move computes nothing")
             assert demo.full_draws == draws, (name, v, "a move that keeps the layout redraws the whole figure")
-            marked = [a for a in demo.figure.findobj() if getattr(a, "_slider_moves", False) and a.get_visible()]
+            marked = [a for a in demo.kept_figure.findobj() if getattr(a, "_slider_moves", False) and a.get_visible()]
             frame = demo.last_frame
             assert marked and all(a in frame for a in marked), (name, v, "every moving artist is drawn")
             assert not any(isinstance(a, Axis) for a in frame), (name, "tick labels stay in the kept picture")
-            visible = [a for a in demo.figure.findobj() if a.get_visible()]
+            visible = [a for a in demo.kept_figure.findobj() if a.get_visible()]
             assert len(frame) < len(visible), (name, "a blitted move draws a part of the figure, not all of it")
 
 

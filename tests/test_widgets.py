@@ -30,9 +30,9 @@ def test_sliders_are_built_from_specs():
 def test_moving_a_slider_recomputes_and_redraws():
     demo = _demo()
     assert demo.set(a=4)["value"] == 2.0
-    assert demo.figure.axes[0].get_title() == "x: 2.0"
+    assert demo.kept_figure.axes[0].get_title() == "x: 2.0"
     demo.sliders["b"].value = 1.0  # what dragging does
-    assert demo.figure.axes[0].get_title() == "x: 4.0"
+    assert demo.kept_figure.axes[0].get_title() == "x: 4.0"
     assert demo.set(a=0, b=0.0)["value"] == 0.0
     assert demo.set(a=10, b=1.0, kind="y")["value"] == 10.0
 
@@ -108,19 +108,19 @@ def test_blitted_frames_equal_a_full_draw():
         demo.set(k=k)
         fast = np.asarray(Image.open(io.BytesIO(demo.png)).convert("RGB"))
         buf = io.BytesIO()
-        demo.figure.savefig(buf, format="png", dpi=demo.figure.dpi)  # everything drawn, in matplotlib's order
+        demo.kept_figure.savefig(buf, format="png", dpi=demo.kept_figure.dpi)  # everything drawn, in matplotlib's order
         full = np.asarray(Image.open(buf).convert("RGB"))
         assert fast.shape == full.shape
         # Identical except where a tick mark's inner end touches the frame: ticks stay in the kept pixels, under
         # the moving image, while a full draw puts them (zorder 1.5) over it. Nowhere else.
         ys, xs = np.nonzero((fast != full).any(axis=2))
-        x0, y0, x1, y1 = demo.figure.axes[0].get_window_extent().extents
+        x0, y0, x1, y1 = demo.kept_figure.axes[0].get_window_extent().extents
         height = fast.shape[0]
         on_frame = (np.minimum(np.abs(xs - x0), np.abs(xs - x1)) <= 1.5) | \
                    (np.minimum(np.abs(height - ys - y0), np.abs(height - ys - y1)) <= 1.5)
         assert on_frame.all(), f"k={k}: pixels differ inside the picture at {list(zip(xs[~on_frame], ys[~on_frame]))}"
         assert len(xs) <= 20, f"k={k}: {len(xs)} pixels differ"
-    assert len(demo.figure._slider_backgrounds) == 1  # the layout never changed: one background, reused
+    assert len(demo.kept_figure._slider_backgrounds) == 1  # the layout never changed: one background, reused
 
 
 def test_a_marked_figure_still_draws_everything_outside_the_demo():
@@ -142,3 +142,29 @@ def test_a_marked_figure_still_draws_everything_outside_the_demo():
     fig.savefig(buf, format="png")
     assert (with_marked != np.asarray(Image.open(buf).convert("RGB"))).any()
     plt.close(fig)
+
+
+def test_figure_and_grid_draw_a_demo_at_given_values_without_moving_its_sliders():
+    import matplotlib.pyplot as plt
+
+    from course_lib.widgets import slider_demo
+
+    def draw(r, v):
+        fig, ax = plt.subplots(figsize=(2, 2), dpi=50)
+        ax.set_title(f"x: {r}")
+        return fig
+
+    demo = slider_demo(lambda x, k: x * k, draw, x=(0.0, 5.0, 0.5, 1.0), k=(1, 3, 1, 2))
+    fig = demo.figure(x=4.0)
+    assert fig.axes[0].get_title() == "x: 8.0"  # k stays at the slider's 2
+    assert demo.values() == {"x": 1.0, "k": 2}  # the sliders did not move
+    calls = demo.compute_calls
+    demo.figure(x=4.0)
+    assert demo.compute_calls == calls  # the same setting comes from the cache
+    with pytest.raises(ValueError, match="x: expected a number in"):
+        demo.figure(x=9.0)
+    grid = demo.grid([{"x": 0.5}, {"x": 2.0}, {"k": 3}], ncols=2)
+    assert [ax.get_title() for ax in grid.axes if ax.images] == ["x=0.5", "x=2.0", "k=3"]
+    with pytest.raises(ValueError, match="settings"):
+        demo.grid([])
+    plt.close("all")
