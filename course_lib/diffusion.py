@@ -225,7 +225,7 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
     ts = check_timesteps(timesteps, len(ac))
     if variance not in ("eta", "sigma_hat"):
         raise ValueError(f"variance: expected 'eta' or 'sigma_hat', got {variance!r}")
-    steps = ts.tolist()
+    tau = ts.tolist()  # the timesteps tau_1 > ... > tau_S (steps S = len(tau))
     # Coefficients of every step, computed once as Python floats: the loop below is then a handful of
     # tensor operations per step (this matters for 1000-step samplers in slider demos).
     a_ts = ac[ts].tolist()
@@ -237,8 +237,8 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
     else:
         sigmas = sigma_eta(ac[ts], a_prev_t, eta).tolist()
     x, traj, n = x_T, [x_T], x_T.shape[0]
-    t_batches = [torch.full((n,), t, dtype=torch.long, device=x.device) for t in steps]
-    iterator = range(len(steps))
+    t_batches = [torch.full((n,), t, dtype=torch.long, device=x.device) for t in tau]
+    iterator = range(len(tau))
     if progress:
         from tqdm.auto import tqdm
         iterator = tqdm(iterator, desc="sampling", leave=False)

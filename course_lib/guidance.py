@@ -125,15 +125,15 @@ def guided_ddpm_sample(eps_fn, grad_fn, x_T: torch.Tensor, alphas_cumprod: torch
     check_tensor(x_T, "x_T")
     scale = check_scale(scale)
     ac = alphas_cumprod.to(x_T.device, torch.float64)
-    steps = check_timesteps(timesteps, len(ac)).tolist()
+    tau = check_timesteps(timesteps, len(ac)).tolist()  # timesteps tau, S = len(tau) steps
     x, n = x_T, x_T.shape[0]
-    for i, t in enumerate(steps):
+    for i, t in enumerate(tau):
         tt = torch.full((n,), t, dtype=torch.long, device=x.device)
         a_t = float(ac[t])
         x0 = predicted_x0(x, eps_fn(x, tt), a_t)
-        if i + 1 == len(steps):
+        if i + 1 == len(tau):
             return x0
-        a_prev = float(ac[steps[i + 1]])
+        a_prev = float(ac[tau[i + 1]])
         mean, var = ddpm_posterior(x, x0, a_t, a_prev)
         if scale != 0:
             mean = classifier_guided_mean(mean, var, grad_fn(x, tt, y), scale)

@@ -119,13 +119,17 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, idx: torch.Tensor):
-        counts = torch.bincount(idx, minlength=self.num_codes).to(flat.dtype)
+        counts = torch.bincount(idx, minlength=self.num_codes).to(flat.dtype)  # n_k: vectors assigned to code k
         if self.ema:
-            sums = torch.zeros_like(self.embed_sum).index_add_(0, idx, flat)
+            sums = torch.zeros_like(self.embed_sum).index_add_(0, idx, flat)  # sum of the z_e assigned to code k
+            # N_k <- gamma N_k + (1 - gamma) n_k
             self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+            # m_k <- gamma m_k + (1 - gamma) sum_{i: k_i = k} z_e,i
             self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+            # Laplace smoothing, (N_k + eps) / (N + K eps) * N, so that an unused code never divides by zero
             n = self.cluster_size.sum()
             smoothed = (self.cluster_size + self.eps) / (n + self.num_codes * self.eps) * n
+            # C_k = m_k / N_k
             self.codebook.data.copy_(self.embed_sum / smoothed.clamp_min(1e-12)[:, None])
         if self.restart_dead_codes:
             self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
@@ -205,13 +209,16 @@ def lfq_entropy_loss(z: torch.Tensor, temperature: float = 1.0, max_bits: int = 
     if temperature <= 0:
         raise ValueError(f"temperature: expected a value > 0, got {temperature}")
     flat = z.reshape(-1, d).float()
+    # q(bit_i = +1 | z) = sigma(4 z_i / tau): exp(-||z - c||^2 / tau) factorises over the bits of c in {-1, 1}^d
     logit = 4 * flat / temperature
     log_p1, log_p0 = F.logsigmoid(logit), F.logsigmoid(-logit)  # log P(bit = +1), log P(bit = -1)
     p1 = log_p1.exp()
+    # E[H(q(z))]: the entropy of independent bits is the sum of the bits' entropies, averaged over the batch
     sample_entropy = -(p1 * log_p1 + (1 - p1) * log_p0).sum(1).mean()
     bits = ((torch.arange(2**d, device=z.device)[:, None] >> torch.arange(d, device=z.device)) & 1).float()
-    log_q = log_p1 @ bits.T + log_p0 @ (1 - bits).T  # (N, 2^d) log q(c | z)
-    avg = torch.logsumexp(log_q, dim=0) - math.log(flat.shape[0])  # log of the batch-average assignment
+    log_q = log_p1 @ bits.T + log_p0 @ (1 - bits).T  # (N, 2^d) log q(c | z) = sum_i log q(bit_i = c_i | z)
+    avg = torch.logsumexp(log_q, dim=0) - math.log(flat.shape[0])  # log E_z[q(c | z)], the batch average
+    # H(E[q(z)]) = -sum_c E[q](c) log E[q](c), over all 2^d codes
     codebook_entropy = -(avg.exp() * avg).sum()
     return sample_entropy - codebook_entropy, {"sample_entropy": sample_entropy.detach(),
                                                "codebook_entropy": codebook_entropy.detach()}
