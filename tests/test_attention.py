@@ -140,3 +140,23 @@ def test_caption_unet_shapes_and_attention_maps(attention):
                        unet(torch.zeros(2, 4, 8, 8), 5, torch.zeros_like(tokens)))
     with pytest.raises(ValueError, match="attention"):
         CaptionUNet(CaptionUNetConfig(attention="sideways"))
+
+
+@pytest.mark.parametrize("context_dim", [32, None])
+def test_cross_attention_equals_diffusers_attention_with_the_same_weights(context_dim):
+    """Reference: diffusers' Attention (the latent-diffusion layer's names to_q, to_k, to_v, to_out map one to one)."""
+    attention_processor = pytest.importorskip("diffusers.models.attention_processor")
+    torch.manual_seed(0)
+    ours = CrossAttention(64, context_dim, heads=4, dim_head=16)
+    theirs = attention_processor.Attention(query_dim=64, cross_attention_dim=context_dim, heads=4, dim_head=16,
+                                           bias=False, out_bias=True)
+    theirs.set_processor(attention_processor.AttnProcessor())  # the plain softmax(QK^T / sqrt d) V processor
+    with torch.no_grad():
+        for name in ("to_q", "to_k", "to_v"):
+            getattr(theirs, name).weight.copy_(getattr(ours, name).weight)
+        theirs.to_out[0].weight.copy_(ours.to_out.weight)
+        theirs.to_out[0].bias.copy_(ours.to_out.bias)
+    x = torch.randn(2, 10, 64)
+    context = torch.randn(2, 5, context_dim) if context_dim else None
+    with torch.no_grad():
+        assert torch.allclose(ours(x, context), theirs(x, encoder_hidden_states=context), atol=1e-5)
