@@ -219,6 +219,19 @@ class LPIPS(nn.Module):
         self.lin = True
         return self
 
+    def copy_backbone_from(self, package_model) -> "LPIPS":
+        """Load the backbone of an ``lpips`` package model (``lpips.LPIPS(net=...)``) into this one, slice by slice;
+        the two then compute the same distances (how notebook 04 and the tests compare with the package offline)."""
+        theirs = getattr(package_model, "pnet_type", None)
+        if self.layers is None or theirs != self.net_name:
+            raise ValueError(f"package_model: expected an lpips.LPIPS with net={self.net_name!r} (a torchvision "
+                             f"backbone), got net={theirs!r}")
+        slices = [getattr(package_model.net, f"slice{i + 1}") for i in range(len(self.layers))]
+        for mine, slice_ in zip(self.layers, slices):
+            for a, b in zip(mine, slice_):
+                a.load_state_dict(b.state_dict())
+        return self
+
     def backbone_parameters(self):
         return (self.trunk if self.trunk is not None else self.layers).parameters()
 

@@ -31,12 +31,9 @@ def test_equals_the_lpips_package_with_identical_backbone_weights(net):
     ref_spatial = _package(net).eval()
     ref_spatial.load_state_dict(ref.state_dict())
     ref_spatial.spatial = True
-    ours = LPIPS(net, backbone="random")
-    # copy the package's random backbone into ours, slice by slice
-    slices = [getattr(ref.net, f"slice{i + 1}") for i in range(len(ours.layers))]
-    for mine, theirs in zip(ours.layers, slices):
-        for m_mod, t_mod in zip(mine, theirs):
-            m_mod.load_state_dict(t_mod.state_dict())
+    ours = LPIPS(net, backbone="random").copy_backbone_from(ref)  # the package's random backbone, slice by slice
+    with pytest.raises(ValueError, match="package_model: expected an lpips.LPIPS with net='squeeze'"):
+        LPIPS("squeeze", backbone="random").copy_backbone_from(ref)
     x, y = _pair(size=64 if net == "alex" else 32)
     with torch.no_grad():
         expected = ref(x, y).flatten()
