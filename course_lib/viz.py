@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-__all__ = ["TERM_COLORS", "to_image", "image_grid", "show_images", "scatter_2d", "density_grid", "density_contours",
+__all__ = ["TERM_COLORS", "to_image", "attention_overlay", "image_grid", "show_images", "scatter_2d", "density_grid", "density_contours",
            "plot_trajectories", "class_colors"]
 
 TERM_COLORS = {
@@ -136,3 +136,19 @@ def plot_trajectories(traj: torch.Tensor, ax=None, max_paths: int = 50, color=No
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=8)
     return ax
+
+
+def attention_overlay(ax, image: torch.Tensor, attention: torch.Tensor, title: str | None = None, alpha: float = 0.6):
+    """One word's cross-attention over the image it helped make: the image (3, H, W) in [-1, 1], and the
+    attention map (h, w) upsampled to H x W without smoothing (each latent cell stays a visible block)."""
+    if attention.ndim != 2:
+        raise ValueError(f"attention: expected one map (h, w), got shape {tuple(attention.shape)}")
+    side = image.shape[-2:]
+    up = torch.nn.functional.interpolate(attention[None, None].float(), size=side, mode="nearest")[0, 0]
+    ax.imshow(to_image(image), interpolation="nearest")
+    ax.imshow(up.numpy(), cmap="inferno", alpha=alpha)
+    if title is not None:
+        ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+    return ax
+

@@ -39,3 +39,21 @@ def test_scatter_and_trajectories_draw():
 def test_term_colours_are_distinct():
     keys = ["predicted_x0", "direction", "noise", "guidance"]
     assert len({viz.TERM_COLORS[k] for k in keys}) == len(keys)
+
+
+def test_attention_overlay_upsamples_each_cell_to_a_block_over_the_image():
+    import matplotlib.pyplot as plt
+
+    from course_lib.viz import attention_overlay
+
+    fig, ax = plt.subplots()
+    image = torch.zeros(3, 32, 32)
+    maps = torch.zeros(8, 8)
+    maps[0, 0] = 1.0
+    attention_overlay(ax, image, maps, title="'red'")
+    up = ax.images[1].get_array()
+    assert up.shape == (32, 32) and float(up[:4, :4].min()) == 1.0 and float(up[4:, :].max()) == 0.0  # 4x4 blocks
+    assert ax.get_title() == "'red'"
+    with pytest.raises(ValueError, match="attention: expected one map"):
+        attention_overlay(ax, image, torch.zeros(2, 8, 8))
+    plt.close(fig)

@@ -157,8 +157,6 @@ def vqgan_reconstructions(path: Path):
 
 def attention_maps(path: Path):
     """Notebook 06: where each word of a caption looks, in the latent diffusion model's first cross-attention."""
-    from torch.nn import functional as F
-
     from ..data import VOCAB, encode_caption
     from ..ldm import LatentDiffusion
 
@@ -171,9 +169,7 @@ def attention_maps(path: Path):
     axes[0].imshow(viz.to_image(image[0]), interpolation="nearest")
     axes[0].set_title(f"'{caption}'", fontsize=8)
     for ax, (pos, w) in zip(axes[1:], enumerate(words, start=1)):
-        a = maps["up0"][0, -1, pos]
-        ax.imshow(viz.to_image(image[0]), interpolation="nearest")
-        ax.imshow(F.interpolate(a[None, None], size=32, mode="nearest")[0, 0], cmap="inferno", alpha=0.6)
+        viz.attention_overlay(ax, image[0], maps["up0"][0, -1, pos])
         ax.set_title(f"'{w}'", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
