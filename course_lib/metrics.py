@@ -271,11 +271,11 @@ def evaluate_ldm(pipe, device, n: int = 256, steps: int = 20, guidance_scale: fl
     import time
 
     from . import checkpoints
-    from .data import generate_shapes
+    from .data import HELD_OUT_SEEDS, generate_shapes
 
     clf = checkpoints.load("shapes_classifier16", device=device)
-    ref = generate_shapes(n, 32, 1, seed=10_000_000 + 12)
-    real = generate_shapes(1000, 32, 1, seed=10_000_000 + 13).images
+    ref = generate_shapes(n, 32, 1, seed=HELD_OUT_SEEDS["ldm_captions"])
+    real = generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["ldm_real"]).images
     out = {"num_samples": n, "ddim_steps": steps, "guidance_scale": guidance_scale,
            "real_images": caption_following(ref.images, ref.attributes, clf)}
     g = torch.Generator().manual_seed(0)
@@ -295,10 +295,10 @@ def evaluate_ldm(pipe, device, n: int = 256, steps: int = 20, guidance_scale: fl
 @torch.no_grad()
 def evaluate_autoencoder(model, device, n: int = 1000) -> dict:
     """PSNR / SSIM of reconstructions of held-out 16x16 shapes, and codebook usage over them."""
-    from .data import generate_shapes
+    from .data import HELD_OUT_SEEDS, generate_shapes
     from .quantize import codebook_usage
 
-    x = generate_shapes(n, 16, 1, seed=10_000_000 + 5).images.to(device)
+    x = generate_shapes(n, 16, 1, seed=HELD_OUT_SEEDS["autoencoder16"]).images.to(device)
     z_q, idx, _ = model.quantize(model.encode(x))
     x_hat = model.decode(z_q).clamp(-1, 1)
     use = codebook_usage(idx, model.config.num_codes)
@@ -310,8 +310,8 @@ def evaluate_autoencoder(model, device, n: int = 1000) -> dict:
 def evaluate_autoencoder32(model, device, n: int = 500) -> dict:
     """Notebook 05's comparison on held-out 32x32 shapes; see :func:`course_lib.metrics.reconstruction_report`."""
 
-    from .data import generate_shapes
+    from .data import HELD_OUT_SEEDS, generate_shapes
 
-    x = generate_shapes(n, 32, 1, seed=10_000_000 + 7).images.to(device)
+    x = generate_shapes(n, 32, 1, seed=HELD_OUT_SEEDS["autoencoder32"]).images.to(device)
     z_q, idx, _ = model.quantize(model.encode(x))
     return reconstruction_report(model.decode(z_q).clamp(-1, 1), x, idx, model.config.num_codes)

@@ -124,12 +124,12 @@ def gradient_norms() -> dict:
     """Exercise 5.3's measurement: ||grad L_rec|| and ||grad L_GAN|| at the last layer of shapes_vqgan32's decoder,
     on notebook 05's 16 held-out images, L_rec = L1 + 0.1 LPIPS (course backbone), L_GAN the generator loss."""
     from .. import checkpoints
-    from ..data import generate_shapes
+    from ..data import HELD_OUT_SEEDS, generate_shapes
     from ..gan import adaptive_weight, generator_loss, load_discriminator
     from ..perceptual import LPIPS
 
     vqgan, disc = checkpoints.load("shapes_vqgan32").eval(), load_discriminator("shapes_vqgan32")
-    x = generate_shapes(256, 32, 1, seed=10_000_000 + 8).images[:16]
+    x = generate_shapes(256, 32, 1, seed=HELD_OUT_SEEDS["vqgan_demo"]).images[:16]
     lp = LPIPS("shapes", lin=False)
     z_q, _, _ = vqgan.quantize(vqgan.encode(x))
     x_hat = vqgan.decode(z_q)

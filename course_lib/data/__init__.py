@@ -5,8 +5,25 @@ from .shapes import (
 )
 from .toy2d import GaussianMixture, grid_mixture, ring_mixture, swiss_roll, two_moons
 
+# Held-out data: a training batch is drawn with seed recipe.seed * 1_000_003 + step, far below 10_000_000, so every
+# seed from there on is data no model trained on. Each held-out set has its name here, once.
+HELD_OUT = 10_000_000
+HELD_OUT_SEEDS = {
+    "eval": HELD_OUT + 0,                   # the evaluation batch of a recipe (train.loops._evaluate)
+    "real16": HELD_OUT + 3,                 # 1000 real 16x16 images: the FD reference of the samplers
+    "autoencoder16": HELD_OUT + 5,          # shapes_vqvae16's held-out reconstructions
+    "vqgan_snapshots": HELD_OUT + 6,        # the 8 images notebook 05's training snapshots show
+    "autoencoder32": HELD_OUT + 7,          # notebook 05's reconstruction report
+    "vqgan_demo": HELD_OUT + 8,             # the lambda demo's and the discriminator check's batch
+    "latent_scale": HELD_OUT + 11,          # the images that fix Latent Diffusion's scale factor
+    "ldm_captions": HELD_OUT + 12,          # the captions the LDMs are measured on
+    "ldm_real": HELD_OUT + 13,              # their real 32x32 reference images
+    "eval_floor": 2 * HELD_OUT,             # real images measured like samples: the FD floor of an evaluation
+}
+
 __all__ = [
     "GaussianMixture", "ring_mixture", "grid_mixture", "swiss_roll", "two_moons",
     "SHAPES", "COLOURS", "ROWS", "COLUMNS", "SIZES", "VOCAB", "CAPTION_LENGTH",
-    "ShapesBatch", "generate_shapes", "render_shapes", "encode_caption", "decode_tokens",
+    "ShapesBatch", "generate_shapes", "render_shapes", "encode_caption", "decode_tokens", "HELD_OUT",
+    "HELD_OUT_SEEDS",
 ]

@@ -135,7 +135,7 @@ def ddim_against_ancestral(n: int = 64, steps=(10, 20, 50)) -> dict:
     """One run: the shipped DDPM, 1000-step ancestral (eta = 1) and DDIM (eta = 0) at each S from the same x_T;
     wall clock, network evaluations and FD to 1000 held-out images in the clean classifier's features."""
     from .. import checkpoints
-    from ..data import generate_shapes
+    from ..data import HELD_OUT_SEEDS, generate_shapes
     from ..diffusion import ddim_sample
     from ..metrics import image_quality
     from ..schedules import make_alphas_cumprod, timestep_subsequence
@@ -143,7 +143,7 @@ def ddim_against_ancestral(n: int = 64, steps=(10, 20, 50)) -> dict:
     model, clf = checkpoints.load("shapes_ddpm16"), checkpoints.load("shapes_classifier16")
     ac = make_alphas_cumprod()
     labels = torch.arange(n) % 4
-    real = generate_shapes(1000, 16, 1, seed=10_000_000 + 3).images
+    real = generate_shapes(1000, 16, 1, seed=HELD_OUT_SEEDS["real16"]).images
     x_T = torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     out = {}
     for label, s, eta in [("ancestral", 1000, 1.0)] + [(f"ddim{s}", s, 0.0) for s in steps]:

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 
 from .. import checkpoints
-from ..data import generate_shapes, ring_mixture
+from ..data import HELD_OUT_SEEDS, generate_shapes, ring_mixture
 from ..diffusion import ddim_invert, ddim_sample
 from ..metrics import image_quality, mixture_nll, mmd_rbf, sliced_wasserstein
 from ..schedules import make_alphas_cumprod, timestep_subsequence
@@ -60,7 +60,7 @@ def ddim_tables(cfg: dict, log=print) -> tuple[dict, dict]:
     mlp = checkpoints.load("ring8_mlp")
     ddpm = checkpoints.load("shapes_ddpm16")
     clf = checkpoints.load("shapes_classifier16")
-    real_imgs = generate_shapes(1000, 16, 1, seed=10_000_000 + 3).images
+    real_imgs = generate_shapes(1000, 16, 1, seed=HELD_OUT_SEEDS["real16"]).images
     n = cfg["n_images"]
     labels = torch.arange(n) % 4
     out = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
@@ -180,7 +180,7 @@ def guidance_table(scales=(0.0, 0.5, 1.0, 2.0, 5.0, 10.0), n: int = 256, steps: 
     ddpm = checkpoints.load("shapes_ddpm16")
     noisy = checkpoints.load("shapes_noisy_classifier16")
     clean = checkpoints.load("shapes_classifier16")
-    real = generate_shapes(1000, 16, 1, seed=10_000_000 + 3).images
+    real = generate_shapes(1000, 16, 1, seed=HELD_OUT_SEEDS["real16"]).images
     labels = torch.arange(n) % 4
     ts = timestep_subsequence(1000, steps)
     grads = {"noisy": lambda x, t, y: classifier_log_prob_grad(noisy, x, t, y),

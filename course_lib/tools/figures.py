@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from .. import checkpoints, viz  # noqa: E402
-from ..data import generate_shapes  # noqa: E402
+from ..data import HELD_OUT_SEEDS, generate_shapes  # noqa: E402
 from ..diffusion import ddim_sample  # noqa: E402
 from ..schedules import make_alphas_cumprod, timestep_subsequence  # noqa: E402
 
@@ -96,7 +96,7 @@ def codebook_usage(path: Path):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3))
     for ax, (name, size) in zip(axes, (("shapes_vqvae16", 16), ("shapes_vqgan32", 32))):
         model = checkpoints.load(name)
-        x = generate_shapes(1000, size, 1, seed=10_000_000 + 5).images
+        x = generate_shapes(1000, size, 1, seed=HELD_OUT_SEEDS["autoencoder16"]).images
         with torch.no_grad():
             _, idx, _ = model.quantize(model.encode(x))
         counts = torch.bincount(idx.flatten(), minlength=model.config.num_codes).sort(descending=True).values
@@ -141,7 +141,7 @@ def vqgan_reconstructions(path: Path):
     """Notebook 05: the three objectives on the same held-out images."""
     from ..demos.vqgan import AUTOENCODERS
 
-    x = generate_shapes(8, 32, 1, seed=10_000_000 + 7).images
+    x = generate_shapes(8, 32, 1, seed=HELD_OUT_SEEDS["autoencoder32"]).images
     fig, axes = plt.subplots(len(AUTOENCODERS) + 1, 1, figsize=(8, 5))
     viz.show_images(x, nrow=8, ax=axes[0], title="originals")
     m = checkpoints.manifest()

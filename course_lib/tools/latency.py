@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from .. import checkpoints  # noqa: E402
-from ..data import generate_shapes, ring_mixture  # noqa: E402
+from ..data import HELD_OUT_SEEDS, generate_shapes, ring_mixture  # noqa: E402
 from ..schedules import make_alphas_cumprod  # noqa: E402
 from ..demos import ddim as D  # noqa: E402
 from ..demos import guidance as G  # noqa: E402
@@ -111,7 +111,7 @@ def _vqgan_demos():
 
     vqgan, gpt = checkpoints.load("shapes_vqgan32"), checkpoints.load("shapes_gpt32")
     lp = _shapes_lpips()
-    x = generate_shapes(16, 32, 1, seed=10_000_000 + 8).images
+    x = generate_shapes(16, 32, 1, seed=HELD_OUT_SEEDS["vqgan_demo"]).images
     live = Q.lambda_demo(vqgan, load_discriminator("shapes_vqgan32"), x,
                          lambda a, b: (a - b).abs().mean() + 0.1 * lp(a, b, check_range=False).mean())
     scrubber = Q.snapshot_scrubber()

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .. import checkpoints
-from ..data import SHAPES, generate_shapes, ring_mixture
+from ..data import HELD_OUT_SEEDS, SHAPES, generate_shapes, ring_mixture
 from ..diffusion import ddim_sample, diffusion_loss, q_sample
 from ..metrics import evaluate_autoencoder, evaluate_autoencoder32, evaluate_ldm
 from ..recipes import CORRUPTIONS, Recipe
@@ -206,7 +206,7 @@ def _train_vqgan(recipe: Recipe, device, progress: bool = True):
         lp = LPIPS(net="shapes", lin=False).to(device).requires_grad_(False).eval()
         perceptual = lambda a, b: lp(a, b, check_range=False)  # noqa: E731 (raw decoder output may overshoot)
     trainer = VQGANTrainer(ae, loss_cfg, disc, perceptual, lr=recipe.lr)
-    fixed = generate_shapes(8, 32, 1, seed=10_000_000 + 6).images.to(device)
+    fixed = generate_shapes(8, 32, 1, seed=HELD_OUT_SEEDS["vqgan_snapshots"]).images.to(device)
     snap_steps = [s for s in recipe.extra.get("snapshot_steps", []) if s < recipe.steps]
     snaps, history, t0 = [], [], time.time()
     keys = ("l1", "l2", "lpips", "codebook", "commitment", "g_loss", "lambda_", "rec_grad_norm", "gan_grad_norm",
@@ -279,7 +279,7 @@ def _train_ldm(recipe: Recipe, device, progress: bool = True):
     torch.manual_seed(recipe.seed)
     ae_name = recipe.extra.get("autoencoder")
     ae = checkpoints.load(ae_name, device=device) if ae_name else None
-    scale = latent_scale(ae, generate_shapes(1000, 32, 1, seed=10_000_000 + 11).images.to(device)) if ae else 1.0
+    scale = latent_scale(ae, generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["latent_scale"]).images.to(device)) if ae else 1.0
     model = build_model(recipe.model, recipe.config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
     ema = EMA(model, recipe.ema_decay)
@@ -312,13 +312,13 @@ def _evaluate(recipe: Recipe, model, device, log=print, info: dict | None = None
     if recipe.task == "vqgan":
         return evaluate_autoencoder32(model, device)
     if recipe.task == "prior":
-        codes = _prior_codes(recipe, 10_000_000, device, n=1000)
+        codes = _prior_codes(recipe, HELD_OUT_SEEDS["eval"], device, n=1000)
         return {"held_out_nll_nats_per_code": round(float(model.loss(codes)), 4),
                 "uniform_nll_nats_per_code": round(math.log(model.config.vocab_size), 4)}
     if recipe.task == "autoencoder":
         return evaluate_autoencoder(model, device)
     if recipe.task == "classifier":
-        x, y, attrs = _batch(recipe, 10_000_000, n=2000)  # a held-out seed
+        x, y, attrs = _batch(recipe, HELD_OUT_SEEDS["eval"], n=2000)
         x, y = x.to(device), y.to(device)
         out = {}
         for tt in ([0, 250, 500, 750, 999] if recipe.noise_aware else [None]):
@@ -354,13 +354,13 @@ def _evaluate(recipe: Recipe, model, device, log=print, info: dict | None = None
         return out
     from ..metrics import image_quality
     clf = checkpoints.load("shapes_classifier16", device=device)
-    real, _, _ = _batch(recipe, 10_000_000, n=1000)
+    real, _, _ = _batch(recipe, HELD_OUT_SEEDS["eval"], n=1000)
     n = 256
     labels = torch.arange(n) % len(SHAPES)
     out = {"num_samples": n, "reference": "1000 held-out shapes; features of shapes_classifier16"}
     # the floor: held-out real images measured the same way (FD is biased upwards at small n)
-    real_n, _, _ = _batch(recipe, 20_000_000, n=n)
-    out["real_images"] = image_quality(real_n, real, clf, _batch(recipe, 20_000_000, n=n)[1])
+    real_n, _, _ = _batch(recipe, HELD_OUT_SEEDS["eval_floor"], n=n)
+    out["real_images"] = image_quality(real_n, real, clf, _batch(recipe, HELD_OUT_SEEDS["eval_floor"], n=n)[1])
     for label, steps, eta in (("ancestral1000", 1000, 1.0), ("ddim20", 20, 0.0), ("ddim50", 50, 0.0)):
         g = torch.Generator().manual_seed(7)
         xT = torch.randn(n, 3, 16, 16, generator=g).to(device)
