@@ -86,7 +86,7 @@ def retrain_command(name: str) -> str:
 
 
 def _known_recipe(name) -> bool:
-    from .recipes import RECIPES  # late: recipes need nothing, but keep checkpoints light
+    from .recipes import RECIPES  # late: only an unknown name needs the recipes (and the data module they import)
     return isinstance(name, str) and name in RECIPES
 
 

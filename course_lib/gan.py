@@ -173,7 +173,7 @@ def adaptive_weight_of_norms(rec_grad_norm, gan_grad_norm, delta: float = 1e-6, 
 
 def _check_norm(value, name: str, number_ok: bool = False):
     """A non-negative norm: a tensor as it is; a number as a float64 tensor, or (``number_ok``) as the number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)) and not hasattr(value, "__len__"):
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
         raise TypeError(f"{name}: expected a non-negative number or tensor, got {type(value).__name__}")
     if number_ok and isinstance(value, (int, float)):
         if value < 0:
