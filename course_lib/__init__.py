@@ -23,10 +23,10 @@ VQ-VAE: x -> z_e -> z_q -> x_hat                             nets.VQVAE         
 VQ-VAE: z_q = C_k, k = argmin_j ||z_e - C_j||                quantize.nearest_code                             03
 VQ-VAE: sg, z_e + sg(z_q - z_e)                              quantize.straight_through                         03
 VQ-VAE: L_commit, L_VQ                                       quantize.vq_losses                                03
-VQ-VAE: the total L                                          nets.VQVAE.training_loss                          03
+VQ-VAE: the total L                                          nets.VQVAE.objective                              03
 MAGVIT-v2: q = sign(z), index, entropy penalty               quantize.lfq_quantize, quantize.lfq_entropy_loss  03
 LPIPS eq. 1: d(x, x0)                                        perceptual.lpips_distance                         04
-VQGAN eq. 4: L_VQ(E, G, Z) (with LPIPS and GAN terms)        gan.VQGANTrainer.autoencoder_step                 05
+VQGAN eq. 4: L_VQ(E, G, Z), L_rec = L1 + LPIPS               nets.VQVAE.objective, gan.VQGANTrainer            05
 VQGAN eq. 5: L_GAN = log D(x) + log(1 - D(x_hat))            gan.vanilla_d_loss (hinge: gan.hinge_d_loss)      05
 VQGAN eq. 6: Q* = argmin max E[L_VQ + lambda L_GAN]          gan.VQGANTrainer.step                             05
 VQGAN eq. 7: lambda = ||grad L_rec|| / (||grad L_GAN|| + d)  gan.adaptive_weight_of_norms                      05

@@ -1,5 +1,7 @@
-r"""Attention, as Latent Diffusion uses it: cross-attention, the transformer block, its spatial wrapper, and the
-"swapped" layer of notebook 06's red question.
+r"""Attention, the one implementation every network of the course uses: cross-attention (self-attention when the
+context is the input itself, causal for the GPT prior), the one transformer block, the one wrapper that runs it over
+the pixels of a feature map, the recorder that brings attention maps back, and the "swapped" layer of notebook 06's
+red question.
 
 .. math:: Q = W_Q\,\varphi(z_t),\quad K = W_K\,\tau_\theta(y),\quad V = W_V\,\tau_\theta(y),\qquad
           \mathrm{Attention}(Q,K,V) = \mathrm{softmax}\!\Big(\frac{QK^\top}{\sqrt d}\Big) V
@@ -15,7 +17,7 @@ from torch import nn
 
 from ._checks import check_positive_int
 
-__all__ = ["CrossAttention", "TransformerBlock", "SpatialTransformer", "SwappedCrossAttention"]
+__all__ = ["CrossAttention", "TransformerBlock", "SpatialTransformer", "AttentionRecorder", "SwappedCrossAttention"]
 
 
 def _check_inputs(x, context, mask, query_dim: int, context_dim: int):
@@ -49,19 +51,27 @@ class CrossAttention(nn.Module):
     x:       (B, N, query_dim)    image tokens, e.g. a flattened feature map phi(z_t)
     context: (B, M, context_dim)  condition tokens tau(y); None gives self-attention
     mask:    (B, M) bool, True where a context token may be attended to
+
+    ``causal=True`` (self-attention only) lets position i attend to positions j <= i: the GPT prior's
+    :math:`p(s_i \mid s_{<i})`. ``qkv_bias`` adds biases to the three projections (the GPT prior was trained with them,
+    Latent Diffusion's layers without).
     """
 
-    def __init__(self, query_dim: int, context_dim: int | None = None, heads: int = 4, dim_head: int = 32):
+    def __init__(self, query_dim: int, context_dim: int | None = None, heads: int = 4, dim_head: int = 32,
+                 causal: bool = False, qkv_bias: bool = False):
         super().__init__()
         check_positive_int(heads, "heads")
         check_positive_int(dim_head, "dim_head")
+        if causal and context_dim is not None:
+            raise ValueError(f"causal: expected self-attention (context_dim=None) for a causal layer, got "
+                             f"context_dim={context_dim}")
         inner = heads * dim_head
         context_dim = query_dim if context_dim is None else context_dim
         self.query_dim, self.context_dim = query_dim, context_dim
-        self.heads, self.scale = heads, dim_head**-0.5
-        self.to_q = nn.Linear(query_dim, inner, bias=False)
-        self.to_k = nn.Linear(context_dim, inner, bias=False)
-        self.to_v = nn.Linear(context_dim, inner, bias=False)
+        self.heads, self.scale, self.causal = heads, dim_head**-0.5, causal
+        self.to_q = nn.Linear(query_dim, inner, bias=qkv_bias)
+        self.to_k = nn.Linear(context_dim, inner, bias=qkv_bias)
+        self.to_v = nn.Linear(context_dim, inner, bias=qkv_bias)
         self.to_out = nn.Linear(inner, query_dim)
 
     def forward(self, x, context=None, mask=None, return_attention: bool = False):
@@ -74,6 +84,9 @@ class CrossAttention(nn.Module):
         scores = torch.einsum("bhnd,bhmd->bhnm", q, k) * self.scale  # QK^T / sqrt(d)
         if mask is not None:
             scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        if self.causal:  # softmax weight 0 on every later token: the upper triangle is masked
+            later = torch.ones(scores.shape[-2:], dtype=torch.bool, device=x.device).triu(1)
+            scores = scores.masked_fill(later, float("-inf"))
         attn = scores.softmax(dim=-1)
         out = rearrange(torch.einsum("bhnm,bhmd->bhnd", attn, v), "b h n d -> b n (h d)")
         out = self.to_out(out)
@@ -81,55 +94,111 @@ class CrossAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    r"""Pre-norm transformer block of Latent Diffusion's UNet, on tokens (B, N, dim):
+    r"""The course's one transformer block, pre-norm, on tokens (B, N, dim):
 
-    x <- x + SelfAttn(LN x);   x <- x + CrossAttn(LN x, context);   x <- x + FF(LN x)
+    .. math:: x \leftarrow x + \mathrm{SelfAttn}(\mathrm{LN}_1\,x)
 
-    The cross-attention's weights of the last call are kept in ``last_attention`` (B, heads, N, M) when
-    ``store_attention`` is True, so a notebook can draw where each caption token looks. ``swapped=True`` uses
-    :class:`SwappedCrossAttention` instead (its weights are (B, heads, M, N)).
+    .. math:: x \leftarrow x + \mathrm{CrossAttn}(\mathrm{LN}_2\,x,\ \text{context})\quad\text{(if context\\_dim)}
+
+    .. math:: x \leftarrow x + \mathrm{FF}(\mathrm{LN}_3\,x),\qquad \mathrm{FF} = W_2\,\mathrm{GELU}(W_1 \cdot)
+
+    Latent Diffusion's UNet (cross-attention to the caption), its caption encoder :math:`\tau_\theta` (no
+    cross-attention; ``self_mask`` hides ``<pad>``) and the GPT prior (``causal=True``) all use it; the names
+    ``norm1/2/3``, ``self_attn``, ``cross_attn`` and ``ff`` are diffusers' ``BasicTransformerBlock``'s.
+    ``swapped=True`` uses :class:`SwappedCrossAttention` (weights (B, heads, M, N)). ``record``, if given, is called
+    with the cross-attention weights (B, heads, N, M) of this call (see :class:`AttentionRecorder`).
+
+    ``layer_norm=False, feed_forward=False`` leaves only :math:`x + \mathrm{SelfAttn}(x)`: the middle block of
+    notebook 01's pixel UNet, which was trained so (see :class:`SpatialTransformer`).
     """
 
-    def __init__(self, dim: int, context_dim: int | None, heads: int = 4, dim_head: int = 32, swapped: bool = False):
+    def __init__(self, dim: int, context_dim: int | None = None, heads: int = 4, dim_head: int | None = None,
+                 swapped: bool = False, causal: bool = False, qkv_bias: bool = False, layer_norm: bool = True,
+                 feed_forward: bool = True):
         super().__init__()
-        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.self_attn = CrossAttention(dim, None, heads, dim_head)
-        cross = SwappedCrossAttention if swapped else CrossAttention
-        self.cross_attn = cross(dim, context_dim, heads, dim_head) if context_dim else None
-        self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
-        self.store_attention, self.last_attention = False, None
+        dim_head = dim // heads if dim_head is None else dim_head
+        norm = (lambda: nn.LayerNorm(dim)) if layer_norm else nn.Identity
+        self.norm1, self.self_attn = norm(), CrossAttention(dim, None, heads, dim_head, causal, qkv_bias)
+        if context_dim:
+            cross = SwappedCrossAttention if swapped else CrossAttention
+            self.norm2, self.cross_attn = norm(), cross(dim, context_dim, heads, dim_head)
+        else:
+            self.norm2 = self.cross_attn = None
+        if feed_forward:
+            self.norm3, self.ff = norm(), nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        else:
+            self.norm3 = self.ff = None
 
-    def forward(self, x, context=None, mask=None):
-        x = x + self.self_attn(self.norm1(x))
+    def forward(self, x, context=None, mask=None, self_mask=None, record=None):
+        """x (B, N, dim); context (B, M, context_dim) and its key mask (B, M); self_mask (B, N) for x's own keys."""
+        x = x + self.self_attn(self.norm1(x), mask=self_mask)
         if self.cross_attn is not None and context is not None:
             out, attn = self.cross_attn(self.norm2(x), context, mask=mask, return_attention=True)
-            if self.store_attention:
-                self.last_attention = attn.detach()
+            if record is not None:
+                record(attn.detach())
             x = x + out
-        return x + self.ff(self.norm3(x))
+        return x if self.ff is None else x + self.ff(self.norm3(x))
 
 
 class SpatialTransformer(nn.Module):
-    """A feature map (B, C, H, W) -> tokens (B, H*W, C) -> transformer blocks -> back, as a residual:
-    GroupNorm, 1x1 projection in, blocks, 1x1 projection out (zero-initialised: the block starts as the identity)."""
+    r"""The one wrapper that runs transformer blocks over the pixels of a feature map, as a residual:
+
+    .. math:: x \leftarrow x + \mathrm{proj_{out}}\big(\mathrm{blocks}(\mathrm{proj_{in}}(\mathrm{GN}\,x))\big)
+
+    with the map (B, C, H, W) read as H*W tokens (B, H*W, C) in raster order and put back after the blocks.
+    Latent Diffusion's form has 1x1 projections, the second one zero-initialised (the block starts as the identity).
+
+    ``projections=False`` with a block of ``layer_norm=False, feed_forward=False`` is the self-attention middle
+    block of notebook 01's pixel UNet: :math:`x + \mathrm{GN}\,x + \mathrm{SelfAttn}(\mathrm{GN}\,x)`. The
+    :math:`\mathrm{GN}\,x` term (a token-space residual inside the map-space one) is how the shipped
+    ``shapes_ddpm16`` was trained; DDPM's own block has :math:`x + \mathrm{proj}(\mathrm{Attn}(\mathrm{GN}\,x))`.
+    """
 
     def __init__(self, channels: int, context_dim: int | None, heads: int = 4, depth: int = 1, groups: int = 8,
-                 swapped: bool = False):
+                 swapped: bool = False, projections: bool = True, layer_norm: bool = True,
+                 feed_forward: bool = True):
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels)
-        self.proj_in = nn.Conv2d(channels, channels, 1)
-        self.blocks = nn.ModuleList(TransformerBlock(channels, context_dim, heads, channels // heads, swapped)
+        self.proj_in = nn.Conv2d(channels, channels, 1) if projections else nn.Identity()
+        self.blocks = nn.ModuleList(TransformerBlock(channels, context_dim, heads, channels // heads, swapped,
+                                                     layer_norm=layer_norm, feed_forward=feed_forward)
                                     for _ in range(depth))
-        self.proj_out = nn.Conv2d(channels, channels, 1)
-        nn.init.zeros_(self.proj_out.weight)
-        nn.init.zeros_(self.proj_out.bias)
+        self.proj_out = nn.Conv2d(channels, channels, 1) if projections else nn.Identity()
+        if projections:
+            nn.init.zeros_(self.proj_out.weight)
+            nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, x, context=None, mask=None):
+    def forward(self, x, context=None, mask=None, record=None):
         h, w = x.shape[-2:]
         tokens = rearrange(self.proj_in(self.norm(x)), "b c h w -> b (h w) c")
         for block in self.blocks:
-            tokens = block(tokens, context, mask)
+            tokens = block(tokens, context, mask, record=record)
         return x + self.proj_out(rearrange(tokens, "b (h w) c -> b c h w", h=h, w=w))
+
+
+class AttentionRecorder:
+    """Collects cross-attention weights, passed into a forward pass (``CaptionUNet(..., recorder=r)``) rather than
+    read back from module state: ``r.maps[name]`` is the list of weights (B, heads, N, M) that layer ``name`` produced,
+    one entry per call, in call order.
+
+    ``r.rows(sl)`` is a view that keeps only the batch rows ``sl`` of every record, for a caller that batches
+    several branches together: classifier-free guidance records its conditional half this way
+    (:func:`course_lib.guidance.cfg_eps_fn`), so no reader has to know the batch layout.
+    """
+
+    def __init__(self, maps: dict | None = None, keep: slice = slice(None)):
+        self.maps = {} if maps is None else maps
+        self.keep = keep
+
+    def rows(self, keep: slice) -> "AttentionRecorder":
+        return AttentionRecorder(self.maps, keep)
+
+    def __call__(self, name: str, weights: torch.Tensor) -> None:
+        self.maps.setdefault(name, []).append(weights[self.keep])
+
+    def layer(self, name: str):
+        """The ``record`` callable one layer gets: ``record(weights)`` stores under ``name``."""
+        return lambda weights: self(name, weights)
 
 
 class SwappedCrossAttention(nn.Module):

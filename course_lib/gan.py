@@ -208,7 +208,7 @@ class VQGANTrainer:
     Before ``disc_start`` the discriminator is off: lambda = 0 and D is not updated, so the autoencoder first
     learns to reconstruct (a discriminator facing blobs wins at once and its gradients say little about detail).
 
-    ``autoencoder`` needs ``encode``, ``quantize`` (returning z_q, indices, dict of VQ loss parts), ``decode``
+    ``autoencoder`` needs ``objective(x, reconstruction)`` (the VQ objective, :meth:`course_lib.nets.VQVAE.objective`)
     and ``last_layer()`` (e.g. :class:`course_lib.nets.VQVAE`); ``perceptual`` is any callable (x_hat, x) -> (N,)
     distances such as :class:`course_lib.perceptual.LPIPS`; its parameters are never updated here.
     """
@@ -256,11 +256,9 @@ class VQGANTrainer:
             for g in self.opt_ae.param_groups:
                 g["lr"] = lr
         self.ae.train()
-        z_q, idx, vq_parts = self.ae.quantize(self.ae.encode(x))
-        x_hat = self.ae.decode(z_q)
-        rec, parts = self.reconstruction_loss(x_hat, x)
-        loss = rec + sum(vq_parts.values())
-        logs = {k: float(v.detach()) for k, v in {**parts, **vq_parts}.items()}
+        vq = self.ae.objective(x, self.reconstruction_loss)  # L_VQ, the VQ-VAE objective with VQGAN's L_rec
+        loss, rec, idx, x_hat = vq.loss, vq.reconstruction, vq.indices, vq.x_hat
+        logs = {k: float(v.detach()) for k, v in vq.parts.items()}
         if cfg.gan:
             self.disc.requires_grad_(False)  # D is a fixed critic here: no gradients accumulate on it
             g_loss = generator_loss(self.disc(x_hat))

@@ -156,17 +156,22 @@ def guided_ddim_sample(eps_fn, grad_fn, x_T: torch.Tensor, alphas_cumprod: torch
     return ddim_sample(guided, x_T, alphas_cumprod, timesteps, eta=eta, generator=generator, **kwargs)
 
 
-def cfg_eps_fn(model, cond: torch.Tensor, scale: float):
+def cfg_eps_fn(model, cond: torch.Tensor, scale: float, recorder=None):
     """The ``eps_fn(x_t, t)`` of classifier-free guidance, the one place it is batched: the unconditional and the
     conditional prediction of ``model(x, t, cond)`` in one batch of 2N (the unconditional half gets
-    ``model.null_condition(n)``), combined by :func:`cfg_eps`. At scale 1 it is the conditional model alone."""
+    ``model.null_condition(n)``), combined by :func:`cfg_eps`. At scale 1 it is the conditional model alone.
+
+    ``recorder`` (:class:`course_lib.attention.AttentionRecorder`) is passed to the model restricted to the
+    conditional rows, so it records the attention of the conditional branch whatever the batch layout."""
     scale = check_scale(scale)
-    null = model.null_condition(cond.shape[0], cond.device)
+    n = cond.shape[0]
+    null = model.null_condition(n, cond.device)
 
     def eps_fn(x, t):
         if scale == 1.0:  # (1 + w) eps_c - w eps_u with w = 0: one evaluation, not two
-            return model(x, t, cond)
-        eps_u, eps_c = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([null, cond])).chunk(2)
+            return model(x, t, cond, **({} if recorder is None else {"recorder": recorder}))
+        rec = {} if recorder is None else {"recorder": recorder.rows(slice(n, 2 * n))}  # rows of cond below
+        eps_u, eps_c = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([null, cond]), **rec).chunk(2)
         return cfg_eps(eps_u, eps_c, scale)
 
     return eps_fn

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from . import checkpoints
 from ._checks import check_positive_int, check_tensor
+from .attention import AttentionRecorder
 from .diffusion import ddim_sample
 from .guidance import cfg_eps_fn, check_scale
 from .schedules import make_alphas_cumprod, timestep_subsequence
@@ -58,7 +59,7 @@ class LatentDiffusion:
         c = self.unet.config.in_channels
         if self.autoencoder is None:
             return (c, 32, 32)
-        return (c, 32 // 2 ** len(self.autoencoder.config.channels), 32 // 2 ** len(self.autoencoder.config.channels))
+        return (c, 32 // 2 ** len(self.autoencoder.config.channel_mults), 32 // 2 ** len(self.autoencoder.config.channel_mults))
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -136,36 +137,22 @@ class LatentDiffusion:
         first), h x w that layer's resolution. For the swapped layer the weights are per caption token over the
         pixels, so the same layout holds."""
         self._check_sampling(steps, guidance_scale)
-        tokens = self.check_tokens(tokens)
-        layers = self.unet.transformers()
-        maps = {name: [] for name in layers}
-        swapped = self.unet.config.attention == "swapped"
-        base = self.guided_eps(guidance_scale, tokens.to(next(self.unet.parameters()).device))
-
-        def eps_fn(z, t):
-            eps = base(z, t)
-            for name, st in layers.items():
-                a = st.blocks[0].last_attention[-z.shape[0]:].mean(1)  # conditional half; mean over heads
-                if not swapped:
-                    a = a.transpose(1, 2)  # (N, HW, M) -> (N, M, HW)
-                side = int(math.isqrt(a.shape[-1]))
-                maps[name].append(rearrange(a, "n m (h w) -> n m h w", h=side, w=side).cpu())
-            return eps
-
-        for st in layers.values():
-            for b in st.blocks:
-                b.store_attention = True
-        try:
-            device = next(self.unet.parameters()).device
-            if z_T is None:
-                z_T = torch.randn((tokens.shape[0], *self.latent_shape), generator=generator).to(device)
-            ts = timestep_subsequence(len(self.alphas_cumprod), steps, "uniform")
-            z0 = ddim_sample(eps_fn, z_T, self.alphas_cumprod, ts, generator=generator)
-        finally:
-            for st in layers.values():
-                for b in st.blocks:
-                    b.store_attention, b.last_attention = False, None
-        return self.decode(z0), {name: torch.stack(v, dim=1) for name, v in maps.items()}
+        device = next(self.unet.parameters()).device
+        tokens = self.check_tokens(tokens).to(device)
+        recorder = AttentionRecorder()
+        if z_T is None:
+            z_T = torch.randn((tokens.shape[0], *self.latent_shape), generator=generator).to(device)
+        ts = timestep_subsequence(len(self.alphas_cumprod), steps, "uniform")
+        eps_fn = cfg_eps_fn(self.unet, tokens, guidance_scale, recorder=recorder)
+        z0 = ddim_sample(eps_fn, z_T, self.alphas_cumprod, ts, generator=generator)
+        maps = {}
+        for name, per_step in recorder.maps.items():
+            a = torch.stack(per_step, dim=1).mean(2)  # (N, steps, heads, ., .) -> mean over heads
+            if self.unet.config.attention != "swapped":
+                a = a.transpose(-1, -2)  # (N, steps, HW, M) -> (N, steps, M, HW)
+            side = int(math.isqrt(a.shape[-1]))
+            maps[name] = rearrange(a, "n s m (h w) -> n s m h w", h=side, w=side).cpu()
+        return self.decode(z0), maps
 
 
 def attention_on_object(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,7 @@ RECIPES = {r.name: r for r in [
     # compression where the paper's argument lives; at 8x8 codes plain L2 already reached 37 dB), data, batch and
     # steps; only the objective differs. The perceptual term is the course's unweighted deep-feature distance
     # (LPIPS(net="shapes", lin=False)), whose scale is about 10x that of lpips' AlexNet-lin, hence weight 0.1.
-    *[Recipe(name, "VQVAE", dict(channels=(32, 64, 64), num_codes=256, latent_dim=16, restart_dead_codes=True),
+    *[Recipe(name, "VQVAE", dict(base_channels=32, channel_mults=(1, 2, 2), num_codes=256, latent_dim=16, restart_dead_codes=True),
              task="vqgan", data="shapes32", steps=2000, batch_size=32, lr=1e-3, seed=6,
              description=desc, extra={"loss": loss, "log_every": 25, "disc": {"num_layers": 1, "channels": 64},
                                       "snapshot_steps": [0, 50, 100, 200, 400, 600, 800, 1000, 1500, 1999]})
@@ -78,7 +78,7 @@ RECIPES = {r.name: r for r in [
     # notebook 06: the autoencoder whose latents the diffusion models use (f = 4: 32x32 -> 8x8x4), then three
     # caption-conditioned diffusion models on the same data: latent with standard cross-attention, latent with the
     # swapped layer, and pixel space (given about the same training wall-clock as the latent model)
-    Recipe("shapes_ae32_f4", "VQVAE", dict(channels=(32, 64), num_codes=256, latent_dim=4, restart_dead_codes=True),
+    Recipe("shapes_ae32_f4", "VQVAE", dict(base_channels=32, channel_mults=(1, 2), num_codes=256, latent_dim=4, restart_dead_codes=True),
            task="vqgan", data="shapes32", steps=2000, batch_size=32, lr=1e-3, seed=8,
            description="Latent Diffusion's first stage: VQ autoencoder on 32x32 shapes to an 8x8x4 latent (f=4), L2",
            extra={"loss": dict(rec="l2", perceptual_weight=0.0, gan=False), "log_every": 25,

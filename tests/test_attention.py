@@ -6,7 +6,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from course_lib.attention import CrossAttention, SpatialTransformer, SwappedCrossAttention, TransformerBlock
+from einops import rearrange
+
+from course_lib.attention import (AttentionRecorder, CrossAttention, SpatialTransformer, SwappedCrossAttention,
+                                  TransformerBlock)
 from course_lib.data import CAPTION_LENGTH, VOCAB, generate_shapes
 from course_lib.nets import CaptionEncoder, CaptionUNet, CaptionUNetConfig
 
@@ -71,10 +74,15 @@ def test_spatial_transformer_round_trip_and_identity_at_init():
     torch.nn.init.normal_(st.proj_out.weight)
     out = st(x, ctx)
     assert out.shape == x.shape and not torch.equal(out, x)
-    # the token order is the raster order of the map: moving one pixel's features moves its token
-    st.blocks[0].store_attention = True
-    st(x, ctx)
-    assert st.blocks[0].last_attention.shape == (2, 4, 35, 3)
+    # one token per pixel in raster order, one key per context token: the recorder receives (B, heads, H*W, M)
+    recorder = AttentionRecorder()
+    st(x, ctx, record=recorder.layer("st"))
+    assert list(recorder.maps) == ["st"] and recorder.maps["st"][0].shape == (2, 4, 35, 3)
+    # the raster order: pixel (r, c) is token r * W + c, so permuting the map's pixels permutes the output the same way
+    perm = torch.randperm(35)
+    flat = x.flatten(2)
+    out_perm = st(flat[:, :, perm].view_as(x), ctx).flatten(2)
+    assert torch.allclose(out_perm, out.flatten(2)[:, :, perm], atol=1e-5)
 
 
 def test_transformer_block_is_pre_norm_residual():
@@ -127,12 +135,13 @@ def test_caption_unet_shapes_and_attention_maps(attention):
     torch.nn.init.normal_(unet.conv_out.weight, std=0.1)  # zero at init ("predict no noise"): wake it up
     for st in unet.transformers().values():
         torch.nn.init.normal_(st.proj_out.weight, std=0.1)
-        st.blocks[0].store_attention = True
-    out = unet(torch.randn(2, 4, 8, 8), torch.tensor([3, 900]), tokens)
+    recorder = AttentionRecorder()
+    out = unet(torch.randn(2, 4, 8, 8), torch.tensor([3, 900]), tokens, recorder=recorder)
     assert out.shape == (2, 4, 8, 8)
     names = list(unet.transformers())
-    assert names == ["down0", "down1", "mid", "up1", "up0"]
-    w = unet.transformers()["down0"].blocks[0].last_attention
+    assert names == ["down0", "down1", "mid", "up1", "up0"] == list(recorder.maps)  # the forward pass's order
+    assert all(len(v) == 1 for v in recorder.maps.values())
+    w = recorder.maps["down0"][0]
     assert w.shape == ((2, 4, 64, CAPTION_LENGTH + 1) if attention == "standard" else (2, 4, CAPTION_LENGTH + 1, 64))
     # the caption matters, and None is the empty caption
     assert not torch.allclose(unet(torch.zeros(2, 4, 8, 8), 5, tokens), unet(torch.zeros(2, 4, 8, 8), 5, None))
@@ -160,3 +169,56 @@ def test_cross_attention_equals_diffusers_attention_with_the_same_weights(contex
     context = torch.randn(2, 5, context_dim) if context_dim else None
     with torch.no_grad():
         assert torch.allclose(ours(x, context), theirs(x, encoder_hidden_states=context), atol=1e-5)
+
+
+def test_causal_self_attention_never_looks_ahead():
+    torch.manual_seed(0)
+    attn = CrossAttention(16, None, heads=2, dim_head=8, causal=True)
+    x = torch.randn(2, 7, 16)
+    out, w = attn(x, return_attention=True)
+    assert torch.equal(w.triu(1), torch.zeros_like(w))  # weight 0 on every later position
+    assert torch.allclose(w.sum(-1), torch.ones(2, 2, 7))
+    changed = x.clone()
+    changed[:, 4:] = torch.randn(2, 3, 16)  # changing positions >= 4 leaves outputs 0..3 as they were
+    assert torch.allclose(attn(changed)[:, :4], out[:, :4], atol=1e-6)
+    q, k, v = (rearrange(f(x), "b n (h d) -> b h n d", h=2) for f in (attn.to_q, attn.to_k, attn.to_v))
+    ref = attn.to_out(rearrange(F.scaled_dot_product_attention(q, k, v, is_causal=True), "b h n d -> b n (h d)"))
+    assert torch.allclose(out, ref, atol=1e-5)
+    with pytest.raises(ValueError, match="causal"):
+        CrossAttention(16, 12, causal=True)
+
+
+def test_the_one_block_in_its_three_forms():
+    torch.manual_seed(0)
+    # self-attention only (the caption encoder, the GPT prior): no cross-attention parameters at all
+    enc = TransformerBlock(16, None, heads=4)
+    assert enc.cross_attn is None and enc.norm2 is None
+    x = torch.randn(2, 5, 16)
+    h = x + enc.self_attn(enc.norm1(x))
+    assert torch.allclose(enc(x), h + enc.ff(enc.norm3(h)), atol=1e-6)
+    # the pixel UNet's middle block: x + GN x + SelfAttn(GN x), nothing else
+    st = SpatialTransformer(16, None, heads=4, groups=4, projections=False, layer_norm=False, feed_forward=False)
+    fmap = torch.randn(2, 16, 3, 3)
+    g = rearrange(st.norm(fmap), "b c h w -> b (h w) c")
+    expected = fmap + rearrange(g + st.blocks[0].self_attn(g), "b (h w) c -> b c h w", h=3)
+    assert torch.allclose(st(fmap), expected, atol=1e-6)
+    assert sorted(n for n, _ in st.named_parameters()) == sorted(
+        ["norm.weight", "norm.bias"] + [f"blocks.0.self_attn.{p}" for p in
+                                        ("to_q.weight", "to_k.weight", "to_v.weight", "to_out.weight", "to_out.bias")])
+
+
+def test_recorder_rows_keep_the_conditional_half_of_a_guided_batch():
+    from course_lib.guidance import cfg_eps_fn
+
+    torch.manual_seed(0)
+    unet = CaptionUNet(CaptionUNetConfig(channel_mults=(1,), attention_levels=(True,), base_channels=16,
+                                         context_dim=16))
+    tokens = generate_shapes(3, 32, 1, seed=2).tokens
+    z, t = torch.randn(3, 4, 8, 8), torch.full((3,), 500)
+    direct = AttentionRecorder()
+    unet(z, t, tokens, recorder=direct)  # the conditional branch alone
+    guided = AttentionRecorder()
+    cfg_eps_fn(unet, tokens, 3.0, recorder=guided)(z, t)  # a batch of 6: null captions first, then the captions
+    for name in direct.maps:
+        assert guided.maps[name][0].shape == direct.maps[name][0].shape
+        assert torch.allclose(guided.maps[name][0], direct.maps[name][0], atol=1e-5)

@@ -108,7 +108,7 @@ def test_patch_discriminator_bad_input():
 
 def _trainer(disc_start=2, gan=True):
     torch.manual_seed(0)
-    ae = VQVAE(VQVAEConfig(channels=(8, 16), latent_dim=4, num_codes=16))
+    ae = VQVAE(VQVAEConfig(base_channels=8, channel_mults=(1, 2), latent_dim=4, num_codes=16))
     lp = nn.Conv2d(3, 4, 3)  # a stand-in perceptual net: its weights must never move
     perceptual = lambda a, b: (lp(a) - lp(b)).pow(2).mean(dim=(1, 2, 3))  # noqa: E731
     cfg = VQGANLossConfig(disc_start=disc_start, gan=gan)
@@ -148,7 +148,7 @@ def test_training_step_phases_touch_only_intended_parameters():
 
 
 def test_trainer_config_errors():
-    ae = VQVAE(VQVAEConfig(channels=(8, 16), latent_dim=4, num_codes=16))
+    ae = VQVAE(VQVAEConfig(base_channels=8, channel_mults=(1, 2), latent_dim=4, num_codes=16))
     with pytest.raises(ValueError, match="discriminator"):
         VQGANTrainer(ae, VQGANLossConfig(perceptual_weight=0.0), None)
     with pytest.raises(ValueError, match="perceptual"):

@@ -12,7 +12,7 @@ from course_lib.schedules import make_alphas_cumprod
 @pytest.fixture(scope="module")
 def small():
     torch.manual_seed(0)
-    ae = VQVAE(VQVAEConfig(channels=(8, 16), latent_dim=4, num_codes=16)).eval()
+    ae = VQVAE(VQVAEConfig(base_channels=8, channel_mults=(1, 2), latent_dim=4, num_codes=16)).eval()
     unet = CaptionUNet(CaptionUNetConfig(base_channels=16, context_dim=16)).eval()
     torch.nn.init.normal_(unet.conv_out.weight, std=0.05)
     for st in unet.transformers().values():
@@ -79,7 +79,20 @@ def test_sampling_is_deterministic_and_recording_attention_changes_nothing(small
     assert maps["down0"].shape == (2, 4, CAPTION_LENGTH + 1, 8, 8) and maps["mid"].shape[-1] == 4
     # attention over the caption positions sums to one at every pixel (a softmax over keys)
     assert torch.allclose(maps["down0"].sum(2), torch.ones(2, 4, 8, 8), atol=1e-5)
-    assert all(not b.store_attention for st in small.unet.transformers().values() for b in st.blocks)
+    # the maps are the conditional branch's: a direct forward of the conditional model at the first step agrees
+    from course_lib.attention import AttentionRecorder
+    z_T = torch.randn((2, *small.latent_shape), generator=torch.Generator().manual_seed(0))
+    rec = AttentionRecorder()
+    with torch.no_grad():
+        small.unet(z_T, torch.full((2,), int(small_first_timestep(small, 4))), tokens, recorder=rec)
+    first = rec.maps["down0"][0].mean(1).transpose(1, 2).reshape(2, CAPTION_LENGTH + 1, 8, 8)
+    assert torch.allclose(maps["down0"][:, 0], first, atol=1e-5)
+
+
+def small_first_timestep(model, steps):
+    from course_lib.schedules import timestep_subsequence
+
+    return timestep_subsequence(len(model.alphas_cumprod), steps, "uniform")[0]  # the first (largest) timestep
 
 
 def test_attention_on_object():

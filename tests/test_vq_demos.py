@@ -43,7 +43,7 @@ def test_shipped_vqvae_reconstructs_and_uses_its_codebook():
 
 @pytest.mark.parametrize("quantizer", ["vq", "lfq"])
 def test_vqvae_shapes_and_losses(quantizer):
-    cfg = VQVAEConfig(quantizer=quantizer, latent_dim=6, num_codes=64, channels=(16, 32))
+    cfg = VQVAEConfig(quantizer=quantizer, latent_dim=6, num_codes=64, base_channels=16, channel_mults=(1, 2))
     m = VQVAE(cfg)
     loss, parts, idx = m.training_loss(torch.randn(4, 3, 16, 16))
     assert idx.shape == (4, 4, 4) and int(idx.max()) < 64

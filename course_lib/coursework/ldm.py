@@ -79,7 +79,7 @@ def check_latent_round_trip(encode_fn, decode_fn) -> Verdict:
 
     def ae(seed):
         torch.manual_seed(seed)
-        return VQVAE(VQVAEConfig(channels=(8, 16), latent_dim=4, num_codes=16)).eval()
+        return VQVAE(VQVAEConfig(base_channels=8, channel_mults=(1, 2), latent_dim=4, num_codes=16)).eval()
 
     g = torch.Generator().manual_seed(21)
     enc_cases = [Case(f"scale {s}", {"seed": i, "scale": s, "x": torch.rand(2, 3, 16, 16, generator=g) * 2 - 1})

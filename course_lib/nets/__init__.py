@@ -1,6 +1,6 @@
 r"""The course's networks, one file per family: small enough to train on a CPU in minutes, readable in one sitting.
 
-- :mod:`.blocks`: the time embedding, the residual block, self-attention over a feature map;
+- :mod:`.blocks`: the time embedding and the residual block (attention: :mod:`course_lib.attention`);
 - :mod:`.unet`: :class:`UNet` (:math:`\epsilon_\theta(x_t, t[, y])`) and :class:`CaptionUNet` (Latent Diffusion's denoiser);
 - :mod:`.mlp`: :class:`MLPDenoiser` for 2-D points;
 - :mod:`.classifier`: :class:`Classifier`, noise-aware (classifier guidance) or clean (the metrics' features);
@@ -17,7 +17,7 @@ from dataclasses import fields
 
 from torch import nn
 
-from .blocks import NUM_TIMESTEPS, AttentionBlock, ResBlock, TimeEmbedding, timestep_embedding
+from .blocks import NUM_TIMESTEPS, ResBlock, TimeEmbedding, timestep_embedding
 from .caption import CaptionEncoder
 from .classifier import Classifier, ClassifierConfig
 from .gpt import GPTConfig, GPTPrior
@@ -25,7 +25,7 @@ from .mlp import MLPConfig, MLPDenoiser
 from .unet import CaptionUNet, CaptionUNetConfig, UNet, UNetConfig
 from .vqvae import VQVAE, VQVAEConfig
 
-__all__ = ["timestep_embedding", "TimeEmbedding", "ResBlock", "AttentionBlock", "NUM_TIMESTEPS", "UNetConfig", "UNet",
+__all__ = ["timestep_embedding", "TimeEmbedding", "ResBlock", "NUM_TIMESTEPS", "UNetConfig", "UNet",
            "CaptionUNetConfig", "CaptionUNet", "CaptionEncoder", "MLPConfig", "MLPDenoiser", "ClassifierConfig",
            "Classifier", "VQVAEConfig", "VQVAE", "GPTConfig", "GPTPrior", "MODELS", "build_model"]
 

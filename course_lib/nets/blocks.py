@@ -1,5 +1,6 @@
-"""Pieces every network shares: the sinusoidal time embedding and its MLP, the residual block, self-attention
-over a feature map, and the input checks of the image models."""
+"""Pieces every network shares: the sinusoidal time embedding and its MLP, the residual block, and the input
+checks of the image models. Attention (the one transformer block and its wrapper over a feature map) lives in
+:mod:`course_lib.attention`."""
 from __future__ import annotations
 
 import math
@@ -9,9 +10,7 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
-from ..attention import CrossAttention
-
-__all__ = ["timestep_embedding", "TimeEmbedding", "ResBlock", "AttentionBlock", "NUM_TIMESTEPS"]
+__all__ = ["timestep_embedding", "TimeEmbedding", "ResBlock", "NUM_TIMESTEPS"]
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -88,19 +87,3 @@ class ResBlock(nn.Module):
             h = h + self.emb(F.silu(emb))[:, :, None, None]
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
-
-
-class AttentionBlock(nn.Module):
-    """Self-attention over the pixels of a feature map, with a residual connection (the UNet's middle block).
-    Conditioning by cross-attention lives in :class:`course_lib.attention.SpatialTransformer` (the CaptionUNet's)."""
-
-    def __init__(self, channels: int, heads: int = 4, groups: int = 8):
-        super().__init__()
-        self.norm = nn.GroupNorm(groups, channels)
-        self.self_attn = CrossAttention(channels, None, heads, channels // heads)
-
-    def forward(self, x):
-        h, w = x.shape[-2:]
-        tokens = rearrange(self.norm(x), "b c h w -> b (h w) c")
-        tokens = tokens + self.self_attn(tokens)
-        return x + rearrange(tokens, "b (h w) c -> b c h w", h=h, w=w)

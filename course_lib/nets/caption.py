@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attention import CrossAttention
+from ..attention import TransformerBlock
 
 __all__ = ["CaptionEncoder"]
 
@@ -12,7 +12,8 @@ __all__ = ["CaptionEncoder"]
 class CaptionEncoder(nn.Module):
     r""":math:`\tau_\theta`: caption token ids (B, L) -> tokens (B, L+1, dim) and a key mask (B, L+1).
 
-    Token embeddings plus learned positions, then pre-norm self-attention layers that ignore ``<pad>`` (id 0).
+    Token embeddings plus learned positions, then :class:`course_lib.attention.TransformerBlock` layers (self-attention
+only) that ignore ``<pad>`` (id 0).
     Position 0 is a learned start token that is always attendable, so the empty caption (all ``<pad>``), which
     classifier-free guidance uses as "no condition", still gives well-defined attention.
     """
@@ -25,10 +26,7 @@ class CaptionEncoder(nn.Module):
         self.pos_emb = nn.Parameter(torch.zeros(1, length + 1, dim))
         nn.init.normal_(self.pos_emb, std=0.02)
         nn.init.normal_(self.start, std=0.02)
-        self.layers = nn.ModuleList(nn.ModuleList([nn.LayerNorm(dim), CrossAttention(dim, None, heads, dim // heads),
-                                                   nn.LayerNorm(dim), nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(),
-                                                                                    nn.Linear(4 * dim, dim))])
-                                    for _ in range(layers))
+        self.layers = nn.ModuleList(TransformerBlock(dim, None, heads) for _ in range(layers))
         self.norm_out = nn.LayerNorm(dim)
 
     def forward(self, tokens: torch.Tensor):
@@ -41,7 +39,6 @@ class CaptionEncoder(nn.Module):
         b = tokens.shape[0]
         x = torch.cat([self.start.expand(b, -1, -1), self.tok_emb(tokens)], dim=1) + self.pos_emb
         mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=tokens.device), tokens != 0], dim=1)
-        for ln1, attn, ln2, ff in self.layers:
-            x = x + attn(ln1(x), mask=mask)
-            x = x + ff(ln2(x))
+        for layer in self.layers:
+            x = layer(x, self_mask=mask)
         return self.norm_out(x), mask

@@ -1,13 +1,15 @@
-r"""VQGAN's stage two: a small GPT over code sequences (the names of nanoGPT: ``c_attn``, ``c_proj``, ``ln_f``)."""
+r"""VQGAN's stage two: a small GPT over code sequences. The config keeps nanoGPT's field names (``n_layer``,
+``n_head``, ``n_embd``, ``block_size``) so it reads beside nanoGPT's ``model.py``; its blocks are the course's one
+:class:`course_lib.attention.TransformerBlock` with ``causal=True`` (no cross-attention)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
+
+from ..attention import TransformerBlock
 
 __all__ = ["GPTConfig", "GPTPrior"]
 
@@ -19,38 +21,6 @@ class GPTConfig:
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
-    dropout: float = 0.0
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where position i attends to positions <= i only."""
-
-    def __init__(self, cfg: GPTConfig):
-        super().__init__()
-        if cfg.n_embd % cfg.n_head:
-            raise ValueError(f"n_embd: expected a multiple of n_head={cfg.n_head}, got {cfg.n_embd}")
-        self.n_head = cfg.n_head
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
-        self.dropout = cfg.dropout
-
-    def forward(self, x):
-        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.n_head)
-        # is_causal masks the upper triangle: softmax weight 0 on every later token
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
-
-
-class GPTBlock(nn.Module):
-    def __init__(self, cfg: GPTConfig):
-        super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(cfg.n_embd), nn.LayerNorm(cfg.n_embd)
-        self.attn = CausalSelfAttention(cfg)
-        self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd), nn.GELU(), nn.Linear(4 * cfg.n_embd, cfg.n_embd))
-
-    def forward(self, x):
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
 
 
 class GPTPrior(nn.Module):
@@ -66,7 +36,10 @@ class GPTPrior(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size + 1, cfg.n_embd)  # + start token
         self.pos_emb = nn.Parameter(torch.zeros(1, cfg.block_size, cfg.n_embd))
         nn.init.normal_(self.pos_emb, std=0.02)
-        self.blocks = nn.ModuleList(GPTBlock(cfg) for _ in range(cfg.n_layer))
+        if cfg.n_embd % cfg.n_head:
+            raise ValueError(f"n_embd: expected a multiple of n_head={cfg.n_head}, got {cfg.n_embd}")
+        self.blocks = nn.ModuleList(TransformerBlock(cfg.n_embd, None, cfg.n_head, causal=True, qkv_bias=True)
+                                    for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
 
@@ -114,8 +87,3 @@ class GPTPrior(nn.Module):
             nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(device)
             idx = torch.cat([idx, nxt], dim=1)
         return idx
-
-
-
-
-# -- Latent Diffusion (notebook 06): a caption encoder and a UNet that attends to it --------------------------------

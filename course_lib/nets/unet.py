@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .blocks import AttentionBlock, ResBlock, TimeEmbedding, _check_image_input, _timesteps_for
+from ..attention import SpatialTransformer
+from .blocks import ResBlock, TimeEmbedding, _check_image_input, _timesteps_for
 from .caption import CaptionEncoder
 
 __all__ = ["UNetConfig", "UNet", "CaptionUNetConfig", "CaptionUNet"]
@@ -52,7 +53,10 @@ class UNet(nn.Module):
             self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1) if i < len(ch) - 1 else nn.Identity())
             prev = c
         self.mid1 = block(ch[-1], ch[-1])
-        self.mid_attn = AttentionBlock(ch[-1], groups=cfg.groups) if cfg.attention_at_lowest else None
+        # self-attention over the 8x8 map: the wrapper without projections, LayerNorms or feed-forward (see
+        # SpatialTransformer for the extra GN(x) term this trained model has)
+        self.mid_attn = (SpatialTransformer(ch[-1], None, heads=4, groups=cfg.groups, projections=False,
+                                            layer_norm=False, feed_forward=False) if cfg.attention_at_lowest else None)
         self.mid2 = block(ch[-1], ch[-1])
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         prev = ch[-1]
@@ -117,7 +121,7 @@ class CaptionUNetConfig:
     channel_mults: tuple = (1, 2)
     attention_levels: tuple = (True, True)  # a SpatialTransformer at each level (plus one in the middle)
     context_dim: int = 64              # width of the caption tokens tau_theta(y)
-    heads: int = 4
+    num_heads: int = 4
     attention: str = "standard"        # "standard": Q from the image, K, V from the caption; "swapped": the reverse
     vocab_size: int = 20               # len(course_lib.data.VOCAB)
     caption_length: int = 11           # CAPTION_LENGTH
@@ -134,8 +138,6 @@ class CaptionUNet(nn.Module):
 
     def __init__(self, config: CaptionUNetConfig):
         super().__init__()
-        from ..attention import SpatialTransformer
-
         self.config = cfg = config
         if cfg.attention not in ("standard", "swapped"):
             raise ValueError(f"attention: expected 'standard' or 'swapped', got {cfg.attention!r}")
@@ -146,12 +148,12 @@ class CaptionUNet(nn.Module):
         ch = [cfg.base_channels * m for m in cfg.channel_mults]
         emb_dim = 4 * cfg.base_channels
         self.caption_encoder = CaptionEncoder(cfg.vocab_size, cfg.caption_length, cfg.context_dim, cfg.caption_layers,
-                                              cfg.heads)
+                                              cfg.num_heads)
         self.time_mlp = TimeEmbedding(cfg.base_channels, emb_dim)
         self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
 
         def st(c, on=True):
-            return SpatialTransformer(c, cfg.context_dim, cfg.heads, groups=cfg.groups, swapped=swapped) if on else None
+            return SpatialTransformer(c, cfg.context_dim, cfg.num_heads, groups=cfg.groups, swapped=swapped) if on else None
 
         self.down = nn.ModuleList()
         prev = ch[0]
@@ -193,7 +195,9 @@ class CaptionUNet(nn.Module):
         guidance's unconditional branch passes (``tokens=None`` means the same)."""
         return torch.zeros(n, self.config.caption_length, dtype=torch.long, device=device)
 
-    def forward(self, x, t, tokens=None):
+    def forward(self, x, t, tokens=None, recorder=None):
+        """``recorder`` (:class:`course_lib.attention.AttentionRecorder`), if given, receives every cross-attention
+        layer's weights of this call under the names of :meth:`transformers`."""
         cfg = self.config
         _check_image_input(x, cfg.in_channels, levels=len(cfg.channel_mults))
         if tokens is None:
@@ -201,21 +205,22 @@ class CaptionUNet(nn.Module):
         if tokens.shape[0] != x.shape[0]:
             raise ValueError(f"tokens: expected one caption per image ({x.shape[0]}), got {tuple(tokens.shape)}")
         context, mask = self.caption_encoder(tokens)
+        record = (lambda name: recorder.layer(name)) if recorder is not None else (lambda name: None)
         emb = self.time_mlp(_timesteps_for(t, x))
         h = self.conv_in(x)
         skips = []
-        for blk in self.down:
+        for i, blk in enumerate(self.down):
             h = blk["res"](h, emb)
             if "attn" in blk:
-                h = blk["attn"](h, context, mask)
+                h = blk["attn"](h, context, mask, record(f"down{i}"))
             skips.append(h)
             if "down" in blk:
                 h = blk["down"](h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb), context, mask), emb)
-        for blk in self.up:
+        h = self.mid2(self.mid_attn(self.mid1(h, emb), context, mask, record("mid")), emb)
+        for j, blk in enumerate(self.up):
             h = blk["res"](torch.cat([h, skips.pop()], dim=1), emb)
             if "attn" in blk:
-                h = blk["attn"](h, context, mask)
+                h = blk["attn"](h, context, mask, record(f"up{len(self.down) - 1 - j}"))
             if "up" in blk:
                 h = blk["up"](F.interpolate(h, scale_factor=2, mode="nearest"))
         return self.conv_out(F.silu(self.norm_out(h)))

@@ -2,6 +2,7 @@ r"""The VQ autoencoder: x -> encoder -> z_e -> quantizer (VQ or LFQ) -> z_q -> d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -9,13 +10,14 @@ from torch.nn import functional as F
 
 from .blocks import ResBlock, _check_image_input
 
-__all__ = ["VQVAEConfig", "VQVAE"]
+__all__ = ["VQVAEConfig", "VQVAE", "VQObjective"]
 
 
 @dataclass
 class VQVAEConfig:
     in_channels: int = 3
-    channels: tuple = (32, 64)        # one stride-2 downsampling per entry: 16x16 -> 4x4 with two
+    base_channels: int = 32
+    channel_mults: tuple = (1, 2)     # widths base * mult, one stride-2 downsampling each: 16x16 -> 4x4 with two
     latent_dim: int = 16              # D; for LFQ the number of bits, so num_codes = 2 ** latent_dim
     num_codes: int = 256              # K
     quantizer: str = "vq"             # "vq" (nearest code) or "lfq" (lookup-free, MAGVIT-v2)
@@ -27,10 +29,10 @@ class VQVAEConfig:
 
 
 class VQVAE(nn.Module):
-    r"""x -> encoder -> z_e -> quantizer -> z_q -> decoder -> x_hat (the notes' VQ-VAE pipeline).
+    r""":math:`x \to E \to z_e \to q \to z_q \to G \to \hat x` (the notes' VQ-VAE pipeline: encoder, quantizer, decoder).
 
-    :meth:`training_loss` returns :math:`\|x-\hat x\|^2` + codebook + commitment terms (+ LFQ's entropy penalty)
-    and a dict of the parts. Latent grids are (B, D, h, w); the quantizer sees vectors on the last axis.
+    :meth:`objective` is the VQ objective (reconstruction + codebook + commitment, + LFQ's entropy penalty), the one
+    VQGAN extends; :meth:`training_loss` is it with VQ-VAE's squared error. Latent grids are (B, D, h, w); the quantizer sees vectors on the last axis.
     """
 
     def __init__(self, config: VQVAEConfig):
@@ -43,7 +45,7 @@ class VQVAE(nn.Module):
         if cfg.quantizer == "lfq" and cfg.num_codes != 2**cfg.latent_dim:
             raise ValueError(f"num_codes: LFQ's codebook is {{-1, 1}}^D, so expected 2**latent_dim = "
                              f"{2 ** cfg.latent_dim}, got {cfg.num_codes}")
-        ch = list(cfg.channels)
+        ch = [cfg.base_channels * m for m in cfg.channel_mults]
         enc = [nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)]
         prev = ch[0]
         for c in ch:
@@ -102,16 +104,42 @@ class VQVAE(nn.Module):
         z_q, _, _ = self.quantize(self.encode(x))
         return self.decode(z_q)
 
-    def training_loss(self, x):
-        r"""The notes' total VQ-VAE loss, :math:`\|x - \hat x\|_2^2 + \|\mathrm{sg}(z_e) - z_q\|_2^2
-        + \beta\|z_e - \mathrm{sg}(z_q)\|_2^2` (+ LFQ's entropy penalty): returns (loss, parts as floats, indices)."""
+    def objective(self, x, reconstruction=None) -> "VQObjective":
+        r"""The VQ objective, the one both VQ-VAE and VQGAN train on (VQGAN eq. 4 with VQ-VAE's squared error):
+
+        .. math:: \mathcal L_{VQ} = \mathcal L_{rec}(x, \hat x) + \|\mathrm{sg}[z_e] - z_q\|_2^2
+                  + \beta\,\|z_e - \mathrm{sg}[z_q]\|_2^2\ (+\ \text{LFQ's entropy penalty})
+
+        with :math:`z_e = E(x)`, :math:`z_q` its quantization and :math:`\hat x = G(z_q)`. ``reconstruction``
+        ``(x_hat, x) -> (loss, {name: term})`` is :math:`\mathcal L_{rec}`; by default VQ-VAE's
+        :math:`\|x - \hat x\|_2^2` (mean squared error). VQGAN passes its L1 + LPIPS term and adds its GAN term
+        (:class:`course_lib.gan.VQGANTrainer`). Returns tensors (with their graph) as a :class:`VQObjective`.
+        """
         z_e = self.encode(x)
-        z_q, idx, parts = self.quantize(z_e)
+        z_q, idx, vq_parts = self.quantize(z_e)
         x_hat = self.decode(z_q)
-        parts = {"reconstruction": F.mse_loss(x_hat, x), **parts}
-        return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}, idx
+        if reconstruction is None:
+            rec = F.mse_loss(x_hat, x)
+            rec_parts = {"reconstruction": rec}
+        else:
+            rec, rec_parts = reconstruction(x_hat, x)
+        loss = rec
+        for term in vq_parts.values():  # codebook, commitment (VQ) or commitment, entropy (LFQ)
+            loss = loss + term
+        return VQObjective(loss, rec, {**rec_parts, **vq_parts}, idx, x_hat)
+
+    def training_loss(self, x):
+        """:meth:`objective` with VQ-VAE's squared error: returns (loss, parts as floats, indices)."""
+        out = self.objective(x)
+        return out.loss, {k: float(v.detach()) for k, v in out.parts.items()}, out.indices
 
 
+class VQObjective(NamedTuple):
+    """What :meth:`VQVAE.objective` computes: the total loss, its reconstruction term, every term by name, the code
+    indices and the reconstruction :math:`\hat x`."""
 
-
-# -- stage two of VQGAN: an autoregressive prior over code indices -----------------------------------------------
+    loss: torch.Tensor
+    reconstruction: torch.Tensor
+    parts: dict
+    indices: torch.Tensor
+    x_hat: torch.Tensor
