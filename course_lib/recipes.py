@@ -3,13 +3,25 @@
 weights or metrics depend on (their sha256 goes into the manifest, and ``checkpoints.load`` checks it)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .data import COLOURS, COLUMNS, ROWS, SHAPES, SIZES
+from .gan import VQGANLossConfig
 
-__all__ = ["Recipe", "RECIPES", "recipe_parents", "CORRUPTIONS"]
+__all__ = ["Recipe", "VQGANSection", "RECIPES", "recipe_parents", "CORRUPTIONS"]
 
 CORRUPTIONS = ("clean", "light noise", "heavy noise", "blur")  # the clean classifier's extra head
+
+
+@dataclass
+class VQGANSection:
+    """The part of a recipe only the "vqgan" task reads: its objective, its discriminator (if ``loss.gan``) and the
+    steps at which the shipped log keeps reconstructions of 8 held-out images."""
+
+    loss: VQGANLossConfig
+    disc_layers: int = 2                # PatchDiscriminator(num_layers=...)
+    disc_channels: int = 32             # PatchDiscriminator(channels=...)
+    snapshot_steps: tuple = ()
 
 
 @dataclass
@@ -32,7 +44,9 @@ class Recipe:
     amp: bool = False               # bfloat16 autocast (1.7x on 2 CPU cores, measured)
     schedule: str = "linear"
     num_timesteps: int = 1000
-    extra: dict = field(default_factory=dict)
+    log_every: int = 50                 # steps between the logged points of the shipped curves
+    autoencoder: str | None = None      # "prior" and "ldm": the shipped autoencoder whose codes or latents it models
+    vqgan: VQGANSection | None = None   # "vqgan" only
 
 
 RECIPES = {r.name: r for r in [
@@ -60,31 +74,32 @@ RECIPES = {r.name: r for r in [
     # (LPIPS(net="shapes", lin=False)), whose scale is about 10x that of lpips' AlexNet-lin, hence weight 0.1.
     *[Recipe(name, "VQVAE", dict(base_channels=32, channel_mults=(1, 2, 2), num_codes=256, latent_dim=16, restart_dead_codes=True),
              task="vqgan", data="shapes32", steps=2000, batch_size=32, lr=1e-3, seed=6,
-             description=desc, extra={"loss": loss, "log_every": 25, "disc": {"num_layers": 1, "channels": 64},
-                                      "snapshot_steps": [0, 50, 100, 200, 400, 600, 800, 1000, 1500, 1999]})
+             description=desc, log_every=25,
+             vqgan=VQGANSection(loss, disc_layers=1, disc_channels=64,
+                                snapshot_steps=(0, 50, 100, 200, 400, 600, 800, 1000, 1500, 1999)))
       for name, desc, loss in [
           ("shapes_ae32_l2", "VQ autoencoder on 32x32 shapes, L2 reconstruction only (the VQ-VAE objective)",
-           dict(rec="l2", perceptual_weight=0.0, gan=False)),
+           VQGANLossConfig(rec="l2", perceptual_weight=0.0, gan=False)),
           ("shapes_ae32_lpips", "VQ autoencoder on 32x32 shapes, L1 + 0.1 x LPIPS (course backbone, unweighted)",
-           dict(rec="l1", perceptual_weight=0.1, gan=False)),
+           VQGANLossConfig(rec="l1", perceptual_weight=0.1, gan=False)),
           ("shapes_vqgan32", "VQGAN on 32x32 shapes: L1 + 0.1 x LPIPS + hinge patch-GAN with the adaptive lambda "
                              "(discriminator on from step 600)",
-           dict(rec="l1", perceptual_weight=0.1, gan=True, disc_start=600, disc_weight=0.1)),
+           VQGANLossConfig(rec="l1", perceptual_weight=0.1, gan=True, disc_start=600, disc_weight=0.1)),
       ]],
     Recipe("shapes_gpt32", "GPTPrior", dict(vocab_size=256, block_size=16, n_layer=4, n_head=4, n_embd=128),
            task="prior", data="shapes32", steps=3000, batch_size=64, lr=1e-3, seed=7,
            description="VQGAN stage two: a 4-layer GPT over shapes_vqgan32's 4x4 code sequences in raster order",
-           extra={"autoencoder": "shapes_vqgan32", "log_every": 25}),
+           autoencoder="shapes_vqgan32", log_every=25),
     # notebook 06: the autoencoder whose latents the diffusion models use (f = 4: 32x32 -> 8x8x4), then three
     # caption-conditioned diffusion models on the same data: latent with standard cross-attention, latent with the
     # swapped layer, and pixel space (given about the same training wall-clock as the latent model)
     Recipe("shapes_ae32_f4", "VQVAE", dict(base_channels=32, channel_mults=(1, 2), num_codes=256, latent_dim=4, restart_dead_codes=True),
            task="vqgan", data="shapes32", steps=2000, batch_size=32, lr=1e-3, seed=8,
            description="Latent Diffusion's first stage: VQ autoencoder on 32x32 shapes to an 8x8x4 latent (f=4), L2",
-           extra={"loss": dict(rec="l2", perceptual_weight=0.0, gan=False), "log_every": 25,
-                  "snapshot_steps": [0, 100, 500, 1999]}),
+           log_every=25, vqgan=VQGANSection(VQGANLossConfig(rec="l2", perceptual_weight=0.0, gan=False),
+                                            snapshot_steps=(0, 100, 500, 1999))),
     *[Recipe(name, "CaptionUNet", config, task="ldm", data="shapes32", steps=steps, batch_size=64, lr=1e-3, seed=9,
-             ema_decay=0.999, cond_drop_prob=0.1, description=desc, extra={"autoencoder": ae, "log_every": 25})
+             ema_decay=0.999, cond_drop_prob=0.1, description=desc, autoencoder=ae, log_every=25)
       for name, config, steps, ae, desc in [
           ("shapes_ldm32", dict(in_channels=4), 3000, "shapes_ae32_f4",
            "latent diffusion on shapes_ae32_f4's 8x8x4 latents, caption-conditioned by cross-attention (Q from the "
@@ -112,8 +127,8 @@ def recipe_parents(recipe: Recipe) -> dict:
         parents["shapes_classifier16"] = "metrics"       # FD and caption-following in its features
     if recipe.task == "vqgan":                            # metrics.reconstruction_report: FD in both classifiers
         parents.update({"shapes_classifier16": "metrics", "shapes_noisy_classifier16": "metrics"})
-        if recipe.extra["loss"].get("perceptual_weight", 0) > 0:
+        if recipe.vqgan.loss.perceptual_weight > 0:
             parents["shapes_classifier16"] = "perceptual"  # LPIPS(net="shapes") is its trunk
-    if recipe.extra.get("autoencoder"):
-        parents[recipe.extra["autoencoder"]] = "autoencoder"
+    if recipe.autoencoder:
+        parents[recipe.autoencoder] = "autoencoder"
     return parents

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -120,3 +122,20 @@ def test_every_dependent_model_records_its_parents_sha256_and_they_match_the_shi
             assert rec["sha256"] == checkpoints.entry(parent)["sha256"], f"{name} was built on another {parent}"
     assert set(checkpoints.entry("shapes_ldm32")["parents"]) == {"shapes_ae32_f4", "shapes_classifier16"}
     assert checkpoints.entry("shapes_gpt32")["parents"]["shapes_vqgan32"]["use"] == "autoencoder"
+
+
+def test_every_recipe_is_typed_and_its_task_is_in_the_one_table():
+    from course_lib.recipes import VQGANSection
+    from course_lib.train.loops import TASKS, task_of
+
+    for name, recipe in RECIPES.items():
+        assert task_of(recipe) is TASKS[recipe.task], name
+        assert (recipe.vqgan is not None) == (recipe.task == "vqgan"), name
+        if recipe.vqgan is not None:
+            assert isinstance(recipe.vqgan, VQGANSection)
+        assert (recipe.autoencoder is not None) == (recipe.task == "prior" or
+                                                    (recipe.task == "ldm" and recipe.config["in_channels"] == 4)), name
+    bad = copy.deepcopy(RECIPES["ring8_mlp"])
+    bad.task = "difusion"
+    with pytest.raises(ValueError, match="recipe.task: expected one of"):
+        task_of(bad)

@@ -135,7 +135,7 @@ class VQVAE(nn.Module):
 
 
 class VQObjective(NamedTuple):
-    """What :meth:`VQVAE.objective` computes: the total loss, its reconstruction term, every term by name, the code
+    r"""What :meth:`VQVAE.objective` computes: the total loss, its reconstruction term, every term by name, the code
     indices and the reconstruction :math:`\hat x`."""
 
     loss: torch.Tensor

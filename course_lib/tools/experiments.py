@@ -332,8 +332,8 @@ def vqgan_codebook(num_codes=(8,), steps: int = 2000, log=print) -> tuple[dict, 
         for name in ("shapes_ae32_l2", "shapes_ae32_lpips", "shapes_vqgan32"):
             recipe = copy.deepcopy(RECIPES[name])
             recipe.config["num_codes"], recipe.steps = k, steps
-            recipe.extra["snapshot_steps"] = [steps - 1]
-            recipe.extra["loss"]["disc_start"] = min(recipe.extra["loss"].get("disc_start", 0), steps * 3 // 10)
+            recipe.vqgan.snapshot_steps = (steps - 1,)
+            recipe.vqgan.loss.disc_start = min(recipe.vqgan.loss.disc_start, steps * 3 // 10)
             t0 = time.perf_counter()
             model, info, logs = _train_vqgan(recipe, device, progress=False)
             metrics = {**evaluate_autoencoder32(model, device), "seconds": round(time.perf_counter() - t0, 1)}

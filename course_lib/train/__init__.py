@@ -27,7 +27,7 @@ import torch
 from .. import checkpoints
 from ..device import default_device
 from ..recipes import CORRUPTIONS, RECIPES, Recipe, recipe_parents
-from .loops import EMA, _evaluate, _train_ldm, _train_loop, _train_prior, _train_vqgan, corrupt, fit
+from .loops import EMA, TASKS, Task, _evaluate, _train_vqgan, corrupt, fit, task_of
 
 __all__ = ["EMA", "Recipe", "RECIPES", "CORRUPTIONS", "recipe_parents", "fit", "corrupt", "train", "evaluate", "main"]
 
@@ -62,14 +62,15 @@ def train(name: str, steps: int | None = None, device=None, resume: bool = False
     device = default_device(device)
     parents = {p: checkpoints.parent_record(p, use) for p, use in recipe_parents(recipe).items()}
     log_tensors = None
-    if recipe.task in ("vqgan", "prior", "ldm"):
-        if resume:
-            raise ValueError(f"resume: expected a diffusion or classifier recipe (they save resumable state); "
-                             f"{recipe.task} recipes train in a few minutes and save none")
-        fn = {"vqgan": _train_vqgan, "prior": _train_prior, "ldm": _train_ldm}[recipe.task]
-        model, info, log_tensors = fn(recipe, device, progress)
+    task = task_of(recipe)
+    if task.resumable:
+        model, info, log_tensors = task.train(recipe, device, resume, progress, log, save_every, runs_dir)
+    elif resume:
+        raise ValueError(f"resume: expected a recipe of a resumable task "
+                         f"({', '.join(k for k, v in TASKS.items() if v.resumable)}); {recipe.task} recipes train "
+                         f"in a few minutes and save no state")
     else:
-        model, info = _train_loop(recipe, device, resume, progress, log, save_every, runs_dir)
+        model, info, log_tensors = task.train(recipe, device, progress)
     name = recipe.name
     cmd = f"python -m course_lib.train {name}" + (f" --steps {steps}" if steps is not None else "")
     info.update({

@@ -4,6 +4,9 @@ writes a manifest's metrics."""
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Callable
 import math
 import time
 from pathlib import Path
@@ -20,7 +23,7 @@ from ..recipes import CORRUPTIONS, Recipe
 from ..nets import build_model
 from ..schedules import make_alphas_cumprod, timestep_subsequence
 
-__all__ = ["EMA", "fit", "corrupt"]
+__all__ = ["EMA", "fit", "corrupt", "Task", "TASKS"]
 
 
 
@@ -111,8 +114,42 @@ def fit(model, loss_at, steps: int, lr_at, opt, start: int = 0, ema: EMA | None 
     return running
 
 
+def _diffusion_step_loss(recipe: Recipe, model, step, x, y, attrs, ctx):
+    """L_simple (with label dropout for a class-conditional model): :func:`course_lib.diffusion.diffusion_loss`."""
+    cond = y if recipe.config.get("num_classes") else None
+    return diffusion_loss(model, x, ctx["ac"], cond, recipe.cond_drop_prob, ctx["gen"])
+
+
+def _autoencoder_step_loss(recipe: Recipe, model, step, x, y, attrs, ctx):
+    """The VQ objective with VQ-VAE's squared error, logging codebook health every ``log_every`` steps."""
+    from ..quantize import codebook_usage
+
+    loss, parts, idx = model.training_loss(x)
+    if step % recipe.log_every == 0 or step == recipe.steps - 1:
+        use = codebook_usage(idx, model.config.num_codes)
+        ctx["history"].append({"step": step, **{k: round(v, 5) for k, v in parts.items()},
+                               "perplexity": round(use["perplexity"], 2), "usage": round(use["usage"], 4)})
+    return loss
+
+
+def _classifier_step_loss(recipe: Recipe, model, step, x, y, attrs, ctx):
+    """Cross-entropy: on x_t at a random t (noise-aware), or on clean/corrupted images over all heads."""
+    ac, gen, device = ctx["ac"], ctx["gen"], ctx["device"]
+    if recipe.noise_aware:
+        t = torch.randint(0, len(ac), (len(x),), generator=gen).to(device)
+        x_t = q_sample(x, ac.to(device)[t], torch.randn(x.shape, generator=gen).to(device))
+        return F.cross_entropy(model(x_t, t).float(), y)
+    x, kind = corrupt(x.cpu(), gen)
+    logits = model.attribute_logits(x.to(device))
+    targets = [y] + [attrs[k][:, 0].to(device) for k in ("colour", "row", "column", "size")]
+    targets.append(kind.to(device))
+    return sum(F.cross_entropy(lg.float(), tg) for lg, tg in zip(logits, targets))
+
+
 def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bool, log=print,
-                save_every: int = 500, runs_dir: Path | None = None):
+                save_every: int = 500, runs_dir: Path | None = None, step_loss=None):
+    """The resumable trainer of the diffusion, classifier and autoencoder recipes: :func:`fit` on
+    ``step_loss(recipe, model, step, x, y, attributes, ctx)``, saving its state every ``save_every`` steps."""
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model, recipe.config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
@@ -139,7 +176,6 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
         start, elapsed = state["step"], state["elapsed"]
         log(f"resumed {recipe.name} at step {start}")
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.amp)
-    null = recipe.config.get("num_classes")
 
     def save_state(step):
         state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,30 +187,12 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
     t0 = time.time()
     history = []  # autoencoders: codebook health through training
 
+    ctx = {"ac": ac, "gen": gen, "device": device, "history": history}
+
     def loss_at(step):
         x, y, attrs = _batch(recipe, step)
-        x, y = x.to(device), y.to(device)
         with amp:
-            if recipe.task == "diffusion":
-                cond = y if null else None
-                return diffusion_loss(model, x, ac, cond, recipe.cond_drop_prob, gen)
-            if recipe.task == "autoencoder":
-                loss, parts, idx = model.training_loss(x)
-                if step % recipe.extra.get("log_every", 50) == 0 or step == recipe.steps - 1:
-                    from ..quantize import codebook_usage
-                    use = codebook_usage(idx, model.config.num_codes)
-                    history.append({"step": step, **{k: round(v, 5) for k, v in parts.items()},
-                                    "perplexity": round(use["perplexity"], 2), "usage": round(use["usage"], 4)})
-                return loss
-            if recipe.noise_aware:
-                t = torch.randint(0, len(ac), (len(x),), generator=gen).to(device)
-                x_t = q_sample(x, ac.to(device)[t], torch.randn(x.shape, generator=gen).to(device))
-                return F.cross_entropy(model(x_t, t).float(), y)
-            x, kind = corrupt(x.cpu(), gen)
-            logits = model.attribute_logits(x.to(device))
-            targets = [y] + [attrs[k][:, 0].to(device) for k in ("colour", "row", "column", "size")]
-            targets.append(kind.to(device))
-            return sum(F.cross_entropy(lg.float(), tg) for lg, tg in zip(logits, targets))
+            return step_loss(recipe, model, step, x.to(device), y.to(device), attrs, ctx)
 
     def after(step, loss):
         if (step + 1) % save_every == 0 and step + 1 < recipe.steps:
@@ -187,27 +205,29 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
     info = {"final_loss": round(running, 5) if running is not None else None, "wall_time_s": round(wall, 1)}
     if history:
         info["history"] = history
-    return final.eval(), info
+    return final.eval(), info, None
 
 
 def _train_vqgan(recipe: Recipe, device, progress: bool = True):
     """Train one of notebook 05's autoencoders with :class:`course_lib.gan.VQGANTrainer`; returns (model, info,
     log tensors: reconstructions of 8 held-out images at the snapshot steps, and the logged curves)."""
-    from ..gan import PatchDiscriminator, VQGANLossConfig, VQGANTrainer
+    from ..gan import PatchDiscriminator, VQGANTrainer
     from ..perceptual import LPIPS
     from ..quantize import codebook_usage
 
     torch.manual_seed(recipe.seed)
     ae = build_model(recipe.model, recipe.config).to(device)
-    loss_cfg = VQGANLossConfig(**recipe.extra["loss"])
-    disc = PatchDiscriminator(**recipe.extra.get("disc", {})).to(device) if loss_cfg.gan else None
+    section = recipe.vqgan
+    loss_cfg = section.loss
+    disc = (PatchDiscriminator(channels=section.disc_channels, num_layers=section.disc_layers).to(device)
+            if loss_cfg.gan else None)
     perceptual = None
     if loss_cfg.perceptual_weight > 0:
         lp = LPIPS(net="shapes", lin=False).to(device).requires_grad_(False).eval()
         perceptual = lambda a, b: lp(a, b, check_range=False)  # noqa: E731 (raw decoder output may overshoot)
     trainer = VQGANTrainer(ae, loss_cfg, disc, perceptual, lr=recipe.lr)
     fixed = generate_shapes(8, 32, 1, seed=HELD_OUT_SEEDS["vqgan_snapshots"]).images.to(device)
-    snap_steps = [s for s in recipe.extra.get("snapshot_steps", []) if s < recipe.steps]
+    snap_steps = [s for s in section.snapshot_steps if s < recipe.steps]
     snaps, history, t0 = [], [], time.time()
     keys = ("l1", "l2", "lpips", "codebook", "commitment", "g_loss", "lambda_", "rec_grad_norm", "gan_grad_norm",
             "d_loss", "logits_real", "logits_fake", "loss")
@@ -215,7 +235,7 @@ def _train_vqgan(recipe: Recipe, device, progress: bool = True):
     for step in tqdm(range(recipe.steps), desc=recipe.name, disable=not progress):
         x, _, _ = _batch(recipe, step)
         logs = trainer.step(x.to(device), lr=_lr_at(step, recipe))
-        if step % recipe.extra.get("log_every", 25) == 0 or step == recipe.steps - 1:
+        if step % recipe.log_every == 0 or step == recipe.steps - 1:
             use = codebook_usage(logs["indices"], ae.config.num_codes)
             history.append({"step": step, "perplexity": round(use["perplexity"], 2),
                             **{k: round(logs[k], 5) for k in keys if k in logs}})
@@ -230,7 +250,7 @@ def _train_vqgan(recipe: Recipe, device, progress: bool = True):
     log_tensors = {"snapshot_steps": torch.tensor(snap_steps), "snapshots": torch.stack(snaps) if snaps else torch.zeros(0),
                    "snapshot_images": fixed.cpu(), "curve_steps": torch.tensor([h["step"] for h in history]),
                    **{f"curve_{k}": torch.tensor(v) for k, v in curves.items()}}
-    info = {"final_loss": history[-1].get("loss"), "wall_time_s": round(wall, 1), "loss_config": recipe.extra["loss"],
+    info = {"final_loss": history[-1].get("loss"), "wall_time_s": round(wall, 1), "loss_config": asdict(loss_cfg),
             "history": history[:: max(1, len(history) // 40)]}
     if disc is not None:  # shipped in the log: notebook 05 shows its logit maps
         info["discriminator_params"] = sum(p.numel() for p in disc.parameters())
@@ -242,7 +262,7 @@ def _train_vqgan(recipe: Recipe, device, progress: bool = True):
 def _curve_logger(recipe: Recipe, steps_log: list, losses: list):
     """on_step for :func:`fit`: the loss every ``log_every`` steps and at the last one (the shipped curves)."""
     def log(step, loss):
-        if step % recipe.extra.get("log_every", 25) == 0 or step == recipe.steps - 1:
+        if step % recipe.log_every == 0 or step == recipe.steps - 1:
             steps_log.append(step)
             losses.append(loss.item())
     return log
@@ -250,7 +270,7 @@ def _curve_logger(recipe: Recipe, steps_log: list, losses: list):
 
 def _prior_codes(recipe: Recipe, step: int, device, n: int | None = None, autoencoder=None):
     """Code sequences (B, h*w) of the batch of ``step`` under the recipe's autoencoder, raster order."""
-    ae = autoencoder or checkpoints.load(recipe.extra["autoencoder"], device=device)
+    ae = autoencoder or checkpoints.load(recipe.autoencoder, device=device)
     x, _, _ = _batch(recipe, step, n)
     with torch.no_grad():
         _, idx, _ = ae.quantize(ae.encode(x.to(device)))
@@ -260,7 +280,7 @@ def _prior_codes(recipe: Recipe, step: int, device, n: int | None = None, autoen
 def _train_prior(recipe: Recipe, device, progress: bool = True):
     """Train the transformer prior on the codes of the recipe's autoencoder (loaded from the shipped weights)."""
     torch.manual_seed(recipe.seed)
-    ae = checkpoints.load(recipe.extra["autoencoder"], device=device)
+    ae = checkpoints.load(recipe.autoencoder, device=device)
     model = build_model(recipe.model, recipe.config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.95))
     steps_log, losses, t0 = [], [], time.time()
@@ -268,7 +288,7 @@ def _train_prior(recipe: Recipe, device, progress: bool = True):
                   lambda step: _lr_at(step, recipe), opt, progress=progress, desc=recipe.name,
                   on_step=_curve_logger(recipe, steps_log, losses))
     info = {"final_loss": round(running, 4), "wall_time_s": round(time.time() - t0, 1),
-            "autoencoder": recipe.extra["autoencoder"]}
+            "autoencoder": recipe.autoencoder}
     return model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
 
 
@@ -277,7 +297,7 @@ def _train_ldm(recipe: Recipe, device, progress: bool = True):
     from ..ldm import latent_scale
 
     torch.manual_seed(recipe.seed)
-    ae_name = recipe.extra.get("autoencoder")
+    ae_name = recipe.autoencoder
     ae = checkpoints.load(ae_name, device=device) if ae_name else None
     scale = latent_scale(ae, generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["latent_scale"]).images.to(device)) if ae else 1.0
     model = build_model(recipe.model, recipe.config).to(device)
@@ -302,42 +322,47 @@ def _train_ldm(recipe: Recipe, device, progress: bool = True):
 
 
 @torch.no_grad()
-def _evaluate(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
-    if recipe.task == "ldm":
-        from ..ldm import LatentDiffusion
+def _evaluate_ldm(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
+    from ..ldm import LatentDiffusion
 
-        info = info or checkpoints.entry(recipe.name)
-        ae = checkpoints.load(info["autoencoder"], device=device) if info.get("autoencoder") else None
-        return evaluate_ldm(LatentDiffusion(model, ae, info.get("latent_scale", 1.0)), device)
-    if recipe.task == "vqgan":
-        return evaluate_autoencoder32(model, device)
-    if recipe.task == "prior":
-        codes = _prior_codes(recipe, HELD_OUT_SEEDS["eval"], device, n=1000)
-        return {"held_out_nll_nats_per_code": round(float(model.loss(codes)), 4),
-                "uniform_nll_nats_per_code": round(math.log(model.config.vocab_size), 4)}
-    if recipe.task == "autoencoder":
-        return evaluate_autoencoder(model, device)
-    if recipe.task == "classifier":
-        x, y, attrs = _batch(recipe, HELD_OUT_SEEDS["eval"], n=2000)
-        x, y = x.to(device), y.to(device)
-        out = {}
-        for tt in ([0, 250, 500, 750, 999] if recipe.noise_aware else [None]):
-            if tt is None:
-                logits = model.attribute_logits(x)
-                out["accuracy"] = round(float((logits[0].argmax(1) == y).float().mean()), 4)
-                for name, lg in zip(("colour", "row", "column", "size"), logits[1:]):
-                    out[f"{name}_accuracy"] = round(float((lg.argmax(1).cpu() == attrs[name][:, 0]).float().mean()), 4)
-                xc, kind = corrupt(x.cpu(), torch.Generator().manual_seed(0))
-                logits = model.attribute_logits(xc.to(device))
-                out["accuracy_on_corrupted"] = round(float((logits[0].argmax(1) == y).float().mean()), 4)
-                out["corruption_accuracy"] = round(float((logits[-1].argmax(1).cpu() == kind).float().mean()), 4)
-            else:
-                ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
-                g = torch.Generator().manual_seed(0)
-                t = torch.full((len(x),), tt, dtype=torch.long)
-                x_t = q_sample(x, ac[t].to(device), torch.randn(x.shape, generator=g).to(device))
-                out[f"accuracy_t{tt}"] = round(float((model(x_t, t.to(device)).argmax(1) == y).float().mean()), 4)
-        return out
+    info = info or checkpoints.entry(recipe.name)
+    ae = checkpoints.load(info["autoencoder"], device=device) if info.get("autoencoder") else None
+    return evaluate_ldm(LatentDiffusion(model, ae, info.get("latent_scale", 1.0)), device)
+
+
+@torch.no_grad()
+def _evaluate_prior(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
+    codes = _prior_codes(recipe, HELD_OUT_SEEDS["eval"], device, n=1000)
+    return {"held_out_nll_nats_per_code": round(float(model.loss(codes)), 4),
+            "uniform_nll_nats_per_code": round(math.log(model.config.vocab_size), 4)}
+
+
+@torch.no_grad()
+def _evaluate_classifier(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
+    x, y, attrs = _batch(recipe, HELD_OUT_SEEDS["eval"], n=2000)
+    x, y = x.to(device), y.to(device)
+    out = {}
+    for tt in ([0, 250, 500, 750, 999] if recipe.noise_aware else [None]):
+        if tt is None:
+            logits = model.attribute_logits(x)
+            out["accuracy"] = round(float((logits[0].argmax(1) == y).float().mean()), 4)
+            for name, lg in zip(("colour", "row", "column", "size"), logits[1:]):
+                out[f"{name}_accuracy"] = round(float((lg.argmax(1).cpu() == attrs[name][:, 0]).float().mean()), 4)
+            xc, kind = corrupt(x.cpu(), torch.Generator().manual_seed(0))
+            logits = model.attribute_logits(xc.to(device))
+            out["accuracy_on_corrupted"] = round(float((logits[0].argmax(1) == y).float().mean()), 4)
+            out["corruption_accuracy"] = round(float((logits[-1].argmax(1).cpu() == kind).float().mean()), 4)
+        else:
+            ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
+            g = torch.Generator().manual_seed(0)
+            t = torch.full((len(x),), tt, dtype=torch.long)
+            x_t = q_sample(x, ac[t].to(device), torch.randn(x.shape, generator=g).to(device))
+            out[f"accuracy_t{tt}"] = round(float((model(x_t, t.to(device)).argmax(1) == y).float().mean()), 4)
+    return out
+
+
+@torch.no_grad()
+def _evaluate_diffusion(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
     ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
     if recipe.data == "ring8":
         from ..metrics import mixture_nll, mmd_rbf, sliced_wasserstein
@@ -371,3 +396,36 @@ def _evaluate(recipe: Recipe, model, device, log=print, info: dict | None = None
         out[label] = {**image_quality(x.cpu().clamp(-1, 1), real, clf, labels), "seconds": round(time.time() - t0, 1)}
         log(f"{label}: {out[label]}")
     return out
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a recipe's ``task`` means, in one place: how its model trains (returning (model, info, log tensors or
+    None)) and how it is measured for the manifest."""
+
+    train: Callable
+    evaluate: Callable
+    resumable: bool = False
+
+
+TASKS = {
+    "diffusion": Task(partial(_train_loop, step_loss=_diffusion_step_loss), _evaluate_diffusion, resumable=True),
+    "classifier": Task(partial(_train_loop, step_loss=_classifier_step_loss), _evaluate_classifier, resumable=True),
+    "autoencoder": Task(partial(_train_loop, step_loss=_autoencoder_step_loss),
+                        lambda recipe, model, device, log=print, info=None: evaluate_autoencoder(model, device),
+                        resumable=True),
+    "vqgan": Task(_train_vqgan, lambda recipe, model, device, log=print, info=None: evaluate_autoencoder32(model, device)),
+    "prior": Task(_train_prior, _evaluate_prior),
+    "ldm": Task(_train_ldm, _evaluate_ldm),
+}
+
+
+def task_of(recipe: Recipe) -> Task:
+    if recipe.task not in TASKS:
+        raise ValueError(f"recipe.task: expected one of {sorted(TASKS)}, got {recipe.task!r}")
+    return TASKS[recipe.task]
+
+
+def _evaluate(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
+    """The manifest's metrics of a trained model (its task's evaluation)."""
+    return task_of(recipe).evaluate(recipe, model, device, log, info)
