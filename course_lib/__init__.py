@@ -3,6 +3,26 @@
 Modules (import what you need; importing the package itself stays cheap):
 schedules, diffusion, data, nets, attention, train, checkpoints, metrics, viz, widgets, coursework, device.
 
+Each notebook's pieces side by side (the maths module a topic's equations live in, its slider demos, the checks of
+its exercises, its models under ``nets/``): the names differ because the maths modules are named for what they
+compute and are shared across notebooks.
+
+========================  =============================  ===============  ======================  ===================
+notebook                  maths                          demos            coursework (checks)     models (nets/)
+========================  =============================  ===============  ======================  ===================
+00 welcome                schedules, diffusion.q_sample  demos.ddim       coursework.diffusion    (data only)
+01 DDIM                   diffusion, schedules           demos.ddim       coursework.diffusion    mlp, unet
+02 classifier guidance    guidance                       demos.guidance   coursework.guidance     classifier, unet
+03 VQ-VAE + LFQ           quantize                       demos.vq         coursework.quantize     vqvae
+04 LPIPS                  perceptual                     demos.lpips      coursework.perceptual   lpips_weights
+05 VQGAN                  gan (+ quantize, perceptual)   demos.vqgan      coursework.gan          vqvae, gpt
+06 Latent Diffusion       ldm, attention (+ diffusion)   demos.ldm        coursework.ldm          unet, caption
+========================  =============================  ===============  ======================  ===================
+
+Around them: ``train`` (the one loop, the recipes' tasks), ``recipes`` (data), ``checkpoints`` (the hashed
+manifest), ``metrics`` (FD, precision/recall, PSNR/SSIM and the evaluations), ``tools`` (benchmark, figures,
+experiments: not for reading).
+
 Every equation of the reading notes (``seed-reading-notes.md``) and the one function that computes it (the one its
 notebook shows with ``course_lib.show``; paper equation numbers first, the notes' in parentheses):
 
@@ -35,7 +55,8 @@ LDM eq. 2: L_LDM                                             diffusion.diffusion
 the notes' red question: swap Q and K, V                     attention.SwappedCrossAttention                   06
 ===========================================================  ================================================  ========
 
-LPIPS' lin / tune / scratch are the three set-ups of ``experiments.lpips_2afc`` (notebook 04).
+LPIPS' lin / tune / scratch are the three set-ups of ``perceptual.lpips_variant``, trained by ``train.tasks.train_2afc``
+(notebook 04); the shipped ``shapes_lpips_lin`` is lin's w_l for ``LPIPS("shapes")``.
 """
 __version__ = "0.1.0"
 

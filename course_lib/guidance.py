@@ -16,7 +16,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from ._checks import as_tensor, check_alpha_bar, check_coefficient, check_same_shape, check_tensor, check_timesteps
+from ._checks import check_alpha_bar, check_coefficient, check_same_shape, check_tensor, check_timesteps
 from .diffusion import ddim_sample, ddpm_posterior, predicted_x0
 
 __all__ = ["guided_density", "classifier_log_prob_grad", "classifier_guided_mean", "classifier_guided_eps",

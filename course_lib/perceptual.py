@@ -23,7 +23,9 @@ from torch.nn import functional as F
 from ._checks import check_tensor
 
 __all__ = ["normalize_channels", "lpips_distance", "LPIPS", "BACKBONES", "imagenet_weights_path", "ShapesTrunk",
-           "TwoAFCHead"]
+           "TwoAFCHead", "VARIANTS", "lpips_variant", "two_afc_loss", "clamp_weights_", "SHAPES_WEIGHTS"]
+
+SHAPES_WEIGHTS = "shapes_lpips_lin"  # the shipped w_l of LPIPS(net="shapes"), trained by the "lin" set-up below
 
 # name -> (torchvision constructor, slices of .features ending at each tapped layer, channels, cache file)
 BACKBONES = {
@@ -136,8 +138,53 @@ class TwoAFCHead(nn.Module):
         return self.net(feats).squeeze(-1)  # a logit; sigmoid gives P(p1 closer)
 
 
+VARIANTS = ("lin", "tune", "scratch")
+
+
+def lpips_variant(variant: str, net: str = "shapes", seed: int = 0):
+    r"""One of the paper's three ways of training LPIPS (§3, "Learned metrics"), set up for training:
+
+    - ``lin``: the pretrained backbone :math:`\mathcal F` frozen, only the weights :math:`w_l` learned;
+    - ``tune``: the pretrained backbone fine-tuned together with :math:`w_l`;
+    - ``scratch``: a randomly initialised backbone trained from scratch with :math:`w_l`.
+
+    :math:`w_l` start at 1 (the unweighted distance). Returns (metric, optimizer parameter groups): the weights at
+    lr 1e-2 for ``lin`` (the only thing that moves), 1e-3 with the backbone otherwise."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
+    metric = LPIPS(net, backbone="random" if variant == "scratch" else "auto", lin=False, seed=seed)
+    metric.set_weights([torch.ones(c) for c in metric.channels])
+    for w in metric.weights:
+        w.requires_grad_(True)
+    params = list(metric.weights)
+    if variant != "lin":
+        for p in metric.backbone_parameters():
+            p.requires_grad_(True)
+        params += list(metric.backbone_parameters())
+    return metric, [{"params": params, "lr": 1e-2 if variant == "lin" else 1e-3}]
+
+
+def two_afc_loss(metric, head: TwoAFCHead, ref, p0, p1, judge) -> torch.Tensor:
+    r"""The paper's training loss on a 2AFC triplet: :math:`d_0 = d(x, x_0)`, :math:`d_1 = d(x, x_1)` and the
+    cross-entropy of the judgment :math:`h \in [0, 1]` (fraction judging :math:`x_1` closer) against
+    :math:`\mathcal G(d_0, d_1)`:
+
+    .. math:: \mathcal L = -h \log \mathcal G(d_0, d_1) - (1 - h) \log\big(1 - \mathcal G(d_0, d_1)\big)"""
+    d0, d1 = metric(ref, p0), metric(ref, p1)
+    return F.binary_cross_entropy_with_logits(head(d0, d1), judge)
+
+
+@torch.no_grad()
+def clamp_weights_(metric) -> None:
+    r"""Project :math:`w_l` back to :math:`w_l \ge 0` after a step (the paper keeps the weights non-negative)."""
+    for w in metric.weights:
+        w.clamp_(min=0)
+
+
 class LPIPS(nn.Module):
-    """LPIPS with a torchvision backbone and the ``lpips`` package's linear weights (``lin=True``).
+    """LPIPS with a torchvision backbone and the ``lpips`` package's linear weights (``lin=True``), or on the
+    course's own backbone (``net="shapes"``) with the shipped weights learned on the synthetic 2AFC set
+    (:data:`SHAPES_WEIGHTS`, loaded through the hashed manifest); ``lin=False`` is the unweighted distance.
 
     backbone: "auto" (ImageNet weights if cached, else a warning and a seeded random backbone), "imagenet"
     (cached or, with allow_download, downloaded; else an error), "random", or a state dict of the torchvision
@@ -174,13 +221,22 @@ class LPIPS(nn.Module):
         self.register_buffer("scale", scale)
         self.weights = nn.ParameterList(nn.Parameter(torch.ones(c), requires_grad=False) for c in self.channels)
         self.lin = lin
-        if lin and net != "shapes":
+        self.weights_source = "none (unweighted: every w_l = 1)"
+        if lin and net == "shapes":
+            from . import checkpoints
+
+            shipped = checkpoints.load(SHAPES_WEIGHTS)  # sha256-checked; a retrain if use_retrained named it
+            for l, w in enumerate(shipped()):
+                self.weights[l].data.copy_(w)
+            self.weights_source = f"{SHAPES_WEIGHTS} (sha256 {shipped.source['sha256'][:10]})"
+        elif lin:
             import lpips as lpips_pkg
 
             path = Path(lpips_pkg.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
             lin_state = torch.load(path, map_location="cpu", weights_only=True)
             for l in range(len(self.channels)):
                 self.weights[l].data.copy_(lin_state[f"lin{l}.model.1.weight"].reshape(-1))
+            self.weights_source = f"lpips package v0.1 ({net}.pth)"
         self.eval()
 
     @staticmethod
@@ -217,6 +273,7 @@ class LPIPS(nn.Module):
                 raise ValueError(f"weights[{l}]: expected {w.numel()} non-negative values, got shape {tuple(new.shape)}")
             w.data.copy_(new)
         self.lin = True
+        self.weights_source = "set_weights"
         return self
 
     def copy_backbone_from(self, package_model) -> "LPIPS":

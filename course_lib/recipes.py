@@ -31,8 +31,9 @@ class Recipe:
     name: str
     model: str
     config: dict
-    task: str            # "diffusion", "classifier", "autoencoder", "vqgan" or "prior"
-    data: str            # "shapes16", "shapes32" or "ring8"
+    task: str            # a key of train.tasks.TASKS: "diffusion", "classifier", "autoencoder", "vqgan", "prior",
+                         # "ldm" or "lpips"
+    data: str            # "shapes16", "shapes32", "ring8" or "2afc"
     steps: int
     batch_size: int
     lr: float
@@ -112,6 +113,11 @@ RECIPES = {r.name: r for r in [
                       "at 8x8 only), given the latent model's training wall-clock (measured 0.146 vs 0.735 s a step "
                       "at batch 64 on one CPU thread: 3000 vs 600 steps)"),
       ]],
+    # notebook 04: the weights w_l of LPIPS(net="shapes"), the paper's "lin" set-up on the synthetic 2AFC set
+    Recipe("shapes_lpips_lin", "LPIPSWeights", dict(channels=(32, 64, 64)), task="lpips", data="2afc", steps=400,
+           batch_size=64, lr=1e-2, seed=3,
+           description="LPIPS' lin on the course backbone (shapes_classifier16's trunk, frozen): per-channel weights "
+                       "w_l >= 0 learned with the 2AFC head G on data.distortions.make_2afc(4000, seed=1)"),
     Recipe("ring8_mlp", "MLPDenoiser", dict(dim=2, hidden=128, num_layers=3),
            task="diffusion", data="ring8", steps=20000, batch_size=512, lr=2e-3, seed=4, ema_decay=0.995,
            description="eps-prediction MLP on the ring of 8 Gaussians (ring_mixture(): radius 2, std 0.1; "
@@ -129,6 +135,8 @@ def recipe_parents(recipe: Recipe) -> dict:
         parents.update({"shapes_classifier16": "metrics", "shapes_noisy_classifier16": "metrics"})
         if recipe.vqgan.loss.perceptual_weight > 0:
             parents["shapes_classifier16"] = "perceptual"  # LPIPS(net="shapes") is its trunk
+    if recipe.task == "lpips":
+        parents["shapes_classifier16"] = "perceptual"      # w_l weigh its trunk's channels
     if recipe.autoencoder:
         parents[recipe.autoencoder] = "autoencoder"
     return parents

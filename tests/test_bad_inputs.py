@@ -10,7 +10,6 @@ test_checkpoints.py and test_train.py.
 from __future__ import annotations
 
 import functools
-import math
 import re
 from pathlib import Path
 

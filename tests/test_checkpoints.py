@@ -45,6 +45,10 @@ def test_every_shipped_model_loads_and_runs(name):
         elif e["model"] == "GPTPrior":
             codes = torch.randint(0, model.config.vocab_size, (2, model.config.block_size))
             assert model(codes).shape == (2, model.config.block_size, model.config.vocab_size)
+        elif e["model"] == "LPIPSWeights":
+            weights = model()
+            assert [w.shape[0] for w in weights] == list(model.config.channels)
+            assert all(bool((w >= 0).all()) for w in weights)  # the paper's constraint held through training
         else:
             t = torch.zeros(2, dtype=torch.long) if model.config.time_conditional else None
             assert model(torch.randn(2, 3, 16, 16), t).shape == (2, 4)

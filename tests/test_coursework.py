@@ -1,15 +1,11 @@
-import json
 import re
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from course_lib.coursework import (CourseworkError, check_alphas_cumprod, check_function, check_q_sample_at,
-                                   make_student_notebook, strip_solutions, check_adaptive_weight, check_hinge_d_loss)
+                                   strip_solutions, check_adaptive_weight, check_hinge_d_loss)
 
 ROOT = Path(__file__).resolve().parent.parent
 

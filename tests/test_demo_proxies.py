@@ -13,7 +13,6 @@ matplotlib.use("Agg")
 import IPython.display  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from matplotlib.axis import Axis  # noqa: E402
 
 from course_lib import checkpoints  # noqa: E402

@@ -9,7 +9,8 @@ def _rows():
     """(equation, functions) of the reST simple table in course_lib's docstring, cut at its ==== column borders."""
     lines = course_lib.__doc__.splitlines()
     borders = [k for k, line in enumerate(lines) if line.startswith("====")]
-    assert len(borders) == 3, "the table needs its three border lines"
+    assert len(borders) == 6, "two tables (topic map, equations), three border lines each"
+    borders = borders[3:]  # the equation table comes second
     cols = [len(c) for c in lines[borders[0]].split("  ")]
     rows = []
     for line in lines[borders[1] + 1:borders[2]]:
@@ -43,3 +44,23 @@ def test_the_table_covers_each_paper_of_the_notes():
     for paper in ("DDIM eq. 1", "DDIM eq. 7", "DDIM eq. 10", "DDIM eq. 12", "Guided Diffusion eq. 2", "VQ-VAE",
                   "MAGVIT-v2", "LPIPS eq. 1", "VQGAN eq. 4", "VQGAN eq. 7", "LDM eq. 3", "LDM eq. 2", "swap"):
         assert paper in text, paper
+
+
+def test_the_topic_map_names_modules_that_exist_for_every_notebook():
+    lines = course_lib.__doc__.splitlines()
+    borders = [k for k, line in enumerate(lines) if line.startswith("====")][:3]
+    starts = [m.start() for m in re.finditer(r"=+", lines[borders[0]])]  # column starts, from the border line
+    rows = [[row[a:b].strip() for a, b in zip(starts, starts[1:] + [None])] for row in lines[borders[1] + 1:borders[2]]]
+    assert [r[0][:2] for r in rows] == ["00", "01", "02", "03", "04", "05", "06"]
+    found = 0
+    for notebook, maths, demos, checks, models in rows:
+        for name in re.findall(r"\b([a-z_]+)(?:\.[a-z_]+)?", re.sub(r"\(.*?\)", "", maths) + " " +
+                               re.sub(r"^.*\(\+ ?|\)", "", maths if "(+" in maths else "")):
+            importlib.import_module(f"course_lib.{name}")
+            found += 1
+        importlib.import_module(f"course_lib.{demos}")
+        importlib.import_module(f"course_lib.{checks}")
+        for name in (n.strip() for n in models.split(",") if "(" not in n):
+            importlib.import_module(f"course_lib.nets.{name}")
+            found += 1
+    assert found >= 20

@@ -122,11 +122,39 @@ def test_course_backbone_and_2afc_head():
 
 def test_quick_2afc_training_runs_and_learned_variants_are_recorded():
     from course_lib.tools.experiments import lpips_2afc
-    res, tensors = lpips_2afc(n_train=128, n_test=64, steps=5, batch_size=16, log=lambda *a: None)
-    assert set(res["agreement"]) == {"L2", "SSIM", "features, unweighted", "lin", "tune", "scratch"}
+    res, samples = lpips_2afc(n_train=128, n_test=64, steps=5, batch_size=16, log=lambda *a: None)
+    assert samples is None  # the learned weights ship as the model shapes_lpips_lin, not as a result file
+    assert set(res["agreement"]) == {"L2", "SSIM", "features, unweighted", "shipped lin weights", "lin", "tune",
+                                     "scratch"}
     assert all(0 <= v <= 1 for v in res["agreement"].values())
-    assert len(tensors) == 3 and all(bool((w >= 0).all()) for w in tensors.values())  # weights stay non-negative
-    assert any(not torch.allclose(w, torch.ones_like(w)) for w in tensors.values())  # lin really trained them
+
+
+def test_lin_trains_only_the_weights_and_keeps_them_non_negative():
+    from course_lib.data.distortions import make_2afc
+    from course_lib.perceptual import lpips_variant
+    from course_lib.train.tasks import train_2afc
+
+    metric, _ = train_2afc("lin", make_2afc(64, seed=5), steps=5, batch_size=16)
+    frozen, _ = lpips_variant("lin")
+    assert all(torch.equal(a, b) for a, b in zip(metric.backbone_parameters(), frozen.backbone_parameters()))
+    assert all(bool((w >= 0).all()) for w in metric.weights)
+    assert any(not torch.allclose(w, torch.ones_like(w)) for w in metric.weights)  # lin really trained them
+    tuned, _ = train_2afc("tune", make_2afc(64, seed=5), steps=2, batch_size=16)
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.backbone_parameters(), frozen.backbone_parameters()))
+    scratch, _ = lpips_variant("scratch")
+    assert scratch.backbone_source.startswith("random")
+    with pytest.raises(ValueError, match="variant: expected one of"):
+        lpips_variant("linear")
+
+
+def test_lpips_shapes_uses_the_shipped_learned_weights():
+    from course_lib import checkpoints
+
+    m = LPIPS("shapes")
+    shipped = checkpoints.load("shapes_lpips_lin")()
+    assert all(torch.equal(w.detach(), s) for w, s in zip(m.weights, shipped)) and m.lin
+    assert m.weights_source.startswith("shapes_lpips_lin (sha256 ")
+    assert all(torch.equal(w, torch.ones_like(w)) for w in LPIPS("shapes", lin=False).weights)
 
 
 def test_distortion_lab_extremes_and_an_l2_lpips_disagreement():

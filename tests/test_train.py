@@ -126,7 +126,7 @@ def test_every_dependent_model_records_its_parents_sha256_and_they_match_the_shi
 
 def test_every_recipe_is_typed_and_its_task_is_in_the_one_table():
     from course_lib.recipes import VQGANSection
-    from course_lib.train.loops import TASKS, task_of
+    from course_lib.train.tasks import TASKS, task_of
 
     for name, recipe in RECIPES.items():
         assert task_of(recipe) is TASKS[recipe.task], name

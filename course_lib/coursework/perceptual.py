@@ -105,15 +105,9 @@ def check_shift_noise_prediction(prediction, l2_shift: float, l2_noise: float, l
 
 
 def _lpips_with_learned_weights():
-    from safetensors.torch import load_file
-
-    from .. import results_path
     from ..perceptual import LPIPS
 
-    weights = load_file(results_path("lpips_lin_shapes.safetensors"))
-    metric = LPIPS("shapes", lin=False)
-    metric.set_weights([weights[f"lin_weights.{layer}"] for layer in range(len(metric.channels))])
-    return metric
+    return LPIPS("shapes")  # the shipped w_l (shapes_lpips_lin)
 
 
 @functools.lru_cache(maxsize=None)

@@ -5,7 +5,7 @@ r"""The course's networks, one file per family: small enough to train on a CPU i
 - :mod:`.mlp`: :class:`MLPDenoiser` for 2-D points;
 - :mod:`.classifier`: :class:`Classifier`, noise-aware (classifier guidance) or clean (the metrics' features);
 - :mod:`.vqvae`: :class:`VQVAE`, the VQ/LFQ autoencoder; :mod:`.gpt`: :class:`GPTPrior`; :mod:`.caption`:
-  :class:`CaptionEncoder`.
+  :class:`CaptionEncoder`; :mod:`.lpips_weights`: :class:`LPIPSWeights`, LPIPS' learned per-channel weights.
 
 Each model takes one config dataclass (as in nanoGPT), so a checkpoint stores its config as plain JSON and
 :func:`build_model` (the registry below) rebuilds it.
@@ -21,13 +21,14 @@ from .blocks import NUM_TIMESTEPS, ResBlock, TimeEmbedding, timestep_embedding
 from .caption import CaptionEncoder
 from .classifier import Classifier, ClassifierConfig
 from .gpt import GPTConfig, GPTPrior
+from .lpips_weights import LPIPSWeights, LPIPSWeightsConfig
 from .mlp import MLPConfig, MLPDenoiser
 from .unet import CaptionUNet, CaptionUNetConfig, UNet, UNetConfig
 from .vqvae import VQVAE, VQVAEConfig
 
 __all__ = ["timestep_embedding", "TimeEmbedding", "ResBlock", "NUM_TIMESTEPS", "UNetConfig", "UNet",
            "CaptionUNetConfig", "CaptionUNet", "CaptionEncoder", "MLPConfig", "MLPDenoiser", "ClassifierConfig",
-           "Classifier", "VQVAEConfig", "VQVAE", "GPTConfig", "GPTPrior", "MODELS", "build_model"]
+           "Classifier", "VQVAEConfig", "VQVAE", "GPTConfig", "GPTPrior", "LPIPSWeightsConfig", "LPIPSWeights", "MODELS", "build_model"]
 
 MODELS = {
     "UNet": (UNet, UNetConfig),
@@ -36,6 +37,7 @@ MODELS = {
     "Classifier": (Classifier, ClassifierConfig),
     "VQVAE": (VQVAE, VQVAEConfig),
     "GPTPrior": (GPTPrior, GPTConfig),
+    "LPIPSWeights": (LPIPSWeights, LPIPSWeightsConfig),
 }
 
 

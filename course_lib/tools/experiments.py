@@ -255,65 +255,33 @@ def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0
 
 
 def lpips_2afc(n_train: int = 4000, n_test: int = 1000, steps: int = 400, batch_size: int = 64, log=print):
-    """LPIPS's lin / tune / scratch trained on the course's synthetic 2AFC set (``data.distortions.make_2afc``)
-    with the paper's G head and binary cross-entropy; held-out 2AFC agreement of every distance, the baselines
-    (L2, SSIM, the unweighted feature distance) included. Returns (results, {"lin_weights.l": w_l})."""
-    from torch.nn import functional as F
-
+    """LPIPS's lin / tune / scratch (:func:`course_lib.perceptual.lpips_variant`) trained on the course's synthetic
+    2AFC set with the paper's G head and loss; held-out 2AFC agreement of every distance, the baselines (L2, SSIM,
+    the unweighted feature distance) and the shipped weights (``shapes_lpips_lin``, the same lin run) included.
+    Returns (results, None)."""
     from ..data.distortions import make_2afc
     from ..metrics import ssim
-    from ..perceptual import LPIPS, TwoAFCHead
+    from ..perceptual import LPIPS, VARIANTS
+    from ..train.evaluate import two_afc_agreement
+    from ..train.tasks import train_2afc
 
     train_set, test_set = make_2afc(n_train, seed=1), make_2afc(n_test, seed=2)
-
-    def agreement(dist_fn):
-        with torch.no_grad():
-            d0, d1 = dist_fn(test_set["ref"], test_set["p0"]), dist_fn(test_set["ref"], test_set["p1"])
-        pred = (d1 < d0).float() + 0.5 * (d1 == d0).float()  # ties count half
-        return round(float(1 - (pred - test_set["judge"]).abs().mean()), 4)
-
+    agreement = lambda dist_fn: two_afc_agreement(dist_fn, test_set)  # noqa: E731
     out = {"config": {"n_train": n_train, "n_test": n_test, "steps": steps, "batch_size": batch_size,
                       "judgments": "synthetic: the patch with lower severity = strength x per-type weight is closer"},
            "agreement": {}}
     out["agreement"]["L2"] = agreement(lambda a, b: ((a - b) ** 2).flatten(1).mean(1))
     out["agreement"]["SSIM"] = agreement(lambda a, b: 1 - ssim(a, b))
     out["agreement"]["features, unweighted"] = agreement(LPIPS("shapes", lin=False))
-    tensors = {}
-    for variant in ("lin", "tune", "scratch"):
-        torch.manual_seed(0)
-        metric = LPIPS("shapes", backbone="random" if variant == "scratch" else "auto", lin=False)
-        metric.set_weights([torch.ones(c) for c in metric.channels])  # w_l start at 1: the unweighted distance
-        for w in metric.weights:
-            w.requires_grad_(True)
-        params = list(metric.weights)
-        if variant != "lin":
-            for p in metric.backbone_parameters():
-                p.requires_grad_(True)
-            params += list(metric.backbone_parameters())
-        head = TwoAFCHead()
-        opt = torch.optim.Adam([{"params": params, "lr": 1e-3 if variant != "lin" else 1e-2},
-                                {"params": head.parameters(), "lr": 1e-3}])
-        g = torch.Generator().manual_seed(3)
+    out["agreement"]["shipped lin weights"] = agreement(LPIPS("shapes"))
+    for variant in VARIANTS:
         t0 = time.perf_counter()
-        for step in range(steps):
-            idx = torch.randint(0, n_train, (batch_size,), generator=g)
-            d0 = metric(train_set["ref"][idx], train_set["p0"][idx])
-            d1 = metric(train_set["ref"][idx], train_set["p1"][idx])
-            loss = F.binary_cross_entropy_with_logits(head(d0, d1), train_set["judge"][idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                for w in metric.weights:
-                    w.clamp_(min=0)  # the paper keeps the weights non-negative
-        metric.eval()
+        metric, _ = train_2afc(variant, train_set, steps, batch_size)
         out["agreement"][variant] = agreement(metric)
         out[f"{variant}_seconds"] = round(time.perf_counter() - t0, 1)
         log(f"{variant}: agreement {out['agreement'][variant]} ({out[f'{variant}_seconds']} s)")
-        if variant == "lin":
-            tensors = {f"lin_weights.{l}": w.detach().clone() for l, w in enumerate(metric.weights)}
     log(f"agreement: {out['agreement']}")
-    return out, tensors
+    return out, None
 
 
 def vqgan_codebook(num_codes=(8,), steps: int = 2000, log=print) -> tuple[dict, dict]:
@@ -324,7 +292,7 @@ def vqgan_codebook(num_codes=(8,), steps: int = 2000, log=print) -> tuple[dict, 
 
     from ..metrics import evaluate_autoencoder32
     from ..recipes import RECIPES
-    from ..train import _train_vqgan
+    from ..train.tasks import _train_vqgan
 
     device = torch.device("cpu")
     out, samples = {"config": {"num_codes": list(num_codes), "steps": steps}}, {}
@@ -353,7 +321,7 @@ SWEEPS = {
     "guidance": (lambda quick: guidance_table(**(dict(scales=(0.0, 5.0), n=32, steps=10) if quick else {})),
                  "guidance_table", "guidance_samples"),
     "lpips": (lambda quick: lpips_2afc(**(dict(n_train=256, n_test=128, steps=20, batch_size=16) if quick else {})),
-              "lpips_2afc", "lpips_lin_shapes"),
+              "lpips_2afc", None),
     "vqgan-codebook": (lambda quick: vqgan_codebook(steps=30 if quick else 2000), "vqgan_codebook", "vqgan_codebook_samples"),
     "vq": (lambda quick: vq_sweeps(**(dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8)) if quick else {})),
            "vq_sweeps", "vq_samples"),

@@ -66,7 +66,8 @@ def _base_demos():
         "03 voronoi": (V.voronoi_demo(vq_points, snapshots), [dict(snapshot=k) for k in (0, 5, 10, 20, 30)]),
         "03 beta": (V.sweep_reconstruction_demo(vq_samples, sweeps["beta"], "beta", "beta"),
                     [dict(beta=b) for b in sweeps["beta"]]),
-        "04 distortion lab": (distortion_lab(generate_shapes(4, 32, (1, 2), seed=5).images, _shapes_lpips()),
+        # notebook 04 measures with the learned w_l (LPIPS("shapes")), as the lab there does
+        "04 distortion lab": (distortion_lab(generate_shapes(4, 32, (1, 2), seed=5).images, _shapes_lpips(lin=True)),
                               [dict(kind=k, strength=s) for k in ("blur", "noise", "shift", "contrast")
                                for s in (0.0, 0.5, 1.0)]),
     }
@@ -125,10 +126,10 @@ def _vqgan_demos():
     }
 
 
-def _shapes_lpips():
+def _shapes_lpips(lin: bool = False):
     from ..perceptual import LPIPS
 
-    return LPIPS("shapes", lin=False)
+    return LPIPS("shapes", lin=lin)
 
 
 def measure(names=None, rounds: int = 3) -> dict:

@@ -27,7 +27,8 @@ import torch
 from .. import checkpoints
 from ..device import default_device
 from ..recipes import CORRUPTIONS, RECIPES, Recipe, recipe_parents
-from .loops import EMA, TASKS, Task, _evaluate, _train_vqgan, corrupt, fit, task_of
+from .loops import EMA, corrupt, fit
+from .tasks import TASKS, _evaluate, task_of
 
 __all__ = ["EMA", "Recipe", "RECIPES", "CORRUPTIONS", "recipe_parents", "fit", "corrupt", "train", "evaluate", "main"]
 

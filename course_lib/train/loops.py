@@ -1,12 +1,10 @@
-"""The training loop and what each kind of recipe feeds it: :func:`fit` (the one loop: learning rate, loss,
-backward, clipping, optimizer, EMA, a hook), the seeded batches, the per-task losses, and the evaluation that
-writes a manifest's metrics."""
+"""The one training loop and what the resumable recipes feed it: :func:`fit` (learning rate, loss, backward,
+clipping, optimizer, EMA, a hook), the seeded batches, the step losses of the diffusion, classifier and autoencoder
+tasks and their resumable trainer. The other tasks' trainers are in :mod:`.tasks`, the evaluations in
+:mod:`.evaluate`."""
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
-from functools import partial
-from typing import Callable
 import math
 import time
 from pathlib import Path
@@ -16,15 +14,13 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .. import checkpoints
-from ..data import HELD_OUT_SEEDS, SHAPES, generate_shapes, ring_mixture
-from ..diffusion import ddim_sample, diffusion_loss, q_sample
-from ..metrics import evaluate_autoencoder, evaluate_autoencoder32, evaluate_ldm
-from ..recipes import CORRUPTIONS, Recipe
+from ..data import generate_shapes, ring_mixture
+from ..diffusion import diffusion_loss, q_sample
 from ..nets import build_model
-from ..schedules import make_alphas_cumprod, timestep_subsequence
+from ..recipes import CORRUPTIONS, Recipe
+from ..schedules import make_alphas_cumprod
 
-__all__ = ["EMA", "fit", "corrupt", "Task", "TASKS"]
-
+__all__ = ["EMA", "fit", "corrupt"]
 
 
 class EMA:
@@ -97,8 +93,9 @@ def fit(model, loss_at, steps: int, lr_at, opt, start: int = 0, ema: EMA | None 
     running = None
     bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
     for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+        if lr_at is not None:  # None: keep the optimizer's own (per-group) learning rates
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
         loss = loss_at(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -208,66 +205,6 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
     return final.eval(), info, None
 
 
-def _train_vqgan(recipe: Recipe, device, progress: bool = True):
-    """Train one of notebook 05's autoencoders with :class:`course_lib.gan.VQGANTrainer`; returns (model, info,
-    log tensors: reconstructions of 8 held-out images at the snapshot steps, and the logged curves)."""
-    from ..gan import PatchDiscriminator, VQGANTrainer
-    from ..perceptual import LPIPS
-    from ..quantize import codebook_usage
-
-    torch.manual_seed(recipe.seed)
-    ae = build_model(recipe.model, recipe.config).to(device)
-    section = recipe.vqgan
-    loss_cfg = section.loss
-    disc = (PatchDiscriminator(channels=section.disc_channels, num_layers=section.disc_layers).to(device)
-            if loss_cfg.gan else None)
-    perceptual = None
-    if loss_cfg.perceptual_weight > 0:
-        lp = LPIPS(net="shapes", lin=False).to(device).requires_grad_(False).eval()
-        perceptual = lambda a, b: lp(a, b, check_range=False)  # noqa: E731 (raw decoder output may overshoot)
-    trainer = VQGANTrainer(ae, loss_cfg, disc, perceptual, lr=recipe.lr)
-    fixed = generate_shapes(8, 32, 1, seed=HELD_OUT_SEEDS["vqgan_snapshots"]).images.to(device)
-    snap_steps = [s for s in section.snapshot_steps if s < recipe.steps]
-    snaps, history, t0 = [], [], time.time()
-    keys = ("l1", "l2", "lpips", "codebook", "commitment", "g_loss", "lambda_", "rec_grad_norm", "gan_grad_norm",
-            "d_loss", "logits_real", "logits_fake", "loss")
-    curves = {k: [] for k in keys}
-    for step in tqdm(range(recipe.steps), desc=recipe.name, disable=not progress):
-        x, _, _ = _batch(recipe, step)
-        logs = trainer.step(x.to(device), lr=_lr_at(step, recipe))
-        if step % recipe.log_every == 0 or step == recipe.steps - 1:
-            use = codebook_usage(logs["indices"], ae.config.num_codes)
-            history.append({"step": step, "perplexity": round(use["perplexity"], 2),
-                            **{k: round(logs[k], 5) for k in keys if k in logs}})
-            for k in keys:
-                curves[k].append(float(logs.get(k, float("nan"))))
-        if step in snap_steps:
-            with torch.no_grad():
-                ae.eval()
-                snaps.append(ae(fixed).clamp(-1, 1).cpu())
-    wall = time.time() - t0
-    ae.eval()
-    log_tensors = {"snapshot_steps": torch.tensor(snap_steps), "snapshots": torch.stack(snaps) if snaps else torch.zeros(0),
-                   "snapshot_images": fixed.cpu(), "curve_steps": torch.tensor([h["step"] for h in history]),
-                   **{f"curve_{k}": torch.tensor(v) for k, v in curves.items()}}
-    info = {"final_loss": history[-1].get("loss"), "wall_time_s": round(wall, 1), "loss_config": asdict(loss_cfg),
-            "history": history[:: max(1, len(history) // 40)]}
-    if disc is not None:  # shipped in the log: notebook 05 shows its logit maps
-        info["discriminator_params"] = sum(p.numel() for p in disc.parameters())
-        info["discriminator_config"] = disc.config
-        log_tensors.update({f"discriminator.{k}": v for k, v in disc.state_dict().items()})
-    return ae, info, log_tensors
-
-
-def _curve_logger(recipe: Recipe, steps_log: list, losses: list):
-    """on_step for :func:`fit`: the loss every ``log_every`` steps and at the last one (the shipped curves)."""
-    def log(step, loss):
-        if step % recipe.log_every == 0 or step == recipe.steps - 1:
-            steps_log.append(step)
-            losses.append(loss.item())
-    return log
-
-
 def _prior_codes(recipe: Recipe, step: int, device, n: int | None = None, autoencoder=None):
     """Code sequences (B, h*w) of the batch of ``step`` under the recipe's autoencoder, raster order."""
     ae = autoencoder or checkpoints.load(recipe.autoencoder, device=device)
@@ -275,157 +212,3 @@ def _prior_codes(recipe: Recipe, step: int, device, n: int | None = None, autoen
     with torch.no_grad():
         _, idx, _ = ae.quantize(ae.encode(x.to(device)))
     return idx.flatten(1)
-
-
-def _train_prior(recipe: Recipe, device, progress: bool = True):
-    """Train the transformer prior on the codes of the recipe's autoencoder (loaded from the shipped weights)."""
-    torch.manual_seed(recipe.seed)
-    ae = checkpoints.load(recipe.autoencoder, device=device)
-    model = build_model(recipe.model, recipe.config).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    steps_log, losses, t0 = [], [], time.time()
-    running = fit(model, lambda step: model.loss(_prior_codes(recipe, step, device, autoencoder=ae)), recipe.steps,
-                  lambda step: _lr_at(step, recipe), opt, progress=progress, desc=recipe.name,
-                  on_step=_curve_logger(recipe, steps_log, losses))
-    info = {"final_loss": round(running, 4), "wall_time_s": round(time.time() - t0, 1),
-            "autoencoder": recipe.autoencoder}
-    return model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
-
-
-def _train_ldm(recipe: Recipe, device, progress: bool = True):
-    """Train a caption-conditioned denoiser on scaled latents (or pixels) with L_LDM; returns (EMA model, info, log)."""
-    from ..ldm import latent_scale
-
-    torch.manual_seed(recipe.seed)
-    ae_name = recipe.autoencoder
-    ae = checkpoints.load(ae_name, device=device) if ae_name else None
-    scale = latent_scale(ae, generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["latent_scale"]).images.to(device)) if ae else 1.0
-    model = build_model(recipe.model, recipe.config).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
-    ema = EMA(model, recipe.ema_decay)
-    ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
-    gen = torch.Generator().manual_seed(recipe.seed)
-    steps_log, losses, t0 = [], [], time.time()
-
-    def loss_at(step):  # L_LDM on the scaled latents of the step's batch (pixels for the pixel-space model)
-        b = generate_shapes(recipe.batch_size, 32, 1, seed=recipe.seed * 1_000_003 + step)
-        with torch.no_grad():
-            z0 = scale * ae.encode(b.images.to(device)) if ae is not None else b.images.to(device)
-        return diffusion_loss(model, z0, ac, b.tokens.to(device), recipe.cond_drop_prob, gen)
-
-    running = fit(model, loss_at, recipe.steps, lambda step: _lr_at(step, recipe), opt, ema=ema, progress=progress,
-                  desc=recipe.name, on_step=_curve_logger(recipe, steps_log, losses))
-    wall = time.time() - t0
-    info = {"final_loss": round(running, 5), "wall_time_s": round(wall, 1), "autoencoder": ae_name,
-            "latent_scale": round(scale, 6), "seconds_per_step": round(wall / recipe.steps, 4)}
-    return ema.model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
-
-
-@torch.no_grad()
-def _evaluate_ldm(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
-    from ..ldm import LatentDiffusion
-
-    info = info or checkpoints.entry(recipe.name)
-    ae = checkpoints.load(info["autoencoder"], device=device) if info.get("autoencoder") else None
-    return evaluate_ldm(LatentDiffusion(model, ae, info.get("latent_scale", 1.0)), device)
-
-
-@torch.no_grad()
-def _evaluate_prior(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
-    codes = _prior_codes(recipe, HELD_OUT_SEEDS["eval"], device, n=1000)
-    return {"held_out_nll_nats_per_code": round(float(model.loss(codes)), 4),
-            "uniform_nll_nats_per_code": round(math.log(model.config.vocab_size), 4)}
-
-
-@torch.no_grad()
-def _evaluate_classifier(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
-    x, y, attrs = _batch(recipe, HELD_OUT_SEEDS["eval"], n=2000)
-    x, y = x.to(device), y.to(device)
-    out = {}
-    for tt in ([0, 250, 500, 750, 999] if recipe.noise_aware else [None]):
-        if tt is None:
-            logits = model.attribute_logits(x)
-            out["accuracy"] = round(float((logits[0].argmax(1) == y).float().mean()), 4)
-            for name, lg in zip(("colour", "row", "column", "size"), logits[1:]):
-                out[f"{name}_accuracy"] = round(float((lg.argmax(1).cpu() == attrs[name][:, 0]).float().mean()), 4)
-            xc, kind = corrupt(x.cpu(), torch.Generator().manual_seed(0))
-            logits = model.attribute_logits(xc.to(device))
-            out["accuracy_on_corrupted"] = round(float((logits[0].argmax(1) == y).float().mean()), 4)
-            out["corruption_accuracy"] = round(float((logits[-1].argmax(1).cpu() == kind).float().mean()), 4)
-        else:
-            ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
-            g = torch.Generator().manual_seed(0)
-            t = torch.full((len(x),), tt, dtype=torch.long)
-            x_t = q_sample(x, ac[t].to(device), torch.randn(x.shape, generator=g).to(device))
-            out[f"accuracy_t{tt}"] = round(float((model(x_t, t.to(device)).argmax(1) == y).float().mean()), 4)
-    return out
-
-
-@torch.no_grad()
-def _evaluate_diffusion(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
-    ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
-    if recipe.data == "ring8":
-        from ..metrics import mixture_nll, mmd_rbf, sliced_wasserstein
-        mix = ring_mixture()
-        real, _ = mix.sample(2000, torch.Generator().manual_seed(123))
-        out = {}
-        for label, steps, eta in (("ancestral1000", 1000, 1.0), ("ddim20", 20, 0.0), ("ddim50", 50, 0.0)):
-            g = torch.Generator().manual_seed(7)
-            xT = torch.randn(2000, 2, generator=g)
-            ts = timestep_subsequence(recipe.num_timesteps, steps, "uniform")
-            x = ddim_sample(lambda x, t: model(x, t), xT, ac, ts, eta=eta, generator=g)
-            out[label] = {"sliced_w2": round(float(sliced_wasserstein(x, real)), 4),
-                          "mmd": round(float(mmd_rbf(x, real)), 5), "nll": round(float(mixture_nll(x, mix)), 4)}
-        return out
-    from ..metrics import image_quality
-    clf = checkpoints.load("shapes_classifier16", device=device)
-    real, _, _ = _batch(recipe, HELD_OUT_SEEDS["eval"], n=1000)
-    n = 256
-    labels = torch.arange(n) % len(SHAPES)
-    out = {"num_samples": n, "reference": "1000 held-out shapes; features of shapes_classifier16"}
-    # the floor: held-out real images measured the same way (FD is biased upwards at small n)
-    real_n, _, _ = _batch(recipe, HELD_OUT_SEEDS["eval_floor"], n=n)
-    out["real_images"] = image_quality(real_n, real, clf, _batch(recipe, HELD_OUT_SEEDS["eval_floor"], n=n)[1])
-    for label, steps, eta in (("ancestral1000", 1000, 1.0), ("ddim20", 20, 0.0), ("ddim50", 50, 0.0)):
-        g = torch.Generator().manual_seed(7)
-        xT = torch.randn(n, 3, 16, 16, generator=g).to(device)
-        ts = timestep_subsequence(recipe.num_timesteps, steps, "uniform")
-        y = labels.to(device)
-        t0 = time.time()
-        x = ddim_sample(lambda x, t: model(x, t, y), xT, ac, ts, eta=eta, generator=g)
-        out[label] = {**image_quality(x.cpu().clamp(-1, 1), real, clf, labels), "seconds": round(time.time() - t0, 1)}
-        log(f"{label}: {out[label]}")
-    return out
-
-
-@dataclass(frozen=True)
-class Task:
-    """What a recipe's ``task`` means, in one place: how its model trains (returning (model, info, log tensors or
-    None)) and how it is measured for the manifest."""
-
-    train: Callable
-    evaluate: Callable
-    resumable: bool = False
-
-
-TASKS = {
-    "diffusion": Task(partial(_train_loop, step_loss=_diffusion_step_loss), _evaluate_diffusion, resumable=True),
-    "classifier": Task(partial(_train_loop, step_loss=_classifier_step_loss), _evaluate_classifier, resumable=True),
-    "autoencoder": Task(partial(_train_loop, step_loss=_autoencoder_step_loss),
-                        lambda recipe, model, device, log=print, info=None: evaluate_autoencoder(model, device),
-                        resumable=True),
-    "vqgan": Task(_train_vqgan, lambda recipe, model, device, log=print, info=None: evaluate_autoencoder32(model, device)),
-    "prior": Task(_train_prior, _evaluate_prior),
-    "ldm": Task(_train_ldm, _evaluate_ldm),
-}
-
-
-def task_of(recipe: Recipe) -> Task:
-    if recipe.task not in TASKS:
-        raise ValueError(f"recipe.task: expected one of {sorted(TASKS)}, got {recipe.task!r}")
-    return TASKS[recipe.task]
-
-
-def _evaluate(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
-    """The manifest's metrics of a trained model (its task's evaluation)."""
-    return task_of(recipe).evaluate(recipe, model, device, log, info)

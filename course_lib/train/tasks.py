@@ -1,0 +1,208 @@
+"""What a recipe's ``task`` means, in one table (:data:`TASKS`): how its model trains and how it is measured. The
+resumable trainer is :func:`.loops._train_loop`; here are the others (VQGAN's two-player step, the GPT prior, the
+latent diffusion model, LPIPS' lin weights)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import checkpoints
+from ..data import HELD_OUT_SEEDS, generate_shapes
+from ..diffusion import diffusion_loss
+from ..metrics import evaluate_autoencoder, evaluate_autoencoder32
+from ..nets import build_model
+from ..recipes import Recipe
+from ..schedules import make_alphas_cumprod
+from .evaluate import (TWO_AFC_SETS, _evaluate_classifier, _evaluate_diffusion, _evaluate_ldm,
+                       _evaluate_lpips_weights, _evaluate_prior)
+from .loops import (EMA, _autoencoder_step_loss, _batch, _classifier_step_loss, _diffusion_step_loss, _lr_at,
+                    _prior_codes, _train_loop, fit)
+
+__all__ = ["Task", "TASKS", "task_of", "train_2afc"]
+
+
+def _train_vqgan(recipe: Recipe, device, progress: bool = True):
+    """Train one of notebook 05's autoencoders with :class:`course_lib.gan.VQGANTrainer`; returns (model, info,
+    log tensors: reconstructions of 8 held-out images at the snapshot steps, and the logged curves)."""
+    from ..gan import PatchDiscriminator, VQGANTrainer
+    from ..perceptual import LPIPS
+    from ..quantize import codebook_usage
+
+    torch.manual_seed(recipe.seed)
+    ae = build_model(recipe.model, recipe.config).to(device)
+    section = recipe.vqgan
+    loss_cfg = section.loss
+    disc = (PatchDiscriminator(channels=section.disc_channels, num_layers=section.disc_layers).to(device)
+            if loss_cfg.gan else None)
+    perceptual = None
+    if loss_cfg.perceptual_weight > 0:
+        lp = LPIPS(net="shapes", lin=False).to(device).requires_grad_(False).eval()
+        perceptual = lambda a, b: lp(a, b, check_range=False)  # noqa: E731 (raw decoder output may overshoot)
+    trainer = VQGANTrainer(ae, loss_cfg, disc, perceptual, lr=recipe.lr)
+    fixed = generate_shapes(8, 32, 1, seed=HELD_OUT_SEEDS["vqgan_snapshots"]).images.to(device)
+    snap_steps = [s for s in section.snapshot_steps if s < recipe.steps]
+    snaps, history, t0 = [], [], time.time()
+    keys = ("l1", "l2", "lpips", "codebook", "commitment", "g_loss", "lambda_", "rec_grad_norm", "gan_grad_norm",
+            "d_loss", "logits_real", "logits_fake", "loss")
+    curves = {k: [] for k in keys}
+    for step in tqdm(range(recipe.steps), desc=recipe.name, disable=not progress):
+        x, _, _ = _batch(recipe, step)
+        logs = trainer.step(x.to(device), lr=_lr_at(step, recipe))
+        if step % recipe.log_every == 0 or step == recipe.steps - 1:
+            use = codebook_usage(logs["indices"], ae.config.num_codes)
+            history.append({"step": step, "perplexity": round(use["perplexity"], 2),
+                            **{k: round(logs[k], 5) for k in keys if k in logs}})
+            for k in keys:
+                curves[k].append(float(logs.get(k, float("nan"))))
+        if step in snap_steps:
+            with torch.no_grad():
+                ae.eval()
+                snaps.append(ae(fixed).clamp(-1, 1).cpu())
+    wall = time.time() - t0
+    ae.eval()
+    log_tensors = {"snapshot_steps": torch.tensor(snap_steps), "snapshots": torch.stack(snaps) if snaps else torch.zeros(0),
+                   "snapshot_images": fixed.cpu(), "curve_steps": torch.tensor([h["step"] for h in history]),
+                   **{f"curve_{k}": torch.tensor(v) for k, v in curves.items()}}
+    info = {"final_loss": history[-1].get("loss"), "wall_time_s": round(wall, 1), "loss_config": asdict(loss_cfg),
+            "history": history[:: max(1, len(history) // 40)]}
+    if disc is not None:  # shipped in the log: notebook 05 shows its logit maps
+        info["discriminator_params"] = sum(p.numel() for p in disc.parameters())
+        info["discriminator_config"] = disc.config
+        log_tensors.update({f"discriminator.{k}": v for k, v in disc.state_dict().items()})
+    return ae, info, log_tensors
+
+
+def _curve_logger(recipe: Recipe, steps_log: list, losses: list):
+    """on_step for :func:`fit`: the loss every ``log_every`` steps and at the last one (the shipped curves)."""
+    def log(step, loss):
+        if step % recipe.log_every == 0 or step == recipe.steps - 1:
+            steps_log.append(step)
+            losses.append(loss.item())
+    return log
+
+
+def _train_prior(recipe: Recipe, device, progress: bool = True):
+    """Train the transformer prior on the codes of the recipe's autoencoder (loaded from the shipped weights)."""
+    torch.manual_seed(recipe.seed)
+    ae = checkpoints.load(recipe.autoencoder, device=device)
+    model = build_model(recipe.model, recipe.config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    steps_log, losses, t0 = [], [], time.time()
+    running = fit(model, lambda step: model.loss(_prior_codes(recipe, step, device, autoencoder=ae)), recipe.steps,
+                  lambda step: _lr_at(step, recipe), opt, progress=progress, desc=recipe.name,
+                  on_step=_curve_logger(recipe, steps_log, losses))
+    info = {"final_loss": round(running, 4), "wall_time_s": round(time.time() - t0, 1),
+            "autoencoder": recipe.autoencoder}
+    return model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
+
+
+def _train_ldm(recipe: Recipe, device, progress: bool = True):
+    """Train a caption-conditioned denoiser on scaled latents (or pixels) with L_LDM; returns (EMA model, info, log)."""
+    from ..ldm import latent_scale
+
+    torch.manual_seed(recipe.seed)
+    ae_name = recipe.autoencoder
+    ae = checkpoints.load(ae_name, device=device) if ae_name else None
+    scale = latent_scale(ae, generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["latent_scale"]).images.to(device)) if ae else 1.0
+    model = build_model(recipe.model, recipe.config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
+    ema = EMA(model, recipe.ema_decay)
+    ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    steps_log, losses, t0 = [], [], time.time()
+
+    def loss_at(step):  # L_LDM on the scaled latents of the step's batch (pixels for the pixel-space model)
+        b = generate_shapes(recipe.batch_size, 32, 1, seed=recipe.seed * 1_000_003 + step)
+        with torch.no_grad():
+            z0 = scale * ae.encode(b.images.to(device)) if ae is not None else b.images.to(device)
+        return diffusion_loss(model, z0, ac, b.tokens.to(device), recipe.cond_drop_prob, gen)
+
+    running = fit(model, loss_at, recipe.steps, lambda step: _lr_at(step, recipe), opt, ema=ema, progress=progress,
+                  desc=recipe.name, on_step=_curve_logger(recipe, steps_log, losses))
+    wall = time.time() - t0
+    info = {"final_loss": round(running, 5), "wall_time_s": round(wall, 1), "autoencoder": ae_name,
+            "latent_scale": round(scale, 6), "seconds_per_step": round(wall / recipe.steps, 4)}
+    return ema.model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
+
+
+def train_2afc(variant: str, train_set: dict, steps: int, batch_size: int, seed: int = 3, progress: bool = False,
+               desc: str = ""):
+    """Train one of LPIPS' set-ups (:func:`course_lib.perceptual.lpips_variant`) on a 2AFC set with the paper's
+    head G and loss (:func:`course_lib.perceptual.two_afc_loss`), keeping w_l >= 0; returns (metric in eval mode,
+    smoothed final loss)."""
+    from ..perceptual import TwoAFCHead, clamp_weights_, lpips_variant, two_afc_loss
+
+    torch.manual_seed(0)
+    metric, groups = lpips_variant(variant)
+    head = TwoAFCHead()
+    opt = torch.optim.Adam(groups + [{"params": head.parameters(), "lr": 1e-3}])
+    g = torch.Generator().manual_seed(seed)
+    n = len(train_set["ref"])
+
+    def loss_at(step):
+        idx = torch.randint(0, n, (batch_size,), generator=g)
+        return two_afc_loss(metric, head, train_set["ref"][idx], train_set["p0"][idx], train_set["p1"][idx],
+                            train_set["judge"][idx])
+
+    # no gradient clipping (an infinite norm leaves the gradients bit-identical): the paper's plain Adam steps
+    running = fit(metric, loss_at, steps, None, opt, progress=progress, desc=desc, max_grad_norm=float("inf"),
+                  on_step=lambda step, loss: clamp_weights_(metric))
+    return metric.eval(), running
+
+
+def _train_lpips_weights(recipe: Recipe, device, progress: bool = True):
+    """LPIPS' "lin" on the course backbone: w_l learned on the synthetic 2AFC set, the backbone frozen."""
+    from ..data.distortions import make_2afc
+
+    t0 = time.time()
+    n, seed = TWO_AFC_SETS["train"]
+    metric, running = train_2afc("lin", make_2afc(n, seed=seed), recipe.steps, recipe.batch_size, recipe.seed,
+                                 progress, recipe.name)
+    model = build_model(recipe.model, recipe.config)
+    if list(model.config.channels) != list(metric.channels):
+        raise ValueError(f"recipe.config: expected channels {metric.channels} (the trunk's), got "
+                         f"{model.config.channels}")
+    for w, learned in zip(model.weights, metric.weights):
+        w.data.copy_(learned.detach())
+    info = {"final_loss": round(running, 5), "wall_time_s": round(time.time() - t0, 1),
+            "train_set": list(TWO_AFC_SETS["train"])}
+    return model.eval(), info, None
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a recipe's ``task`` means, in one place: how its model trains (returning (model, info, log tensors or
+    None)) and how it is measured for the manifest."""
+
+    train: Callable
+    evaluate: Callable
+    resumable: bool = False
+
+
+TASKS = {
+    "diffusion": Task(partial(_train_loop, step_loss=_diffusion_step_loss), _evaluate_diffusion, resumable=True),
+    "classifier": Task(partial(_train_loop, step_loss=_classifier_step_loss), _evaluate_classifier, resumable=True),
+    "autoencoder": Task(partial(_train_loop, step_loss=_autoencoder_step_loss),
+                        lambda recipe, model, device, log=print, info=None: evaluate_autoencoder(model, device),
+                        resumable=True),
+    "vqgan": Task(_train_vqgan, lambda recipe, model, device, log=print, info=None: evaluate_autoencoder32(model, device)),
+    "prior": Task(_train_prior, _evaluate_prior),
+    "ldm": Task(_train_ldm, _evaluate_ldm),
+    "lpips": Task(_train_lpips_weights, _evaluate_lpips_weights),
+}
+
+
+def task_of(recipe: Recipe) -> Task:
+    if recipe.task not in TASKS:
+        raise ValueError(f"recipe.task: expected one of {sorted(TASKS)}, got {recipe.task!r}")
+    return TASKS[recipe.task]
+
+
+def _evaluate(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
+    """The manifest's metrics of a trained model (its task's evaluation)."""
+    return task_of(recipe).evaluate(recipe, model, device, log, info)
