@@ -149,7 +149,7 @@ def check_step_order(a_t: torch.Tensor, a_prev: torch.Tensor) -> None:
 
 
 def check_sigma(sig: torch.Tensor, a_prev: torch.Tensor) -> torch.Tensor:
-    """0 <= sigma and sigma^2 <= 1 - alpha_bar_prev, eq. (7)'s condition (a rounding tolerance of 1e-6)."""
+    """0 <= sigma and sigma^2 <= 1 - alpha_bar_prev, eq. 7 (2)'s condition (a rounding tolerance of 1e-6)."""
     if bool((sig < 0).any()) or bool(sig.isnan().any()):
         raise ValueError(f"sigma: expected values >= 0, got {sig.min().item()}")
     room = 1 - a_prev - sig**2

@@ -24,7 +24,7 @@ __all__ = [
 
 
 def q_sample(x0: torch.Tensor, alpha_bar_t, noise: torch.Tensor) -> torch.Tensor:
-    r"""Forward marginal, DDIM eq. (1):
+    r"""Forward marginal, DDIM eq. 1 (1):
 
     .. math:: x_t = \sqrt{\alpha_t}\,x_0 + \sqrt{1-\alpha_t}\,\epsilon,\qquad \epsilon \sim \mathcal N(0, I)
 
@@ -39,7 +39,7 @@ def q_sample(x0: torch.Tensor, alpha_bar_t, noise: torch.Tensor) -> torch.Tensor
 
 
 def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t) -> torch.Tensor:
-    r"""The "predicted :math:`x_0`" of DDIM eq. (12), eq. (1) solved for :math:`x_0`:
+    r"""The "predicted :math:`x_0`" of DDIM eq. 12 (4), eq. 1 (1) solved for :math:`x_0`:
 
     .. math:: f_\theta^{(t)}(x_t) = \frac{x_t - \sqrt{1-\alpha_t}\,\epsilon_\theta^{(t)}(x_t)}{\sqrt{\alpha_t}}
     """
@@ -50,7 +50,7 @@ def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t) -> torch.Ten
 
 
 def sigma_eta(alpha_bar_t, alpha_bar_prev, eta) -> torch.Tensor:
-    r"""DDIM eq. (16): the noise scale that interpolates DDIM (eta = 0) and DDPM (eta = 1):
+    r"""DDIM eq. 16: the noise scale that interpolates DDIM (eta = 0) and DDPM (eta = 1):
 
     .. math:: \sigma_t(\eta) = \eta\,\sqrt{\frac{1-\alpha_{t-1}}{1-\alpha_t}}\,\sqrt{1-\frac{\alpha_t}{\alpha_{t-1}}}
     """
@@ -61,7 +61,7 @@ def sigma_eta(alpha_bar_t, alpha_bar_prev, eta) -> torch.Tensor:
     if bool(((eta_t < 0) | (eta_t > 1) | eta_t.isnan()).any()):
         bad = eta_t[(eta_t < 0) | (eta_t > 1) | eta_t.isnan()].flatten()[0].item()
         raise ValueError(f"eta: expected a value in [0, 1] (0 is DDIM, 1 is DDPM; beyond 1, sigma^2 would exceed "
-                         f"1 - alpha_bar_prev and eq. 12's direction term has no square root), got {bad}")
+                         f"1 - alpha_bar_prev and eq. 12 (4)'s direction term has no square root), got {bad}")
     # at alpha_bar_t = 1 both factors are 0/0; the limit is 0 (no noise at t = 0)
     ratio = torch.where(a_t < 1, (1 - a_prev) / (1 - a_t).clamp_min(1e-20), torch.zeros_like(a_t))
     return eta_t * ratio.clamp_min(0).sqrt() * (1 - a_t / a_prev).clamp_min(0).sqrt()
@@ -72,7 +72,7 @@ def sigma_hat(alpha_bar_t, alpha_bar_prev) -> torch.Tensor:
 
     .. math:: \hat\sigma_t = \sqrt{1 - \alpha_t/\alpha_{t-1}}
 
-    It exceeds :math:`\sigma_t(1)` and, on long jumps, :math:`\sqrt{1-\alpha_{t-1}}`: eq. (12)'s direction term is then 0.
+    It exceeds :math:`\sigma_t(1)` and, on long jumps, :math:`\sqrt{1-\alpha_{t-1}}`: eq. 12 (4)'s direction term is then 0.
     """
     a_t = check_alpha_bar(alpha_bar_t, "alpha_bar_t")
     a_prev = check_alpha_bar(alpha_bar_prev, "alpha_bar_prev")
@@ -81,13 +81,13 @@ def sigma_hat(alpha_bar_t, alpha_bar_prev) -> torch.Tensor:
 
 
 def q_sigma_posterior(x_t, x0, alpha_bar_t, alpha_bar_prev, sigma):
-    r"""Mean and variance of the non-Markovian posterior, DDIM eq. (7) (the notes' eq. 2):
+    r"""Mean and variance of the non-Markovian posterior, DDIM eq. 7 (2):
 
     .. math:: q_\sigma(x_{t-1} \mid x_t, x_0) = \mathcal N\Big(\sqrt{\alpha_{t-1}}\,x_0
               + \sqrt{1-\alpha_{t-1}-\sigma_t^2}\cdot\frac{x_t - \sqrt{\alpha_t}\,x_0}{\sqrt{1-\alpha_t}},\ \sigma_t^2 I\Big)
 
     The fraction is the noise that takes x0 to x_t; for every sigma the family keeps the
-    marginals q(x_t | x0) of eq. (1). Requires sigma^2 <= 1 - alpha_{t-1}. Returns (mean, variance),
+    marginals q(x_t | x0) of eq. 1 (1). Requires sigma^2 <= 1 - alpha_{t-1}. Returns (mean, variance),
     the variance broadcast like sigma.
     """
     check_tensor(x_t, "x_t")
@@ -125,7 +125,7 @@ def ddpm_posterior(x_t, x0, alpha_bar_t, alpha_bar_prev):
 
 @dataclass
 class DDIMTerms:
-    """The three terms of DDIM eq. (12); ``x_prev = pred_x0_term + direction + noise``."""
+    """The three terms of DDIM eq. 12 (4); ``x_prev = pred_x0_term + direction + noise``."""
 
     pred_x0: torch.Tensor        # f_theta(x_t), the predicted x0 itself
     pred_x0_term: torch.Tensor   # sqrt(alpha_{t-1}) * predicted x0
@@ -139,7 +139,7 @@ class DDIMTerms:
 
 def ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x0=None,
                     sigma=None) -> DDIMTerms:
-    r"""One step of DDIM eq. (12), split into its three named terms:
+    r"""One step of DDIM eq. 12 (4), split into its three named terms:
 
     .. math:: x_{t-1} = \underbrace{\sqrt{\alpha_{t-1}}\,f_\theta(x_t)}_{\text{predicted } x_0}
               + \underbrace{\sqrt{1-\alpha_{t-1}-\sigma_t^2}\;\epsilon_\theta^{(t)}(x_t)}_{\text{direction pointing to } x_t}
@@ -148,7 +148,7 @@ def ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, 
     sigma defaults to :math:`\sigma_t(\eta)` (eq. 16); ``clip_x0=c`` clamps the predicted x0 to
     [-c, c] (off by default: the paper does not clip). ``noise`` is :math:`\epsilon_t`
     (drawn with ``torch.randn_like`` when needed and not given). A given ``sigma`` must satisfy
-    eq. (7)'s :math:`\sigma_t^2 \le 1 - \alpha_{t-1}`; x_t and eps must be finite.
+    eq. 7 (2)'s :math:`\sigma_t^2 \le 1 - \alpha_{t-1}`; x_t and eps must be finite.
     """
     check_tensor(x_t, "x_t", floating=True, finite=True)
     check_same_shape(eps, x_t, "eps", "x_t")
@@ -156,7 +156,7 @@ def ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, 
     if clip_x0 is not None and not (isinstance(clip_x0, (int, float)) and not isinstance(clip_x0, bool)
                                     and clip_x0 > 0):
         raise ValueError(f"clip_x0: expected None or a positive number (x0 is clamped to [-c, c]), got {clip_x0!r}")
-    if sigma is None:  # eq. (16)
+    if sigma is None:  # eq. 16
         sigma = sigma_eta(alpha_bar_t, alpha_bar_prev, eta)
     alpha_bar_t = check_coef_tensor(alpha_bar_t, x_t, "alpha_bar_t")
     alpha_bar_prev = check_coef_tensor(alpha_bar_prev, x_t, "alpha_bar_prev")
@@ -171,7 +171,7 @@ def ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, 
 
 
 def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=None) -> DDIMTerms:
-    r"""DDIM eq. (12) (the notes' eq. 4), the one function that computes the update, in its three named terms:
+    r"""DDIM eq. 12 (4), the one function that computes the update, in its three named terms:
 
     .. math:: x_{t-1} = \underbrace{\sqrt{\alpha_{t-1}}\,f_\theta(x_t)}_{\text{predicted } x_0}
               + \underbrace{\sqrt{1-\alpha_{t-1}-\sigma_t^2}\;\epsilon_\theta^{(t)}(x_t)}_{\text{direction pointing to } x_t}
@@ -184,7 +184,7 @@ def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=Non
     alpha_bar_t = check_coef(alpha_bar_t, x_t, "alpha_bar_t")
     alpha_bar_prev = check_coef(alpha_bar_prev, x_t, "alpha_bar_prev")
     sigma = check_sigma_coef(sigma, x_t)
-    # 1. predicted x0, eq. (12)'s first bracket: f_theta(x_t) = (x_t - sqrt(1 - alpha_t) eps) / sqrt(alpha_t)
+    # 1. predicted x0, eq. 12 (4)'s first bracket: f_theta(x_t) = (x_t - sqrt(1 - alpha_t) eps) / sqrt(alpha_t)
     x0 = predicted_x0(x_t, eps, alpha_bar_t)
     if clip_x0 is not None:  # not in the paper: clamp x0, and keep eps consistent with it (direction from x0 to x_t)
         x0 = x0.clamp(-clip_x0, clip_x0)
@@ -197,7 +197,7 @@ def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=Non
 
 
 def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x0=None) -> torch.Tensor:
-    """DDIM eq. (12): x_{t-1} from x_t and the predicted noise (see :func:`ddim_step_terms`)."""
+    """DDIM eq. 12 (4): x_{t-1} from x_t and the predicted noise (see :func:`ddim_step_terms`)."""
     return ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise, clip_x0).x_prev
 
 
@@ -205,8 +205,8 @@ def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x
 def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps, eta: float = 0.0,
                 generator: torch.Generator | None = None, return_trajectory: bool = False,
                 variance: str = "eta", clip_x0=None, progress: bool = False):
-    r"""Run the generative process along the decreasing sub-sequence ``timesteps`` (:math:`\tau`), DDIM eq. (10)
-    (the notes' eq. 3) with eq. (12)'s update (:func:`ddim_update`) at every step:
+    r"""Run the generative process along the decreasing sub-sequence ``timesteps`` (:math:`\tau`), DDIM eq. 10 (3)
+    with eq. 12 (4)'s update (:func:`ddim_update`) at every step:
 
     .. math:: p_\theta^{(t)}(x_{t-1} \mid x_t) = \begin{cases}
               \mathcal N\big(f_\theta^{(1)}(x_1),\ \sigma_1^2 I\big) & t = 1 \\
@@ -233,7 +233,7 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
     a_prev_t = torch.tensor(a_prevs, dtype=ac.dtype, device=ac.device)
     if variance == "sigma_hat":
         sigmas = sigma_hat(ac[ts], a_prev_t).tolist()
-        sigmas[-1] = 0.0  # the last step returns the predicted x0 (eq. 3's t = 1 case), without noise
+        sigmas[-1] = 0.0  # the last step returns the predicted x0 (eq. 10 (3)'s t = 1 case), without noise
     else:
         sigmas = sigma_eta(ac[ts], a_prev_t, eta).tolist()
     x, traj, n = x_T, [x_T], x_T.shape[0]
@@ -259,7 +259,7 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
 def ddim_invert(eps_fn, x0: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps, return_trajectory: bool = False):
     r"""Deterministic encoding :math:`x_0 \to x_T`: DDIM's ODE (eq. 14) integrated forwards in t.
 
-    With :math:`\bar x = x/\sqrt{\alpha}` and :math:`\bar\sigma = \sqrt{(1-\alpha)/\alpha}`, eq. (14) is
+    With :math:`\bar x = x/\sqrt{\alpha}` and :math:`\bar\sigma = \sqrt{(1-\alpha)/\alpha}`, eq. 14 is
     :math:`d\bar x = \epsilon_\theta\,d\bar\sigma`; each Euler step re-noises the predicted x0 with the
     predicted noise,
 

@@ -253,11 +253,16 @@ class SliderDemo:
         for values in settings:
             fig = self.figure(**values)
             fig.canvas.draw()
-            panels.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+            img = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
             plt.close(fig)
+            ink = (img < 250).any(axis=2)  # crop the demo figure's white margins: the panels sit closer
+            rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+            if rows.size:
+                img = img[max(rows[0] - 4, 0):rows[-1] + 5, max(cols[0] - 4, 0):cols[-1] + 5]
+            panels.append(img)
         ncols = ncols or len(panels)
         nrows = -(-len(panels) // ncols)
-        h, w = panels[0].shape[:2]
+        h, w = max(p.shape[0] for p in panels), max(p.shape[1] for p in panels)
         out, axes = plt.subplots(nrows, ncols, figsize=(ncols * w / 80, nrows * h / 80 + 0.3 * nrows), dpi=80,
                                  squeeze=False)
         for ax in axes.flat:

@@ -18,7 +18,7 @@ def gen(seed):
 
 @pytest.mark.parametrize("eta", [0.0, 0.3, 1.0])
 def test_q_sigma_keeps_the_marginals_of_eq1(eta):
-    """x_t ~ q(x_t | x0), then x_{t-1} ~ q_sigma(x_{t-1} | x_t, x0) has the marginal q(x_{t-1} | x0) of eq. (1)."""
+    """x_t ~ q(x_t | x0), then x_{t-1} ~ q_sigma(x_{t-1} | x_t, x0) has the marginal q(x_{t-1} | x0) of eq. 1 (1)."""
     x0 = torch.tensor([[1.0, -2.0]]).expand(200000, 2)
     t, s = 600, 400
     a_t, a_s = AC[t].item(), AC[s].item()
@@ -40,7 +40,7 @@ def test_q_sigma_at_eta1_is_the_ddpm_posterior():
 
 
 def test_ddim_step_is_q_sigma_with_the_predicted_x0():
-    """Eq. (3)/(4): the generative step is q_sigma(x_{t-1} | x_t, f_theta(x_t))."""
+    """DDIM eq. 10 (3) / eq. 12 (4): the generative step is q_sigma(x_{t-1} | x_t, f_theta(x_t))."""
     x_t, eps, noise = (torch.randn(8, 2, generator=gen(i)) for i in (5, 6, 7))
     a_t, a_prev, eta = 0.3, 0.6, 0.7
     sigma = sigma_eta(a_t, a_prev, eta)
@@ -170,7 +170,7 @@ def test_agrees_with_diffusers_ddim_scheduler(eta, S):
 
 
 def test_q_sample_and_ddpm_posterior_match_diffusers_ddpm_scheduler():
-    """Reference: diffusers' DDPMScheduler (add_noise is eq. 1; step with prediction_type="sample" is the posterior
+    """Reference: diffusers' DDPMScheduler (add_noise is DDIM eq. 1 (1); step with prediction_type="sample" is the posterior
     of Ho et al. eq. 6-7, whose mean and variance we read off two draws of its noise)."""
     diffusers = pytest.importorskip("diffusers")
     sched = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,

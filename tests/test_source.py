@@ -13,7 +13,7 @@ def test_show_leaves_out_docstring_and_checks_and_keeps_the_maths_and_its_commen
     src = maths_source(ddim_update)
     assert src.startswith("def ddim_update(")
     assert '"""' not in src and "check_" not in src and "raise" not in src
-    assert "x0 = predicted_x0(x_t, eps, alpha_bar_t)" in src  # eq. 12's first bracket is the shown function's
+    assert "x0 = predicted_x0(x_t, eps, alpha_bar_t)" in src  # DDIM eq. 12 (4)'s first bracket is the shown function's
     for comment in ("# 1. predicted x0", "# 2. direction pointing to x_t", "# 3. random noise"):
         assert comment in src
     assert "# (argument checks left out" in src

@@ -197,7 +197,7 @@ def _wrong_step(direction_room=None, noise_scale=None, x0_coef=None, sigma_fn=No
 
 
 def check_ddim_step(fn) -> Verdict:
-    """Exercise 1.3: ``fn(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise)`` = DDIM eq. (12), x_{t-1}."""
+    """Exercise 1.3: ``fn(x_t, eps, alpha_bar_t, alpha_bar_prev, eta, noise)`` = DDIM eq. 12 (4), x_{t-1}."""
     mistakes = {
         "the direction term is sqrt(1 - abar_prev - sigma_t^2) * eps: you left out sigma_t^2":
             _wrong_step(direction_room=lambda a, p, s: 1 - p),

@@ -23,7 +23,7 @@ DPI = 80  # live figures are re-rendered on every slider move; fewer pixels keep
 
 
 def forward_demo(image: torch.Tensor, points: torch.Tensor, labels, mixture, alphas_cumprod, seed: int = 0):
-    """Eq. (1) on one shapes image and a 2-D cloud; slider t. The noise is drawn once, so only t moves."""
+    """DDIM eq. 1 (1) on one shapes image and a 2-D cloud; slider t. The noise is drawn once, so only t moves."""
     g = torch.Generator().manual_seed(seed)
     img_noise = torch.randn(image.shape, generator=g)
     pt_noise = torch.randn(points.shape, generator=g)
@@ -61,7 +61,7 @@ def forward_demo(image: torch.Tensor, points: torch.Tensor, labels, mixture, alp
 
 
 def posterior_demo(x0: torch.Tensor, alphas_cumprod, seed: int = 0, num_samples: int = 300):
-    """Eq. (2): q_sigma(x_prev | x_t, x0) for one 2-D x0 and one x_t; sliders t, jump (prev = t - jump; DDIM's
+    """DDIM eq. 7 (2): q_sigma(x_prev | x_t, x0) for one 2-D x0 and one x_t; sliders t, jump (prev = t - jump; DDIM's
     sub-sequences jump, jump = 1 is the one-step posterior) and eta. At eta = 1 the mean and spread coincide
     with DDPM's posterior (drawn as a cross)."""
     g = torch.Generator().manual_seed(seed)
@@ -126,7 +126,7 @@ def posterior_demo(x0: torch.Tensor, alphas_cumprod, seed: int = 0, num_samples:
 
 
 def terms_demo(mixture, alphas_cumprod, num_points: int = 6, seed: int = 0, lim: float = 3.0):
-    """Eq. (4) as three arrows per point, head to tail: sqrt(abar_prev) * predicted x0, the direction pointing to
+    """DDIM eq. 12 (4) as three arrows per point, head to tail: sqrt(abar_prev) * predicted x0, the direction pointing to
     x_t, and the random noise; the exact eps* of ``mixture`` is the noise prediction. Sliders t, jump, eta."""
     g = torch.Generator().manual_seed(seed)
     x0, _ = mixture.sample(num_points, g)
@@ -181,7 +181,7 @@ def terms_demo(mixture, alphas_cumprod, num_points: int = 6, seed: int = 0, lim:
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
         ax.legend(fontsize=7, loc="lower left")
-        ax.set_title("eq. (12): the step as three arrows from the origin, head to tail", fontsize=9)
+        ax.set_title("DDIM eq. 12 (4): the step as three arrows from the origin, head to tail", fontsize=9)
         fig.tight_layout()
         return fig
 
