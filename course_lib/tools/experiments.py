@@ -230,7 +230,7 @@ def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0
     def run(name, config, key):
         recipe = Recipe(name, "VQVAE", config, task="autoencoder", data="shapes16", steps=steps,
                         batch_size=batch_size, lr=1e-3, seed=11, description=f"sweep run {name}",
-                        extra={"log_every": max(1, steps // 30)})
+                        log_every=max(1, steps // 30))
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             model, info = train(recipe, save=False, progress=False, evaluate=False, log=lambda *a: None,
