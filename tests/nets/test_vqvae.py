@@ -21,7 +21,7 @@ def test_objective_is_reconstruction_plus_codebook_plus_commitment():
     assert set(out.parts) == {"reconstruction", "codebook", "commitment"}
     # training_loss is the same objective, parts as floats
     loss, parts, _ = model.training_loss(x)
-    assert torch.allclose(loss, out.loss) and parts["codebook"] == float(out.parts["codebook"])
+    assert torch.allclose(loss, out.loss) and parts["codebook"] == float(out.parts["codebook"].detach())
     # VQGAN's reconstruction term replaces the squared error and nothing else
     l1 = lambda a, b: ((a - b).abs().mean(), {"l1": (a - b).abs().mean()})  # noqa: E731
     vqgan = model.objective(x, l1)
