@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-__all__ = ["TERM_COLORS", "to_image", "attention_overlay", "image_grid", "show_images", "scatter_2d", "density_grid", "density_contours",
+__all__ = ["TERM_COLORS", "to_image", "attention_overlay", "image_grid", "show_images", "compare_samples", "scatter_2d", "density_grid", "density_contours",
            "plot_trajectories", "class_colors"]
 
 TERM_COLORS = {
@@ -64,6 +64,23 @@ def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, a
     if title:
         ax.set_title(title)
     return im
+
+
+def compare_samples(columns: dict, captions: list, per_caption: int) -> plt.Figure:
+    """Samples of several models side by side, one row per caption: ``columns`` maps a label to images
+    (len(captions) * per_caption, 3, H, W) drawn caption by caption, in the same caption order for every model."""
+    for label, images in columns.items():
+        if len(images) != len(captions) * per_caption:
+            raise ValueError(f"columns[{label!r}]: expected {len(captions) * per_caption} images ({per_caption} per "
+                             f"caption), got {len(images)}")
+    fig, axes = plt.subplots(len(captions), len(columns), figsize=(4 * len(columns), 1.25 * len(captions)),
+                             squeeze=False)
+    for i, caption in enumerate(captions):
+        for j, (label, images) in enumerate(columns.items()):
+            show_images(images[per_caption * i: per_caption * (i + 1)], nrow=per_caption, ax=axes[i, j],
+                        title=f"{label}: {caption}")
+    fig.tight_layout()
+    return fig
 
 
 def density_grid(log_density_fn, lim: float = 3.0, n: int = 120) -> torch.Tensor:

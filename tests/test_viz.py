@@ -57,3 +57,14 @@ def test_attention_overlay_upsamples_each_cell_to_a_block_over_the_image():
     with pytest.raises(ValueError, match="attention: expected one map"):
         attention_overlay(ax, image, torch.zeros(2, 8, 8))
     plt.close(fig)
+
+
+def test_compare_samples_puts_each_caption_on_one_row_and_refuses_a_short_column():
+    a, b = torch.rand(6, 3, 8, 8) * 2 - 1, torch.rand(6, 3, 8, 8) * 2 - 1
+    fig = viz.compare_samples({"left": a, "right": b}, ["one", "two", "three"], per_caption=2)
+    axes = fig.axes
+    assert len(axes) == 6 and [ax.get_title() for ax in axes[:2]] == ["left: one", "right: one"]
+    assert axes[3].get_title() == "right: two"
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"columns\['right'\]: expected 6 images"):
+        viz.compare_samples({"left": a, "right": b[:5]}, ["one", "two", "three"], per_caption=2)
