@@ -98,7 +98,7 @@ class TransformerBlock(nn.Module):
 
     .. math:: x \leftarrow x + \mathrm{SelfAttn}(\mathrm{LN}_1\,x)
 
-    .. math:: x \leftarrow x + \mathrm{CrossAttn}(\mathrm{LN}_2\,x,\ \text{context})\quad\text{(if context\\_dim)}
+    .. math:: x \leftarrow x + \mathrm{CrossAttn}(\mathrm{LN}_2\,x,\ \text{context})\quad\text{(with a context)}
 
     .. math:: x \leftarrow x + \mathrm{FF}(\mathrm{LN}_3\,x),\qquad \mathrm{FF} = W_2\,\mathrm{GELU}(W_1 \cdot)
 
