@@ -141,7 +141,7 @@ class TwoAFCHead(nn.Module):
 VARIANTS = ("lin", "tune", "scratch")
 
 
-def lpips_variant(variant: str, net: str = "shapes", seed: int = 0):
+def lpips_variant(variant: str, net: str = "shapes", seed: int = 0, lr: float | None = None):
     r"""One of the paper's three ways of training LPIPS (§3, "Learned metrics"), set up for training:
 
     - ``lin``: the pretrained backbone :math:`\mathcal F` frozen, only the weights :math:`w_l` learned;
@@ -149,7 +149,7 @@ def lpips_variant(variant: str, net: str = "shapes", seed: int = 0):
     - ``scratch``: a randomly initialised backbone trained from scratch with :math:`w_l`.
 
     :math:`w_l` start at 1 (the unweighted distance). Returns (metric, optimizer parameter groups): the weights at
-    lr 1e-2 for ``lin`` (the only thing that moves), 1e-3 with the backbone otherwise."""
+    lr (default) 1e-2 for ``lin`` (the only thing that moves), 1e-3 with the backbone otherwise."""
     if variant not in VARIANTS:
         raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
     metric = LPIPS(net, backbone="random" if variant == "scratch" else "auto", lin=False, seed=seed)
@@ -161,7 +161,8 @@ def lpips_variant(variant: str, net: str = "shapes", seed: int = 0):
         for p in metric.backbone_parameters():
             p.requires_grad_(True)
         params += list(metric.backbone_parameters())
-    return metric, [{"params": params, "lr": 1e-2 if variant == "lin" else 1e-3}]
+    lr = (1e-2 if variant == "lin" else 1e-3) if lr is None else lr
+    return metric, [{"params": params, "lr": lr}]
 
 
 def two_afc_loss(metric, head: TwoAFCHead, ref, p0, p1, judge) -> torch.Tensor:

@@ -178,17 +178,12 @@ class CaptionUNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def transformers(self) -> dict:
-        """{name: SpatialTransformer} in the order the forward pass meets them (name says level and resolution)."""
-        out = {}
+        """{name: SpatialTransformer} in the order the forward pass meets them (name says level and resolution);
+        the names are the ones an :class:`~course_lib.attention.AttentionRecorder` records under."""
         n = len(self.down)
-        for i, blk in enumerate(self.down):
-            if "attn" in blk:
-                out[f"down{i}"] = blk["attn"]
-        out["mid"] = self.mid_attn
-        for j, blk in enumerate(self.up):
-            if "attn" in blk:
-                out[f"up{n - 1 - j}"] = blk["attn"]
-        return out
+        down = {f"down{i}": blk["attn"] for i, blk in enumerate(self.down) if "attn" in blk}
+        up = {f"up{n - 1 - j}": blk["attn"] for j, blk in enumerate(self.up) if "attn" in blk}
+        return {**down, "mid": self.mid_attn, **up}
 
     def null_condition(self, n: int, device=None) -> torch.Tensor:
         """The empty caption (all ``<pad>``), one per sample: what caption dropout trains and classifier-free
@@ -205,22 +200,26 @@ class CaptionUNet(nn.Module):
         if tokens.shape[0] != x.shape[0]:
             raise ValueError(f"tokens: expected one caption per image ({x.shape[0]}), got {tuple(tokens.shape)}")
         context, mask = self.caption_encoder(tokens)
-        record = (lambda name: recorder.layer(name)) if recorder is not None else (lambda name: None)
+        if recorder is not None:  # record under transformers()'s names: one naming of the layers
+            names = {id(st): name for name, st in self.transformers().items()}
+            record = lambda st: recorder.layer(names[id(st)])  # noqa: E731
+        else:
+            record = lambda st: None  # noqa: E731
         emb = self.time_mlp(_timesteps_for(t, x))
         h = self.conv_in(x)
         skips = []
-        for i, blk in enumerate(self.down):
+        for blk in self.down:
             h = blk["res"](h, emb)
             if "attn" in blk:
-                h = blk["attn"](h, context, mask, record(f"down{i}"))
+                h = blk["attn"](h, context, mask, record(blk["attn"]))
             skips.append(h)
             if "down" in blk:
                 h = blk["down"](h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb), context, mask, record("mid")), emb)
-        for j, blk in enumerate(self.up):
+        h = self.mid2(self.mid_attn(self.mid1(h, emb), context, mask, record(self.mid_attn)), emb)
+        for blk in self.up:
             h = blk["res"](torch.cat([h, skips.pop()], dim=1), emb)
             if "attn" in blk:
-                h = blk["attn"](h, context, mask, record(f"up{len(self.down) - 1 - j}"))
+                h = blk["attn"](h, context, mask, record(blk["attn"]))
             if "up" in blk:
                 h = blk["up"](F.interpolate(h, scale_factor=2, mode="nearest"))
         return self.conv_out(F.silu(self.norm_out(h)))

@@ -85,11 +85,12 @@ def _lr_at(step: int, recipe: Recipe, warmup: int = 200) -> float:
 
 
 def fit(model, loss_at, steps: int, lr_at, opt, start: int = 0, ema: EMA | None = None, progress: bool = True,
-        desc: str = "", on_step=None, max_grad_norm: float = 1.0):
+        desc: str = "", on_step=None, max_grad_norm: float | None = 1.0):
     """The one training loop of every recipe (VQGAN's two-player step is :class:`course_lib.gan.VQGANTrainer`'s):
-    for each step, set the learning rate ``lr_at(step)``, take ``loss_at(step)``, backpropagate, clip the gradient
-    norm, step the optimizer, update the EMA, then ``on_step(step, loss)`` (logging, resumable state). It knows
-    nothing about the model. Returns the smoothed loss (None if no step ran)."""
+    for each step, set the learning rate ``lr_at(step)`` (``lr_at=None`` keeps the optimizer's per-group rates),
+    take ``loss_at(step)``, backpropagate, clip the gradient norm (not with ``max_grad_norm=None``), step the
+    optimizer, update the EMA, then ``on_step(step, loss)`` (logging, resumable state). It knows nothing about the
+    model. Returns the smoothed loss (None if no step ran)."""
     running = None
     bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
     for step in bar:
@@ -99,7 +100,8 @@ def fit(model, loss_at, steps: int, lr_at, opt, start: int = 0, ema: EMA | None 
         loss = loss_at(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        if max_grad_norm is not None:  # None: plain steps (LPIPS' 2AFC training)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step()
         if ema is not None:
             ema.update(model, step)

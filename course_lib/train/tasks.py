@@ -131,14 +131,14 @@ def _train_ldm(recipe: Recipe, device, progress: bool = True):
 
 
 def train_2afc(variant: str, train_set: dict, steps: int, batch_size: int, seed: int = 3, progress: bool = False,
-               desc: str = ""):
+               desc: str = "", lr: float | None = None):
     """Train one of LPIPS' set-ups (:func:`course_lib.perceptual.lpips_variant`) on a 2AFC set with the paper's
     head G and loss (:func:`course_lib.perceptual.two_afc_loss`), keeping w_l >= 0; returns (metric in eval mode,
-    smoothed final loss)."""
+    smoothed final loss). ``lr``: the metric's learning rate (default: the variant's); the head's is 1e-3."""
     from ..perceptual import TwoAFCHead, clamp_weights_, lpips_variant, two_afc_loss
 
     torch.manual_seed(0)
-    metric, groups = lpips_variant(variant)
+    metric, groups = lpips_variant(variant, lr=lr)
     head = TwoAFCHead()
     opt = torch.optim.Adam(groups + [{"params": head.parameters(), "lr": 1e-3}])
     g = torch.Generator().manual_seed(seed)
@@ -149,8 +149,8 @@ def train_2afc(variant: str, train_set: dict, steps: int, batch_size: int, seed:
         return two_afc_loss(metric, head, train_set["ref"][idx], train_set["p0"][idx], train_set["p1"][idx],
                             train_set["judge"][idx])
 
-    # no gradient clipping (an infinite norm leaves the gradients bit-identical): the paper's plain Adam steps
-    running = fit(metric, loss_at, steps, None, opt, progress=progress, desc=desc, max_grad_norm=float("inf"),
+    # no gradient clipping: the paper's plain Adam steps
+    running = fit(metric, loss_at, steps, None, opt, progress=progress, desc=desc, max_grad_norm=None,
                   on_step=lambda step, loss: clamp_weights_(metric))
     return metric.eval(), running
 
@@ -162,7 +162,7 @@ def _train_lpips_weights(recipe: Recipe, device, progress: bool = True):
     t0 = time.time()
     n, seed = TWO_AFC_SETS["train"]
     metric, running = train_2afc("lin", make_2afc(n, seed=seed), recipe.steps, recipe.batch_size, recipe.seed,
-                                 progress, recipe.name)
+                                 progress, recipe.name, lr=recipe.lr)
     model = build_model(recipe.model, recipe.config)
     if list(model.config.channels) != list(metric.channels):
         raise ValueError(f"recipe.config: expected channels {metric.channels} (the trunk's), got "
