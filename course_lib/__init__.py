@@ -5,12 +5,14 @@ schedules, diffusion, data, nets, attention, train, checkpoints, metrics, viz, w
 
 Each notebook's pieces side by side (the maths module a topic's equations live in, its slider demos, the checks of
 its exercises, its models under ``nets/``): the names differ because the maths modules are named for what they
-compute and are shared across notebooks.
+compute and are shared across notebooks. Each ``demos`` module's ``notebook_demos(...)`` builds its notebook's slider
+demos; the notebook shows them and ``./course latency`` measures the same objects, at the budget kind each carries.
+Notebook 00 writes its one demo in the open, to show how ``widgets.slider_demo`` works.
 
 ========================  =============================  ===============  ======================  ===================
 notebook                  maths                          demos            coursework (checks)     models (nets/)
 ========================  =============================  ===============  ======================  ===================
-00 welcome                schedules, diffusion.q_sample  demos.ddim       coursework.diffusion    (data only)
+00 welcome                schedules, diffusion.q_sample  widgets          coursework.diffusion    (data only)
 01 DDIM                   diffusion, schedules           demos.ddim       coursework.diffusion    mlp, unet
 02 classifier guidance    guidance                       demos.guidance   coursework.guidance     classifier, unet
 03 VQ-VAE + LFQ           quantize                       demos.vq         coursework.quantize     vqvae

@@ -15,8 +15,8 @@ def test_markdown_table_and_readme_markers(tmp_path):
     r = {"date": "2026-11-29", "machine": "x86_64, 2 threads", "repeats": 3,
          "notebooks": {"00_welcome": 7.0, "01_ddim": 9.5},
          "import": {"course_lib": {"torch_s": 2.1, "beyond_torch_s": 0.3}},
-         "demos": {"01 forward": {"cold": (30, 45), "cached": (20, 25)},
-                   "02 shapes guidance (images)": {"cold": (300, 500), "cached": (40, 50)}},
+         "demos": {"01 forward": {"cold": (30, 45), "cached": (20, 25), "budget": "analytic"},
+                   "02 shapes guidance (images)": {"cold": (300, 500), "cached": (40, 50), "budget": "images"}},
          "ddim": {"num_images": 64, "ancestral": {"nfe": 1000, "seconds": 40.0, "fd": 1.5},
                   "ddim10": {"nfe": 10, "seconds": 0.5, "fd": 3.0, "speedup": 80.0, "fd_ratio": 2.0}},
          "diffusers": {"skipped": "diffusers is not installed"},
@@ -38,8 +38,8 @@ def test_over_budget_names_each_line_over_its_budget_and_nothing_else():
     r = {"date": "2026-12-01", "machine": "x86_64, 2 threads", "repeats": 3,
          "notebooks": {"00_welcome": 7.0, "01_ddim": 61.0},
          "import": {"course_lib": {"torch_s": 2.1, "beyond_torch_s": 0.3}},
-         "demos": {"01 forward": {"cold": (30, 140), "cached": (20, 25)},
-                   "02 shapes guidance (images)": {"cold": (300, 500), "cached": (40, 50)}}}
+         "demos": {"01 forward": {"cold": (30, 140), "cached": (20, 25), "budget": "analytic"},
+                   "02 shapes guidance (images)": {"cold": (300, 500), "cached": (40, 50), "budget": "images"}}}
     over = bench.over_budget(r)
     assert over == ["notebook 01_ddim: 61.0 s, budget < 60 s", "slider 01 forward (cold): p95 140 ms, budget < 100 ms"]
     assert "Over budget: notebook 01_ddim" in bench.markdown(r)
@@ -47,6 +47,16 @@ def test_over_budget_names_each_line_over_its_budget_and_nothing_else():
     assert bench.over_budget(r) == [] and "Every line with a budget is within it." in bench.markdown(r)
 
 
-def test_demo_budgets():
-    assert bench.demo_budget_ms("01 forward") == 100 and bench.demo_budget_ms("02 shapes guidance (images)") == 1000
-    assert bench.demo_budget_ms("01 sampling S>=100 (sampler)") == 1000
+def test_demo_budgets_come_from_the_kind_each_notebook_gives_its_demo():
+    assert bench.demo_budget_ms("analytic") == 100
+    assert bench.demo_budget_ms("images") == bench.demo_budget_ms("sampler") == 1000
+    with pytest.raises(ValueError, match="kind: expected one of"):
+        bench.demo_budget_ms("(images)")
+    from course_lib.demos import ddim, guidance
+
+    measured = {**ddim.notebook_demos().measured, **guidance.notebook_demos().measured}
+    assert measured["01 forward"].budget == "analytic"
+    assert measured["01 sampling S>=100 (sampler)"].budget == "sampler"
+    assert measured["02 shapes guidance (images)"].budget == "images"
+
+

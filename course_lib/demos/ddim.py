@@ -15,8 +15,10 @@ from ..diffusion import (ddim_sample, ddim_step_terms, ddpm_posterior, q_sample,
 from ..metrics import MMDToReference, mixture_nll
 from ..schedules import timestep_subsequence
 from ..widgets import moving, slider_demo
+from . import Measured, NotebookDemos
 
-__all__ = ["forward_demo", "posterior_demo", "terms_demo", "sampling_demo", "shapes_sampler_demo", "STEP_OPTIONS"]
+__all__ = ["forward_demo", "posterior_demo", "terms_demo", "sampling_demo", "shapes_sampler_demo", "STEP_OPTIONS",
+           "notebook_demos"]
 
 STEP_OPTIONS = [5, 10, 20, 50, 100, 200, 500, 1000]
 DPI = 80  # live figures are re-rendered on every slider move; fewer pixels keep the callback within budget
@@ -250,12 +252,63 @@ def shapes_sampler_demo(samples: dict, table: dict):
 
     def draw(r, v):
         fig, ax = plt.subplots(figsize=(6, 3.4), dpi=DPI)
-        fig.artists_ = {"grid": viz.show_images(r["x"], nrow=8, ax=ax)}
-        ax.set_title(title(r, v), fontsize=9)
+        fig.artists_ = {"grid": moving(viz.show_images(r["x"], nrow=8, ax=ax)),
+                        "title": moving(ax.set_title(title(r, v), fontsize=9))}
         return fig
 
     def update(fig, r, v):
         fig.artists_["grid"].set_data(viz.image_grid(r["x"], nrow=8))
-        fig.artists_["grid"].axes.set_title(title(r, v), fontsize=9)
+        fig.artists_["title"].set_text(title(r, v))
 
     return slider_demo(compute, draw, update=update, sampler=samplers, steps=steps)
+
+
+def notebook_demos(ring=None, alphas_cumprod=None, mlp=None) -> NotebookDemos:
+    """Notebook 01's demos from its setup's ``ring`` (the course's ring of 8), ``alphas_cumprod`` (DDPM's linear
+    schedule) and ``mlp`` (the shipped ``ring8_mlp``); what is not passed is made as that setup makes it. The
+    demos' own data (600 ring points, one 32x32 image, the point x_0 = (2, 0), the stored Table-1 samples) is made
+    here, with its seeds, when a demo is first used."""
+    from .. import checkpoints, results_path
+    from ..data import generate_shapes, ring_mixture
+    from ..schedules import make_alphas_cumprod
+
+    ring = ring_mixture() if ring is None else ring
+    ac = make_alphas_cumprod("linear", 1000) if alphas_cumprod is None else alphas_cumprod
+    mlp = checkpoints.load("ring8_mlp") if mlp is None else mlp
+
+    def forward():
+        points, labels = ring.sample(600, torch.Generator().manual_seed(0))
+        image = generate_shapes(1, image_size=32, num_objects=1, seed=5).images[0]
+        return forward_demo(image, points, labels, ring, ac)
+
+    def shapes_samplers():
+        import json
+
+        from safetensors.torch import load_file
+
+        table = json.loads(results_path("ddim_tables.json").read_text())["table1_shapes_ddpm16"]
+        return shapes_sampler_demo(load_file(str(results_path("ddim_samples.safetensors"))), table)
+
+    eps_fns = {"exact eps*": ring.eps_fn(ac), "trained MLP": lambda x, t: mlp(x, t)}
+    builders = {"forward": forward,
+                "posterior": lambda: posterior_demo(torch.tensor([2.0, 0.0]), ac),
+                "terms": lambda: terms_demo(ring, ac),
+                "sampling": lambda: sampling_demo(eps_fns, ring, ac),
+                "shapes samplers": shapes_samplers}
+    sampling = lambda small: tuple(dict(model=m, steps=s, tau="uniform", eta=e) for m in eps_fns  # noqa: E731
+                                   for s in STEP_OPTIONS if (s <= 50) == small for e in (0.0, 1.0))
+    measured = {
+        "01 forward": Measured("forward", tuple(dict(t=t) for t in (0, 100, 300, 500, 700, 999))),
+        "01 posterior": Measured("posterior", tuple(dict(t=t, jump=j, eta=e) for t in (1, 300, 999)
+                                                    for j in (1, 100, 300) for e in (0.0, 1.0))),
+        "01 terms": Measured("terms", tuple(dict(t=t, jump=j, eta=e) for t in (1, 400, 999) for j in (1, 100, 500)
+                                            for e in (0.0, 1.0))),
+        # one demo, two budgets: up to S = 50 it is a 2-D demo; at S = 100-1000 each move runs that many
+        # sequential network evaluations (the cost DDIM removes, shown on purpose), a sampler's budget
+        "01 sampling S<=50": Measured("sampling", sampling(True)),
+        "01 sampling S>=100 (sampler)": Measured("sampling", sampling(False), "sampler"),
+        "01 shapes samplers": Measured("shapes samplers", tuple(dict(sampler=s, steps=n) for s in
+                                                                ("eta=0.0", "eta=1.0", "sigma_hat")
+                                                                for n in (10, 100, 1000)), "images"),
+    }
+    return NotebookDemos("01", builders, measured)

@@ -10,8 +10,10 @@ from ..guidance import (cfg_sample, classifier_guided_mean, classifier_log_prob_
                         guided_density)
 from ..schedules import timestep_subsequence
 from ..widgets import moving, slider_demo
+from . import Measured, NotebookDemos
 
-__all__ = ["taylor_demo", "posterior_field_demo", "exact_guidance_demo", "shapes_guidance_demo", "SCALE_OPTIONS"]
+__all__ = ["taylor_demo", "posterior_field_demo", "exact_guidance_demo", "shapes_guidance_demo", "SCALE_OPTIONS",
+           "notebook_demos"]
 
 DPI = 80
 SCALE_OPTIONS = [0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0]
@@ -185,3 +187,32 @@ def shapes_guidance_demo(ddpm, noisy_classifier, alphas_cumprod, num_images: int
         art["axes"][1].set_title(f"classifier-free guidance, '{v['shape']}', s={v['scale']:g}", fontsize=9)
 
     return slider_demo(compute, draw, update=update, shape=list(SHAPES), scale=SCALE_OPTIONS)
+
+
+def notebook_demos(ring=None, alphas_cumprod=None, ddpm=None, noisy_classifier=None) -> NotebookDemos:
+    """Notebook 02's demos from its setup's ``ring`` (8 modes of std 0.3: the classes overlap when noised),
+    ``alphas_cumprod``, ``ddpm`` (``shapes_ddpm16``) and ``noisy_classifier`` (``shapes_noisy_classifier16``);
+    what is not passed is made as that setup makes it."""
+    from .. import checkpoints
+    from ..data import ring_mixture
+    from ..schedules import make_alphas_cumprod
+
+    ring = ring_mixture(8, radius=2.0, std=0.3) if ring is None else ring
+    ac = make_alphas_cumprod("linear", 1000) if alphas_cumprod is None else alphas_cumprod
+    ddpm = checkpoints.load("shapes_ddpm16") if ddpm is None else ddpm
+    noisy = checkpoints.load("shapes_noisy_classifier16") if noisy_classifier is None else noisy_classifier
+    builders = {"taylor": lambda: taylor_demo(ring, ac),
+                "field": lambda: posterior_field_demo(ring, ac),
+                "exact guidance": lambda: exact_guidance_demo(ring, ac),
+                "shapes guidance": lambda: shapes_guidance_demo(ddpm, noisy, ac)}
+    measured = {
+        "02 taylor": Measured("taylor", tuple(dict(log10_var=v, y=c) for v in (-3.0, -1.5, 0.0) for c in (0, 7))),
+        "02 field": Measured("field", tuple(dict(t=t, y=c, scale=s) for t in (0, 300, 999) for c in (0, 7)
+                                            for s in (0.0, 10.0))),
+        "02 exact guidance": Measured("exact guidance", tuple(dict(y=c, scale=s) for c in (0, 7)
+                                                              for s in (0.0, 1.0, 10.0))),
+        "02 shapes guidance (images)": Measured("shapes guidance", tuple(dict(shape=sh, scale=s)
+                                                                         for sh in ("circle", "cross")
+                                                                         for s in (0.0, 3.0, 10.0)), "images"),
+    }
+    return NotebookDemos("02", builders, measured)

@@ -8,8 +8,9 @@ from torch.nn import functional as F
 from .. import viz
 from ..data import COLOURS, COLUMNS, ROWS, SHAPES, SIZES, encode_caption
 from ..widgets import image_strip_demo, moving, slider_demo
+from . import Measured, NotebookDemos
 
-__all__ = ["attention_explorer", "caption_demo"]
+__all__ = ["attention_explorer", "caption_demo", "attention_example", "notebook_demos"]
 
 DPI = 80
 
@@ -71,3 +72,37 @@ def caption_demo(pipe, n: int = 4, seed: int = 0):
     return image_strip_demo(compute, title, n, figsize=(6, 1.9), dpi=DPI, size=list(SIZES), colour=list(COLOURS),
                             shape=list(SHAPES), row=list(ROWS), column=list(COLUMNS),
                             guidance=(0.0, 8.0, 0.5, 3.0), steps=(2, 30, 1, 20))
+
+
+def attention_example(pipe, caption: str = "large red circle top left", steps: int = 20, guidance_scale: float = 3.0,
+                      seed: int = 1):
+    """The image notebook 06 looks into: ``caption`` sampled with ``steps`` DDIM steps at ``guidance_scale`` from
+    ``seed``, recording every cross-attention map. Returns (image (3, H, W), {layer: (1, steps, M, h, w)}, the M
+    caption positions as words, ``<start>`` first)."""
+    from ..data import VOCAB
+
+    tokens = encode_caption(caption)[None]
+    images, maps = pipe.sample_with_attention(tokens, steps=steps, guidance_scale=guidance_scale,
+                                              generator=torch.Generator().manual_seed(seed))
+    return images[0], maps, ["<start>"] + [VOCAB[i] for i in tokens[0].tolist()]
+
+
+def notebook_demos(pipe=None, example=None) -> NotebookDemos:
+    """Notebook 06's demos from its ``pipe`` (``LatentDiffusion.from_shipped("shapes_ldm32")``) and ``example``
+    (:func:`attention_example`'s (image, maps, words), sampled here when not passed)."""
+    if pipe is None:
+        from ..ldm import LatentDiffusion
+
+        pipe = LatentDiffusion.from_shipped("shapes_ldm32")
+    builders = {"attention maps": lambda: attention_explorer(*(example or attention_example(pipe))),
+                "caption to image": lambda: caption_demo(pipe)}
+    measured = {
+        "06 attention maps": Measured("attention maps", tuple(
+            dict(step=s, layer=layer, token=w) for s in (0, 10, 19) for layer in ("down0", "mid", "up0")
+            for w in ("circle", "red", "<start>"))),
+        "06 caption to image (images)": Measured("caption to image", tuple(
+            dict(size="large", colour=c, shape=sh, row="top", column="left", guidance=g, steps=st)
+            for c, sh in (("red", "circle"), ("blue", "cross")) for g in (0.0, 3.0, 8.0) for st in (5, 20, 30)),
+            "images"),
+    }
+    return NotebookDemos("06", builders, measured)

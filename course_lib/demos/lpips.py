@@ -8,8 +8,9 @@ from .. import viz
 from ..data.distortions import DISTORTIONS, distort
 from ..metrics import psnr, ssim
 from ..widgets import moving, slider_demo
+from . import Measured, NotebookDemos
 
-__all__ = ["distortion_lab"]
+__all__ = ["distortion_lab", "notebook_demos"]
 
 DPI = 80
 
@@ -52,3 +53,19 @@ def distortion_lab(images: torch.Tensor, metric, seed: int = 0):
         art["title"].set_text(title(r, v))
 
     return slider_demo(compute, draw, update=update, kind=list(DISTORTIONS), strength=(0.0, 1.0, 0.05, 0.5))
+
+
+def notebook_demos(metric=None, images=None) -> NotebookDemos:
+    """Notebook 04's distortion lab on ``images`` (four 32x32 images of one or two shapes, seed 5, when not passed)
+    measured with its setup's ``metric`` (the learned ``LPIPS("shapes")`` when not passed)."""
+    from ..data import generate_shapes
+
+    if metric is None:
+        from ..perceptual import LPIPS
+
+        metric = LPIPS("shapes")
+    images = generate_shapes(4, 32, (1, 2), seed=5).images if images is None else images
+    builders = {"distortion lab": lambda: distortion_lab(images, metric)}
+    measured = {"04 distortion lab": Measured("distortion lab", tuple(
+        dict(kind=k, strength=s) for k in ("blur", "noise", "shift", "contrast") for s in (0.0, 0.5, 1.0)))}
+    return NotebookDemos("04", builders, measured)

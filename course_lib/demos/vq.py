@@ -7,8 +7,9 @@ import torch
 from .. import viz
 from ..quantize import codebook_usage, nearest_code, vq_losses
 from ..widgets import moving, slider_demo
+from . import Measured, NotebookDemos
 
-__all__ = ["train_codebook_2d", "voronoi_demo", "sweep_reconstruction_demo"]
+__all__ = ["train_codebook_2d", "voronoi_demo", "sweep_reconstruction_demo", "notebook_demos"]
 
 DPI = 80
 
@@ -101,3 +102,27 @@ def sweep_reconstruction_demo(samples: dict, results: dict, prefix: str, key_nam
         fig.artists_["ax"].set_title(title(r, v), fontsize=9)
 
     return slider_demo(compute, draw, update=update, **{key_name: values})
+
+
+def notebook_demos(points=None, sweeps=None, sweep_samples=None) -> NotebookDemos:
+    """Notebook 03's demos: a 16-code codebook trained live on ``points`` (800 points of the wide ring, 8 modes of
+    std 0.3, seed 0, when not passed; the Voronoi cells move with it), and the stored beta sweep (``sweeps`` from
+    ``vq_sweeps.json``, ``sweep_samples`` from ``vq_samples.safetensors``, loaded here when not passed)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from .. import results_path
+    from ..data import ring_mixture
+
+    sweeps = json.loads(results_path("vq_sweeps.json").read_text()) if sweeps is None else sweeps
+    samples = load_file(str(results_path("vq_samples.safetensors"))) if sweep_samples is None else sweep_samples
+
+    def voronoi():
+        x = ring_mixture(8, 2.0, 0.3).sample(800, torch.Generator().manual_seed(0))[0] if points is None else points
+        return voronoi_demo(x, train_codebook_2d(x, num_codes=16, steps=300, snapshot_every=10), snapshot_every=10)
+
+    builders = {"voronoi": voronoi, "beta": lambda: sweep_reconstruction_demo(samples, sweeps["beta"], "beta", "beta")}
+    measured = {"03 voronoi": Measured("voronoi", tuple(dict(snapshot=k) for k in (0, 5, 10, 20, 30))),
+                "03 beta": Measured("beta", tuple(dict(beta=b) for b in sweeps["beta"]))}
+    return NotebookDemos("03", builders, measured)

@@ -9,8 +9,9 @@ import torch
 from .. import checkpoints, viz
 from ..gan import adaptive_weight, adaptive_weight_of_norms, generator_loss
 from ..widgets import image_strip_demo, moving, slider_demo
+from . import Measured, NotebookDemos
 
-__all__ = ["AUTOENCODERS", "snapshot_scrubber", "lambda_demo", "prior_sampler", "uniform_codes"]
+__all__ = ["AUTOENCODERS", "snapshot_scrubber", "lambda_demo", "prior_sampler", "uniform_codes", "notebook_demos"]
 
 DPI = 80
 # notebook 05's three objectives, same architecture and budget
@@ -133,3 +134,38 @@ def uniform_codes(n: int, num_codes: int, grid=(4, 4), seed: int = 0) -> torch.T
     """Codes drawn independently and uniformly (notebook 03's "no prior"), (n, h, w)."""
     return torch.randint(0, num_codes, (n, *grid), generator=torch.Generator().manual_seed(seed))
 
+
+
+def notebook_demos(vqgan=None, discriminator=None, gpt=None, held_out=None, rec_loss=None) -> NotebookDemos:
+    """Notebook 05's demos from its ``vqgan`` (``shapes_vqgan32``), ``discriminator``, ``gpt`` (``shapes_gpt32``),
+    ``held_out`` images (256 at the seed ``HELD_OUT_SEEDS["vqgan_demo"]``; the lambda demo takes the first 16) and
+    ``rec_loss`` (the VQGAN recipe's L1 + 0.1 LPIPS("shapes", lin=False)); what is not passed is made here."""
+    from ..data import HELD_OUT_SEEDS, generate_shapes
+    from ..gan import load_discriminator
+
+    vqgan = checkpoints.load("shapes_vqgan32") if vqgan is None else vqgan
+    disc = load_discriminator("shapes_vqgan32") if discriminator is None else discriminator
+    gpt = checkpoints.load("shapes_gpt32") if gpt is None else gpt
+    if rec_loss is None:
+        from ..perceptual import LPIPS
+
+        lpips_shapes = LPIPS("shapes", lin=False)
+        rec_loss = lambda a, b: (a - b).abs().mean() + 0.1 * lpips_shapes(a, b, check_range=False).mean()  # noqa: E731
+
+    def live():
+        x = generate_shapes(256, 32, 1, seed=HELD_OUT_SEEDS["vqgan_demo"]).images if held_out is None else held_out
+        return lambda_demo(vqgan, disc, x[:16], rec_loss)
+
+    builders = {"training snapshots": snapshot_scrubber, "lambda vs delta": live,
+                "prior sampling": lambda: prior_sampler(gpt, vqgan)}
+    snapshots = len(checkpoints.load_log(tuple(AUTOENCODERS)[0])["snapshot_steps"])
+    measured = {
+        "05 training snapshots": Measured("training snapshots", tuple(dict(snapshot=k) for k in range(snapshots))),
+        "05 lambda vs delta": Measured("lambda vs delta", tuple(
+            dict(log10_delta=d, log10_max_weight=m, log10_gan_scale=c)
+            for d in (-8.0, -6.0, -2.0, 2.0) for m in (-1.0, 4.0) for c in (-6.0, 0.0, 2.0))),
+        "05 prior sampling (images)": Measured("prior sampling", tuple(
+            dict(temperature=t, top_k=k, seed=s) for t in (0.1, 1.0, 2.0) for k in (1, 16, 256) for s in (0, 9)),
+            "images"),
+    }
+    return NotebookDemos("05", builders, measured)

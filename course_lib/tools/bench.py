@@ -32,11 +32,15 @@ PACKAGE = Path(__file__).resolve().parent.parent  # course_lib itself (its modul
 BUDGETS = {"notebook_s": 60, "analytic_demo_p95_ms": 100, "image_demo_p95_ms": 1000, "import_s": 1.0}
 
 
-def demo_budget_ms(name: str) -> int:
-    """A slider demo's p95 budget: 1 s for demos that run a sampler on each move (names ending "(images)" or
-    "(sampler)"), 100 ms for 2-D and analytic demos."""
-    sampling = name.endswith(("(images)", "(sampler)"))
-    return BUDGETS["image_demo_p95_ms"] if sampling else BUDGETS["analytic_demo_p95_ms"]
+def demo_budget_ms(kind: str) -> int:
+    """A slider demo's p95 budget by the kind its ``notebook_demos()`` gives it (``demos.Measured.budget``): 1 s for
+    moves that sample or decode images ("images") or run a long sampler on purpose ("sampler"), 100 ms for 2-D and
+    analytic demos ("analytic")."""
+    from ..demos import BUDGET_KINDS
+
+    if kind not in BUDGET_KINDS:
+        raise ValueError(f"kind: expected one of {BUDGET_KINDS}, got {kind!r}")
+    return BUDGETS["analytic_demo_p95_ms"] if kind == "analytic" else BUDGETS["image_demo_p95_ms"]
 
 
 def _median(xs):
@@ -55,7 +59,7 @@ def over_budget(r: dict) -> list[str]:
         if v["beyond_torch_s"] >= BUDGETS["import_s"]:
             over.append(f"import {label}: {v['beyond_torch_s']} s beyond torch, budget < {BUDGETS['import_s']} s")
     for name, v in r.get("demos", {}).items():
-        budget = demo_budget_ms(name)
+        budget = demo_budget_ms(v["budget"])
         for phase in ("cold", "cached"):
             if v[phase][1] >= budget:
                 over.append(f"slider {name} ({phase}): p95 {v[phase][1]} ms, budget < {budget} ms")
@@ -257,7 +261,7 @@ def markdown(r: dict) -> str:
         lines.append(f"| `import {label}` beyond `import torch` ({v['torch_s']} s) | {v['beyond_torch_s']} s | "
                      f"< {BUDGETS['import_s']} s |")
     for name, v in r.get("demos", {}).items():
-        budget = demo_budget_ms(name)
+        budget = demo_budget_ms(v["budget"])
         lines.append(f"| slider `{name}`: cold median / p95, cached median / p95 | {v['cold'][0]} / {v['cold'][1]} ms, "
                      f"{v['cached'][0]} / {v['cached'][1]} ms | p95 < {budget} ms |")
     d = r.get("ddim", {})
