@@ -72,7 +72,8 @@ def sigma_hat(alpha_bar_t, alpha_bar_prev) -> torch.Tensor:
 
     .. math:: \hat\sigma_t = \sqrt{1 - \alpha_t/\alpha_{t-1}}
 
-    It exceeds :math:`\sigma_t(1)` and, on long jumps, :math:`\sqrt{1-\alpha_{t-1}}`: eq. 12 (4)'s direction term is then 0.
+    It exceeds :math:`\sigma_t(1)` (and, on long jumps, :math:`\sqrt{1-\alpha_{t-1}}`), so the paper's sampler uses it
+    for the noise alone and keeps the mean of :math:`\sigma_t(1)` (:func:`ddim_sample`, ``variance="sigma_hat"``).
     """
     a_t = check_alpha_bar(alpha_bar_t, "alpha_bar_t")
     a_prev = check_alpha_bar(alpha_bar_prev, "alpha_bar_prev")
@@ -170,7 +171,7 @@ def ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, 
     return ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0)
 
 
-def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=None) -> DDIMTerms:
+def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=None, noise_sigma=None) -> DDIMTerms:
     r"""DDIM eq. 12 (4), the one function that computes the update, in its three named terms:
 
     .. math:: x_{t-1} = \underbrace{\sqrt{\alpha_{t-1}}\,f_\theta(x_t)}_{\text{predicted } x_0}
@@ -179,6 +180,8 @@ def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=Non
 
     :func:`ddim_step_terms` and :func:`ddim_step` (which choose sigma and draw the noise) and the samplers call it.
     alpha_bar_t, alpha_bar_prev, sigma: floats, or tensors of shape (N,) or (N, 1, ..., 1); noise: like x_t (or 0.0).
+    ``noise_sigma`` (default ``sigma``) scales the random-noise term alone: the paper's "larger variance" sampler
+    of Table 1 keeps the mean of :math:`\sigma_t(1)` and draws the noise with :math:`\hat\sigma_t` (App. D.3).
     """
     check_same_shape(eps, x_t, "eps", "x_t")
     alpha_bar_t = check_coef(alpha_bar_t, x_t, "alpha_bar_t")
@@ -189,11 +192,12 @@ def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=Non
     if clip_x0 is not None:  # not in the paper: clamp x0, and keep eps consistent with it (direction from x0 to x_t)
         x0 = x0.clamp(-clip_x0, clip_x0)
         eps = (x_t - alpha_bar_t**0.5 * x0) / at_least(1 - alpha_bar_t, 1e-24) ** 0.5
-    # 2. direction pointing to x_t: sqrt(1 - alpha_{t-1} - sigma_t^2) eps (clamped at 0: rounding, and sigma_hat's
-    #    long jumps, where sigma_hat^2 exceeds 1 - alpha_{t-1})
+    # 2. direction pointing to x_t: sqrt(1 - alpha_{t-1} - sigma_t^2) eps (clamped at 0 against rounding: eq. 7 (2)
+    #    keeps sigma_t^2 <= 1 - alpha_{t-1})
     direction = at_least(1 - alpha_bar_prev - sigma**2, 0.0) ** 0.5 * eps
-    # 3. random noise: sigma_t eps_t
-    return DDIMTerms(x0, alpha_bar_prev**0.5 * x0, direction, sigma * noise)
+    # 3. random noise: sigma_t eps_t (sigma_hat_t eps_t for the larger-variance sampler)
+    noise_sigma = sigma if noise_sigma is None else check_sigma_coef(noise_sigma, x_t)
+    return DDIMTerms(x0, alpha_bar_prev**0.5 * x0, direction, noise_sigma * noise)
 
 
 def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x0=None) -> torch.Tensor:
@@ -217,7 +221,8 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
     After the last timestep the step goes to alpha_bar = 1, i.e. returns the predicted x0 plus
     nothing else (the t = 1 case, with sigma -> 0 there).
     variance: ``"eta"`` uses :math:`\sigma_t(\eta)`; ``"sigma_hat"`` is the paper's Table 1
-    "larger variance" DDPM sampler, :math:`\hat\sigma_t = \sqrt{1 - \alpha_t/\alpha_{t-1}}`.
+    "larger variance" DDPM sampler: the mean of :math:`\sigma_t(1)` (DDPM's posterior mean) with the noise drawn at
+    :math:`\hat\sigma_t = \sqrt{1 - \alpha_t/\alpha_{t-1}}` (App. D.3; ``eta`` is then unused).
     eta = 1 over all T timesteps is DDPM's ancestral sampler.
     """
     check_tensor(x_T, "x_T", floating=True)
@@ -231,11 +236,12 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
     a_ts = ac[ts].tolist()
     a_prevs = a_ts[1:] + [1.0]  # after the last timestep: alpha_bar = 1, i.e. x0
     a_prev_t = torch.tensor(a_prevs, dtype=ac.dtype, device=ac.device)
-    if variance == "sigma_hat":
-        sigmas = sigma_hat(ac[ts], a_prev_t).tolist()
-        sigmas[-1] = 0.0  # the last step returns the predicted x0 (eq. 10 (3)'s t = 1 case), without noise
+    if variance == "sigma_hat":  # the eta = 1 mean, the larger noise
+        sigmas = sigma_eta(ac[ts], a_prev_t, 1.0).tolist()
+        noise_sigmas = sigma_hat(ac[ts], a_prev_t).tolist()
+        noise_sigmas[-1] = 0.0  # the last step returns the predicted x0 (eq. 10 (3)'s t = 1 case), without noise
     else:
-        sigmas = sigma_eta(ac[ts], a_prev_t, eta).tolist()
+        sigmas = noise_sigmas = sigma_eta(ac[ts], a_prev_t, eta).tolist()
     x, traj, n = x_T, [x_T], x_T.shape[0]
     t_batches = [torch.full((n,), t, dtype=torch.long, device=x.device) for t in tau]
     iterator = range(len(tau))
@@ -247,9 +253,9 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
         if i == 0:  # once per sampler: an (N, 1) prediction would broadcast silently over every coordinate
             check_same_shape(eps, x, "eps_fn", "x_t")
         noise = 0.0
-        if sigmas[i] > 0:  # drawn on the CPU from the generator: the same numbers on every device
+        if noise_sigmas[i] > 0:  # drawn on the CPU from the generator: the same numbers on every device
             noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
-        x = ddim_update(x, eps, a_ts[i], a_prevs[i], sigmas[i], noise, clip_x0).x_prev
+        x = ddim_update(x, eps, a_ts[i], a_prevs[i], sigmas[i], noise, clip_x0, noise_sigmas[i]).x_prev
         if return_trajectory:
             traj.append(x)
     return (x, torch.stack(traj)) if return_trajectory else x

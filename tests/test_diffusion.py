@@ -169,6 +169,31 @@ def test_agrees_with_diffusers_ddim_scheduler(eta, S):
     assert torch.allclose(ours, x, atol=1e-5), (ours - x).abs().max()
 
 
+@pytest.mark.parametrize("S", [10, 50])
+def test_sigma_hat_sampler_is_diffusers_ddpm_scheduler_with_the_large_variance(S):
+    """The paper's "larger variance" sampler (Table 1's sigma-hat row, App. D.3): DDPM's posterior mean over the jump
+    tau_i -> tau_{i-1} (the eta = 1 mean) with noise of variance beta' = 1 - alpha_t / alpha_{t-1}; diffusers'
+    DDPMScheduler on the same sub-sequence with variance_type="fixed_large" computes that: agree to 1e-5."""
+    diffusers = pytest.importorskip("diffusers")
+    betas = linear_betas(1000).float()
+    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, trained_betas=betas.numpy(), clip_sample=False,
+                                  variance_type="fixed_large", prediction_type="epsilon")
+    ts = timestep_subsequence(1000, S)
+    ref.set_timesteps(timesteps=ts.tolist())
+    ac = ref.alphas_cumprod
+    mix = ring_mixture(8, 2.0, 0.3)
+    eps_fn = mix.eps_fn(ac)
+    xT = torch.randn(64, 2, generator=gen(30))
+    ours = ddim_sample(eps_fn, xT, ac, ts, variance="sigma_hat", generator=gen(31))
+    g, x = gen(31), xT
+    for t in ts.tolist():  # diffusers draws its noise from the generator at every t > 0, as ours before the last step
+        x = ref.step(eps_fn(x, torch.full((64,), t)), t, x, generator=g).prev_sample
+    assert ts[-1].item() == 0 and torch.allclose(ours, x, atol=1e-5), (ours - x).abs().max()
+    # the old reading (sigma-hat inside the direction term too) is a different sampler: it would fail the line above
+    eta1 = ddim_sample(eps_fn, xT, ac, ts, eta=1.0, generator=gen(31))
+    assert not torch.allclose(ours, eta1, atol=1e-3)
+
+
 def test_q_sample_and_ddpm_posterior_match_diffusers_ddpm_scheduler():
     """Reference: diffusers' DDPMScheduler (add_noise is DDIM eq. 1 (1); step with prediction_type="sample" is the posterior
     of Ho et al. eq. 6-7, whose mean and variance we read off two draws of its noise)."""

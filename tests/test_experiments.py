@@ -87,3 +87,10 @@ def test_a_missing_result_names_the_file_and_the_command_that_rebuilds_it(tmp_pa
         course_lib.results_path("guidance_samples.safetensors")
     with pytest.raises(FileNotFoundError, match="no sweep writes it"):
         course_lib.results_path("nothing.json")
+
+
+def test_the_sweeps_write_where_the_notebooks_read():
+    from course_lib import results_path
+    from course_lib.tools import experiments
+
+    assert experiments.RESULTS == results_path("ddim_tables.json").parent

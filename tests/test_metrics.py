@@ -114,3 +114,51 @@ def test_edge_sharpness():
     assert torch.allclose(edge_sharpness(2 * x, x), torch.full((2,), 2.0))
     with pytest.raises(ValueError, match="x_hat"):
         edge_sharpness(x[:, :, :8], x)
+
+
+# -- uncertainty ----------------------------------------------------------------------------------------------------
+def test_bootstrap_interval_of_a_mean_is_the_normal_interval():
+    from course_lib.metrics import bootstrap_interval
+
+    x = torch.randn(2000, generator=torch.Generator().manual_seed(0)) * 2.0 + 1.0
+    iv = bootstrap_interval(lambda a: a.mean(), x, num_resamples=400)
+    half = 1.96 * x.std().item() / 2000 ** 0.5  # the textbook 95% interval of a mean
+    assert iv.value == pytest.approx(x.mean().item())
+    assert iv.low < iv.value < iv.high
+    assert (iv.high - iv.low) / 2 == pytest.approx(half, rel=0.15)
+    assert bootstrap_interval(lambda a: a.mean(), x, num_resamples=400) == iv, "seeded: the same interval again"
+    assert bootstrap_interval(lambda a: a.mean(), x, num_resamples=400, seed=1) != iv
+
+
+def test_bootstrap_interval_resamples_each_sample_and_narrows_with_more_data():
+    from course_lib.metrics import bootstrap_interval, frechet_distance
+
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(1024, 4, generator=g), torch.randn(1024, 4, generator=g) + 0.5
+    wide = bootstrap_interval(frechet_distance, a[:128], b[:128], num_resamples=100)
+    narrow = bootstrap_interval(frechet_distance, a, b, num_resamples=100)
+    assert wide.low <= wide.value <= wide.high and narrow.low <= narrow.value <= narrow.high
+    assert narrow.high - narrow.low < 0.6 * (wide.high - wide.low)  # width falls like 1/sqrt(n): 1/sqrt(8) = 0.35
+    assert narrow.low < 4 * 0.25 < narrow.high * 1.5  # FD of a mean shift of 0.5 in 4 dims is 1.0
+
+
+def test_interval_helpers_and_bad_input():
+    from course_lib.metrics import Interval, bootstrap_interval, seed_range
+
+    r = seed_range([26.5, 27.0, 26.8])
+    assert r == Interval(pytest.approx(26.766666, abs=1e-5), 26.5, 27.0)
+    assert r.overlaps(Interval(27.0, 26.9, 27.3)) and not r.overlaps(Interval(28.0, 27.5, 28.5))
+    assert str(Interval(1.4812, 1.31, 1.66)) == "1.48 [1.31, 1.66]"
+    x = torch.randn(10)
+    with pytest.raises(ValueError, match="confidence: expected a float in \\(0, 1\\)"):
+        bootstrap_interval(torch.mean, x, confidence=95)
+    with pytest.raises(ValueError, match="num_resamples"):
+        bootstrap_interval(torch.mean, x, num_resamples=0)
+    with pytest.raises(ValueError, match="samples: expected at least one tensor"):
+        bootstrap_interval(torch.mean)
+    with pytest.raises(ValueError, match="samples\\[0\\]: expected at least 2 rows"):
+        bootstrap_interval(torch.mean, torch.ones(1, 3))
+    with pytest.raises(ValueError, match="values: expected at least two finite numbers"):
+        seed_range([1.0])
+    with pytest.raises(ValueError, match="values: expected at least two finite numbers"):
+        seed_range([1.0, float("nan")])

@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .. import checkpoints
+from .. import RESULTS_DIR, checkpoints
 from ..data import HELD_OUT_SEEDS, generate_shapes, ring_mixture
 from ..diffusion import ddim_invert, ddim_sample
 from ..metrics import image_quality, mixture_nll, mmd_rbf, sliced_wasserstein
 from ..schedules import make_alphas_cumprod, timestep_subsequence
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = RESULTS_DIR  # course_lib/results: where results_path() reads them (not tools/results)
 
 # DDIM paper, Table 1 (CIFAR10, FID, lower is better) and Table 2 (CIFAR10 reconstruction error per dimension),
 # as printed in Song, Meng & Ermon (ICLR 2021).
