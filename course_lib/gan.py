@@ -22,7 +22,7 @@ from ._checks import check_positive_int, check_tensor
 
 __all__ = ["PatchDiscriminator", "load_discriminator", "hinge_d_loss", "vanilla_d_loss", "generator_loss", "adaptive_weight",
            "adaptive_weight_of_norms",
-           "VQGANLossConfig", "VQGANTrainer"]
+           "VQGANLossConfig", "reconstruction_loss", "VQGANTrainer"]
 
 
 class PatchDiscriminator(nn.Module):
@@ -200,6 +200,26 @@ class VQGANLossConfig:
     d_lr: float = 4e-4
 
 
+def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, config: VQGANLossConfig, perceptual=None):
+    r"""The VQGAN objective's reconstruction term: the pixel term plus the weighted perceptual term,
+
+    .. math:: \mathcal L_{rec} = \lVert x - \hat x\rVert_1 + w_{p}\,\text{LPIPS}(x, \hat x)
+
+    (means over the batch; ``config.rec="l2"`` takes the mean squared error instead). ``perceptual``: a callable
+    (x_hat, x) -> (N,) distances, needed when ``config.perceptual_weight > 0``. Returns (total, {term: value})."""
+    pix = (x_hat - x).abs().mean() if config.rec == "l1" else F.mse_loss(x_hat, x)
+    parts = {config.rec: pix}
+    total = pix
+    if config.perceptual_weight > 0:
+        if perceptual is None:
+            raise ValueError(f"perceptual: config.perceptual_weight is {config.perceptual_weight}, so a perceptual "
+                             "distance is needed, got None")
+        p = perceptual(x_hat, x).mean()
+        parts["lpips"] = p
+        total = total + config.perceptual_weight * p
+    return total, parts
+
+
 class VQGANTrainer:
     r"""One VQGAN training step: autoencoder update, then discriminator update (two optimizers).
 
@@ -237,15 +257,8 @@ class VQGANTrainer:
         return self.config.gan and step >= self.config.disc_start
 
     def reconstruction_loss(self, x_hat, x):
-        """Pixel term + weighted perceptual term; returns (total, parts)."""
-        pix = (x_hat - x).abs().mean() if self.config.rec == "l1" else F.mse_loss(x_hat, x)
-        parts = {self.config.rec: pix}
-        total = pix
-        if self.config.perceptual_weight > 0:
-            p = self.perceptual(x_hat, x).mean()
-            parts["lpips"] = p
-            total = total + self.config.perceptual_weight * p
-        return total, parts
+        """:func:`reconstruction_loss` with this trainer's config and perceptual distance; returns (total, parts)."""
+        return reconstruction_loss(x_hat, x, self.config, self.perceptual)
 
     def autoencoder_step(self, x: torch.Tensor, lr: float | None = None):
         r"""Update E, G and the codebook on VQGAN eq. 4's :math:`\mathcal L_{VQ} = \mathcal L_{rec} + \|\mathrm{sg}[E(x)]

@@ -135,22 +135,25 @@ def uniform_codes(n: int, num_codes: int, grid=(4, 4), seed: int = 0) -> torch.T
     return torch.randint(0, num_codes, (n, *grid), generator=torch.Generator().manual_seed(seed))
 
 
-
 def notebook_demos(vqgan=None, discriminator=None, gpt=None, held_out=None, rec_loss=None) -> NotebookDemos:
     """Notebook 05's demos from its ``vqgan`` (``shapes_vqgan32``), ``discriminator``, ``gpt`` (``shapes_gpt32``),
     ``held_out`` images (256 at the seed ``HELD_OUT_SEEDS["vqgan_demo"]``; the lambda demo takes the first 16) and
-    ``rec_loss`` (the VQGAN recipe's L1 + 0.1 LPIPS("shapes", lin=False)); what is not passed is made here."""
+    ``rec_loss`` (the VQGAN recipe's L1 + 0.1 LPIPS("shapes", lin=False), :func:`course_lib.gan.reconstruction_loss`);
+    what is not passed is made here."""
     from ..data import HELD_OUT_SEEDS, generate_shapes
     from ..gan import load_discriminator
 
     vqgan = checkpoints.load("shapes_vqgan32") if vqgan is None else vqgan
     disc = load_discriminator("shapes_vqgan32") if discriminator is None else discriminator
     gpt = checkpoints.load("shapes_gpt32") if gpt is None else gpt
-    if rec_loss is None:
+    if rec_loss is None:  # the loss the shipped VQGAN was trained with (gan.reconstruction_loss, its recipe's config)
+        from ..gan import reconstruction_loss
         from ..perceptual import LPIPS
+        from ..recipes import RECIPES
 
-        lpips_shapes = LPIPS("shapes", lin=False)
-        rec_loss = lambda a, b: (a - b).abs().mean() + 0.1 * lpips_shapes(a, b, check_range=False).mean()  # noqa: E731
+        lpips_shapes, config = LPIPS("shapes", lin=False), RECIPES["shapes_vqgan32"].vqgan.loss
+        rec_loss = lambda a, b: reconstruction_loss(  # noqa: E731 (raw decoder output may overshoot [-1, 1])
+            a, b, config, lambda p, q: lpips_shapes(p, q, check_range=False))[0]
 
     def live():
         x = generate_shapes(256, 32, 1, seed=HELD_OUT_SEEDS["vqgan_demo"]).images if held_out is None else held_out
