@@ -94,3 +94,18 @@ def test_the_sweeps_write_where_the_notebooks_read():
     from course_lib.tools import experiments
 
     assert experiments.RESULTS == results_path("ddim_tables.json").parent
+
+
+def test_the_lpips_results_carry_the_papers_table5_rows_for_each_of_ours():
+    import json
+
+    from course_lib import results_path
+    from course_lib.tools.experiments import PAPER_TABLE5_2AFC
+
+    r = json.loads(results_path("lpips_2afc.json").read_text())
+    assert r["paper_table5_2afc"] == PAPER_TABLE5_2AFC
+    table = PAPER_TABLE5_2AFC
+    assert table["rows"]["Alex-lin"] == [73.9, 69.8] and table["rows"]["Human (oracle)"][1] == 73.9
+    for ours, row in table["ours"].items():
+        assert row in table["rows"] and len(table["rows"][row]) == len(table["columns"]), ours
+    assert set(r["agreement"]) - {"shipped lin weights"} <= set(table["ours"])

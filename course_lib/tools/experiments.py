@@ -41,6 +41,16 @@ PAPER_TABLE1_CIFAR10 = {
 }
 PAPER_TABLE2_CIFAR10 = {"S": [10, 20, 50, 100, 200, 500, 1000],
                         "error": [0.014, 0.0065, 0.0023, 0.0009, 0.0004, 0.0001, 0.0001]}
+# LPIPS paper, Table 5 (2AFC agreement in %, BAPPS validation; Zhang et al., CVPR 2018): the rows that match ours
+# (AlexNet for the backbone; ours is a shapes classifier) and two columns: "Trad." (the traditional distortions,
+# what our synthetic set imitates; in-distribution for lin/tune/scratch, which trained on it) and "All".
+PAPER_TABLE5_2AFC = {"columns": ["Trad.", "All"],
+                     "rows": {"Human (oracle)": [80.8, 73.9], "L2": [59.9, 63.2], "SSIM": [60.3, 63.1],
+                              "Random (Gaussian) net": [60.5, 64.3], "AlexNet (supervised)": [70.6, 68.9],
+                              "Alex-lin": [73.9, 69.8], "Alex-tune": [77.7, 69.7], "Alex-scratch": [77.6, 70.2]},
+                     "ours": {"L2": "L2", "SSIM": "SSIM", "features, unweighted": "AlexNet (supervised)",
+                              "shipped lin weights": "Alex-lin", "lin": "Alex-lin", "tune": "Alex-tune",
+                              "scratch": "Alex-scratch"}}
 
 FULL = dict(steps=(10, 20, 50, 100, 1000), etas=(0.0, 0.2, 0.5, 1.0), n_points=2000, n_images=256,
             table2_steps=(10, 20, 50, 100, 200, 500, 1000), n_table2=32)
@@ -269,7 +279,7 @@ def lpips_2afc(n_train: int = 4000, n_test: int = 1000, steps: int = 400, batch_
     agreement = lambda dist_fn: two_afc_agreement(dist_fn, test_set)  # noqa: E731
     out = {"config": {"n_train": n_train, "n_test": n_test, "steps": steps, "batch_size": batch_size,
                       "judgments": "synthetic: the patch with lower severity = strength x per-type weight is closer"},
-           "agreement": {}}
+           "agreement": {}, "paper_table5_2afc": PAPER_TABLE5_2AFC}
     out["agreement"]["L2"] = agreement(lambda a, b: ((a - b) ** 2).flatten(1).mean(1))
     out["agreement"]["SSIM"] = agreement(lambda a, b: 1 - ssim(a, b))
     out["agreement"]["features, unweighted"] = agreement(LPIPS("shapes", lin=False))
