@@ -187,6 +187,8 @@ def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=Non
     alpha_bar_t = check_coef(alpha_bar_t, x_t, "alpha_bar_t")
     alpha_bar_prev = check_coef(alpha_bar_prev, x_t, "alpha_bar_prev")
     sigma = check_sigma_coef(sigma, x_t)
+    if noise_sigma is not None:
+        noise_sigma = check_sigma_coef(noise_sigma, x_t)
     # 1. predicted x0, eq. 12 (4)'s first bracket: f_theta(x_t) = (x_t - sqrt(1 - alpha_t) eps) / sqrt(alpha_t)
     x0 = predicted_x0(x_t, eps, alpha_bar_t)
     if clip_x0 is not None:  # not in the paper: clamp x0, and keep eps consistent with it (direction from x0 to x_t)
@@ -196,8 +198,7 @@ def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=Non
     #    keeps sigma_t^2 <= 1 - alpha_{t-1})
     direction = at_least(1 - alpha_bar_prev - sigma**2, 0.0) ** 0.5 * eps
     # 3. random noise: sigma_t eps_t (sigma_hat_t eps_t for the larger-variance sampler)
-    noise_sigma = sigma if noise_sigma is None else check_sigma_coef(noise_sigma, x_t)
-    return DDIMTerms(x0, alpha_bar_prev**0.5 * x0, direction, noise_sigma * noise)
+    return DDIMTerms(x0, alpha_bar_prev**0.5 * x0, direction, (sigma if noise_sigma is None else noise_sigma) * noise)
 
 
 def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x0=None) -> torch.Tensor:

@@ -7,7 +7,8 @@ by hand. A check is a statement of the function body that only guards:
 
 - a call whose name starts with ``check`` or ``_check`` or ``expect_`` (the helpers of ``course_lib._checks``),
   alone or rebinding the argument it checks (``alpha_bar_t = check_coef(alpha_bar_t, ...)``);
-- an ``if`` whose body only raises (and has no ``else``), or a ``for`` loop over such guards.
+- an ``if`` whose body only raises or checks (and has no ``else``: ``if noise is not None: noise = check_...``), or
+  a ``for`` loop over such guards.
 
 The docstring is left out too (the notebook's markdown shows the equation); the signature and every other line,
 comments included, are printed verbatim.
@@ -37,7 +38,8 @@ def _is_check(stmt: ast.stmt) -> bool:
             _called_name(stmt.value).startswith(_CHECK_PREFIXES) and stmt.value.args and \
             isinstance(stmt.value.args[0], ast.Name) and stmt.value.args[0].id == stmt.targets[0].id:
         return True  # `x = check_...(x, ...)`: the same argument, checked (and shaped to broadcast)
-    if isinstance(stmt, ast.If) and not stmt.orelse and all(isinstance(s, ast.Raise) for s in stmt.body):
+    if isinstance(stmt, ast.If) and not stmt.orelse and \
+            all(isinstance(s, ast.Raise) or _is_check(s) for s in stmt.body):
         return True
     if isinstance(stmt, ast.For) and not stmt.orelse and all(_is_check(s) for s in stmt.body):
         return True

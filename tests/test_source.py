@@ -30,6 +30,16 @@ def test_a_function_without_checks_is_shown_whole_but_its_docstring():
     assert maths_source(f) == "def f(x):\n    # why\n    y = x + 1\n    return y\n"
 
 
+def test_an_if_that_only_checks_an_optional_argument_is_left_out():
+    def h(x, scale=None):
+        if scale is not None:
+            scale = check_thing(scale)  # noqa: F821
+        return x * (1 if scale is None else scale)
+
+    assert maths_source(h) == ("def h(x, scale=None):\n    # (argument checks left out: course_lib.show)\n"
+                               "    return x * (1 if scale is None else scale)\n")
+
+
 def test_assignments_that_are_not_a_rebinding_check_stay():
     def g(a, b):
         c = check_thing(b)  # noqa: F821 — a value the maths uses: shown
