@@ -162,3 +162,47 @@ def test_interval_helpers_and_bad_input():
         seed_range([1.0])
     with pytest.raises(ValueError, match="values: expected at least two finite numbers"):
         seed_range([1.0, float("nan")])
+
+
+def test_recentred_fd_interval_holds_its_value_and_covers_fresh_draws():
+    """A resample repeats rows and that alone raises FD: the plain percentile interval of one draw of real images
+    misses its own value; recentred, it holds the value and is at least as wide as the spread of fresh draws."""
+    from course_lib import checkpoints
+    from course_lib.data import generate_shapes
+    from course_lib.metrics import bootstrap_interval, shapes_features
+
+    clf = checkpoints.load("shapes_classifier16")
+    real = shapes_features(generate_shapes(1000, 16, 1, seed=30_000_000).images, clf)
+    draws = [shapes_features(generate_shapes(256, 16, 1, seed=30_000_001 + s).images, clf) for s in range(8)]
+    fresh = torch.tensor([float(frechet_distance(real, f)) for f in draws])
+    stat = lambda f: frechet_distance(real, f)  # noqa: E731
+    plain = bootstrap_interval(stat, draws[0], num_resamples=100)
+    recentred = bootstrap_interval(stat, draws[0], num_resamples=100, recentre=True)
+    assert plain.low > plain.value, "the bias the recentring removes"
+    assert recentred.low < recentred.value < recentred.high
+    assert recentred.high - recentred.low == pytest.approx(plain.high - plain.low)
+    assert recentred.high - recentred.low > 2 * 1.96 * float(fresh.std())  # conservative, never narrower
+
+
+def test_image_quality_intervals_and_the_independent_ruler():
+    from course_lib import checkpoints
+    from course_lib.data import generate_shapes
+    from course_lib.metrics import image_quality, real_vs_real
+
+    clf, noisy = checkpoints.load("shapes_classifier16"), checkpoints.load("shapes_noisy_classifier16")
+    real = generate_shapes(400, 16, 1, seed=30_000_100).images
+    batch = generate_shapes(96, 16, 1, seed=30_000_101)
+    blurred = torch.nn.functional.avg_pool2d(batch.images, 3, 1, 1)
+    q = image_quality(blurred, real, clf, batch.labels, intervals=True, independent_classifier=noisy,
+                      num_resamples=40)
+    plain = image_quality(blurred, real, clf, batch.labels)
+    assert {k: q[k] for k in plain} == plain, "intervals add keys, never change the numbers"
+    for key in ("fd", "precision", "recall", "accuracy", "fd_independent", "precision_independent",
+                "recall_independent"):
+        low, high = q[f"{key}_interval"]
+        assert low <= q[key] <= high or key.startswith("recall"), key  # recall's resample drops repeats
+        assert low < high, key
+    floor = real_vs_real(real, generate_shapes(96, 16, 1, seed=30_000_102).images, clf,
+                         independent_classifier=noisy, num_resamples=40)
+    assert floor["fd"] < q["fd_interval"][0], "blur is far outside the real-vs-real floor"
+    assert floor["fd_independent"] < q["fd_independent_interval"][0], "in the independent features too"

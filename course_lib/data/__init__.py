@@ -20,6 +20,7 @@ HELD_OUT_SEEDS = {
     "ldm_captions": HELD_OUT + 12,          # the captions the LDMs are measured on
     "ldm_real": HELD_OUT + 13,              # their real 32x32 reference images
     "ldm_attention": HELD_OUT + 14,         # the 64 captions notebook 06 measures attention on
+    "real16_floor": HELD_OUT + 15,          # 256 more real 16x16 images: the samplers' real-vs-real floor
     "eval_floor": 2 * HELD_OUT,             # real images measured like samples: the FD floor of an evaluation
 }
 

@@ -1,6 +1,6 @@
 """Sweeps too heavy for a notebook cell; they write results the notebooks display.
 
-    ./course experiments ddim            # DDIM Tables 1 and 2 at toy scale (~15 min on 2 cores)
+    ./course experiments ddim            # DDIM Tables 1 and 2 at toy scale (~35 min on 2 cores)
     ./course experiments ddim --quick    # a reduced sweep (what the tests run)
     ./course experiments ddim-speed      # wall clock of 1000-step DDPM against DDIM (~2.5 min)
     ./course experiments guidance        # guidance Table 4 at toy scale (a few minutes)
@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from .. import RESULTS_DIR, checkpoints
 from ..data import HELD_OUT_SEEDS, generate_shapes, ring_mixture
 from ..diffusion import ddim_invert, ddim_sample
-from ..metrics import image_quality, mixture_nll, mmd_rbf, sliced_wasserstein
+from ..metrics import MMDToReference, image_quality, mixture_nll, sliced_wasserstein
 from ..schedules import make_alphas_cumprod, timestep_subsequence
 
 RESULTS = RESULTS_DIR  # course_lib/results: where results_path() reads them (not tools/results)
@@ -53,8 +53,10 @@ PAPER_TABLE5_2AFC = {"columns": ["Trad.", "All"],
                               "scratch": "Alex-scratch"}}
 
 FULL = dict(steps=(10, 20, 50, 100, 1000), etas=(0.0, 0.2, 0.5, 1.0), n_points=2000, n_images=256,
-            table2_steps=(10, 20, 50, 100, 200, 500, 1000), n_table2=32)
-QUICK = dict(steps=(10, 50), etas=(0.0, 1.0), n_points=1000, n_images=48, table2_steps=(10, 50), n_table2=8)
+            table2_steps=(10, 20, 50, 100, 200, 500, 1000), n_table2=32, ring_seeds=(7, 8, 9),
+            quadratic_steps=(10, 20, 50, 100))
+QUICK = dict(steps=(10, 50), etas=(0.0, 1.0), n_points=1000, n_images=48, table2_steps=(10, 50), n_table2=8,
+             ring_seeds=(7, 8), quadratic_steps=(10,))
 
 
 def _samplers(etas):
@@ -63,13 +65,21 @@ def _samplers(etas):
 
 def ddim_tables(cfg: dict, log=print) -> tuple[dict, dict]:
     """Table 1 (quality against S and eta, plus sigma-hat) for the exact-score ring, the trained ring MLP and the
-    shapes DDPM; Table 2 (invert-then-decode error against S). Returns (results, sample tensors)."""
+    shapes DDPM, with the uniform sub-sequence and, for the shapes DDPM, the quadratic one the paper uses for its
+    CIFAR10 rows; Table 2 (invert-then-decode error against S). Every number carries its spread: the ring's
+    MMD, sliced W2 and NLL are the mean and range over ``ring_seeds`` (cheap to resample), the shapes DDPM's FD,
+    precision, recall and accuracy a 95% bootstrap interval over its 256 samples, beside the real-vs-real floor
+    (256 other real images, measured the same way). FD and precision/recall are also measured in the independent
+    noise-aware classifier's features. Returns (results, sample tensors)."""
+    from ..metrics import real_vs_real, seed_range
+
     ac = make_alphas_cumprod()
     ring = ring_mixture()
     real_pts, _ = ring.sample(cfg["n_points"], torch.Generator().manual_seed(123))
     mlp = checkpoints.load("ring8_mlp")
     ddpm = checkpoints.load("shapes_ddpm16")
     clf = checkpoints.load("shapes_classifier16")
+    independent = checkpoints.load("shapes_noisy_classifier16")
     real_imgs = generate_shapes(1000, 16, 1, seed=HELD_OUT_SEEDS["real16"]).images
     n = cfg["n_images"]
     labels = torch.arange(n) % 4
@@ -81,38 +91,58 @@ def ddim_tables(cfg: dict, log=print) -> tuple[dict, dict]:
         "ring8_mlp": lambda x, t: mlp(x, t),
     }
     with torch.no_grad():
+        out["real_vs_real_shapes"] = real_vs_real(
+            real_imgs, generate_shapes(n, 16, 1, seed=HELD_OUT_SEEDS["real16_floor"]).images, clf,
+            independent_classifier=independent)
+        log(f"real vs real: {out['real_vs_real_shapes']}")
+        mmd_to_real = MMDToReference(real_pts)
+        floor = [float(mmd_to_real(ring.sample(cfg["n_points"], torch.Generator().manual_seed(1000 + s))[0]))
+                 for s in cfg["ring_seeds"]]
+        iv = seed_range(floor)
+        out["real_vs_real_ring"] = {"mmd": round(iv.value, 6), "mmd_range": [round(iv.low, 6), round(iv.high, 6)]}
         for name, eps_fn in models.items():
             table = {}
             for label, kw in _samplers(cfg["etas"]):
                 row = {}
                 for S in cfg["steps"]:
-                    g = torch.Generator().manual_seed(7)
-                    xT = torch.randn(cfg["n_points"], 2, generator=g)
-                    t0 = time.perf_counter()
-                    x = ddim_sample(eps_fn, xT, ac, timestep_subsequence(1000, S), generator=g, **kw)
-                    row[str(S)] = {"mmd": round(float(mmd_rbf(x, real_pts)), 5),
-                                   "sliced_w2": round(float(sliced_wasserstein(x, real_pts)), 4),
-                                   "nll": round(float(mixture_nll(x, ring)), 3),
-                                   "seconds": round(time.perf_counter() - t0, 3), "nfe": S}
+                    per_seed = {"mmd": [], "sliced_w2": [], "nll": [], "seconds": []}
+                    for seed in cfg["ring_seeds"]:
+                        g = torch.Generator().manual_seed(seed)
+                        xT = torch.randn(cfg["n_points"], 2, generator=g)
+                        t0 = time.perf_counter()
+                        x = ddim_sample(eps_fn, xT, ac, timestep_subsequence(1000, S), generator=g, **kw)
+                        per_seed["seconds"].append(time.perf_counter() - t0)
+                        per_seed["mmd"].append(float(mmd_to_real(x)))
+                        per_seed["sliced_w2"].append(float(sliced_wasserstein(x, real_pts)))
+                        per_seed["nll"].append(float(mixture_nll(x, ring)))
+                    cell = {"nfe": S, "seconds": round(per_seed["seconds"][0], 3), "seeds": list(cfg["ring_seeds"])}
+                    for key, digits in (("mmd", 6), ("sliced_w2", 4), ("nll", 3)):
+                        iv = seed_range(per_seed[key])
+                        cell[key], cell[f"{key}_range"] = round(iv.value, digits), [round(iv.low, digits),
+                                                                                    round(iv.high, digits)]
+                    row[str(S)] = cell
                 table[label] = row
                 log(f"{name} {label}: " + ", ".join(f"S={s} mmd={v['mmd']}" for s, v in row.items()))
             out[f"table1_{name}"] = table
-        table = {}
-        for label, kw in _samplers(cfg["etas"]):
-            row = {}
-            for S in cfg["steps"]:
-                g = torch.Generator().manual_seed(7)
-                xT = torch.randn(n, 3, 16, 16, generator=g)
-                t0 = time.perf_counter()
-                x = ddim_sample(lambda x, t: ddpm(x, t, labels), xT, ac, timestep_subsequence(1000, S),
-                                generator=g, **kw)
-                secs = time.perf_counter() - t0
-                row[str(S)] = {**image_quality(x.clamp(-1, 1), real_imgs, clf, labels),
-                               "seconds": round(secs, 2), "nfe": S}
-                samples[f"{label}|S={S}"] = x[:16].contiguous()
-                log(f"shapes_ddpm16 {label} S={S}: {row[str(S)]}")
-            table[label] = row
-        out["table1_shapes_ddpm16"] = table
+        for kind, steps in (("uniform", cfg["steps"]), ("quadratic", cfg["quadratic_steps"])):
+            table = {}
+            for label, kw in _samplers(cfg["etas"]):
+                row = {}
+                for S in steps:
+                    g = torch.Generator().manual_seed(7)
+                    xT = torch.randn(n, 3, 16, 16, generator=g)
+                    t0 = time.perf_counter()
+                    x = ddim_sample(lambda x, t: ddpm(x, t, labels), xT, ac, timestep_subsequence(1000, S, kind),
+                                    generator=g, **kw)
+                    secs = time.perf_counter() - t0
+                    row[str(S)] = {**image_quality(x.clamp(-1, 1), real_imgs, clf, labels, intervals=True,
+                                                   independent_classifier=independent),
+                                   "seconds": round(secs, 2), "nfe": S}
+                    if kind == "uniform":
+                        samples[f"{label}|S={S}"] = x[:16].contiguous()
+                    log(f"shapes_ddpm16 {kind} {label} S={S}: {row[str(S)]}")
+                table[label] = row
+            out["table1_shapes_ddpm16" + ("" if kind == "uniform" else "_quadratic")] = table
 
         # Table 2: encode with the ODE, decode with the same S, mean squared error per dimension.
         # Images are mapped to [0, 1] first so the numbers compare with the paper's.
@@ -177,14 +207,20 @@ GUIDANCE_METHODS = {
     "cg_cond": "classifier guidance (noise-aware classifier) on the conditional model",
     "cfg": "classifier-free guidance (scale = 1 + w)",
     "cg_uncond_clean": "classifier guidance with the *clean* classifier on the unconditional model",
+    "cg_uncond_alg1": "Algorithm 1 (guided ancestral sampling, the same 50 steps) on the unconditional model",
+    "cg_cond_alg1": "Algorithm 1 (guided ancestral sampling, the same 50 steps) on the conditional model",
 }
 
 
 def guidance_table(scales=(0.0, 0.5, 1.0, 2.0, 5.0, 10.0), n: int = 256, steps: int = 50,
                    methods=tuple(GUIDANCE_METHODS), log=print) -> tuple[dict, dict]:
     """The paper's Table 4 trend on shapes: class accuracy (clean classifier), FD, precision and recall of
-    guided DDIM samples (eta = 0, ``steps`` steps, the same x_T everywhere) for every method and scale."""
-    from ..guidance import cfg_sample, classifier_log_prob_grad, guided_ddim_sample
+    guided samples (the same x_T everywhere) for every method and scale, each with its 95% bootstrap interval
+    over the ``n`` samples, and FD, precision and recall again in the independent noise-aware classifier's
+    features at t = 0 (no guidance here follows its t = 0 features; the ``_clean`` rows follow the clean
+    classifier's, the ruler of the first FD). Algorithm 2 (guided DDIM, eta = 0) for most rows; the ``_alg1`` rows
+    run Algorithm 1 (guided ancestral sampling) at the same ``steps``, as the paper's Table 4 does at 250 steps."""
+    from ..guidance import cfg_sample, classifier_log_prob_grad, guided_ddim_sample, guided_ddpm_sample
 
     ac = make_alphas_cumprod()
     ddpm = checkpoints.load("shapes_ddpm16")
@@ -195,9 +231,13 @@ def guidance_table(scales=(0.0, 0.5, 1.0, 2.0, 5.0, 10.0), n: int = 256, steps: 
     ts = timestep_subsequence(1000, steps)
     grads = {"noisy": lambda x, t, y: classifier_log_prob_grad(noisy, x, t, y),
              "clean": lambda x, t, y: classifier_log_prob_grad(lambda z, _t: clean(z), x, t, y)}
-    out = {"config": {"scales": list(scales), "num_samples": n, "steps": steps, "sampler": "DDIM eta=0",
+    out = {"config": {"scales": list(scales), "num_samples": n, "steps": steps,
+                      "sampler": "DDIM eta=0 (Algorithm 2); the _alg1 rows: guided ancestral (Algorithm 1)",
                       "methods": {m: GUIDANCE_METHODS[m] for m in methods}},
            "paper_table4_imagenet256": PAPER_TABLE4_IMAGENET256}
+    from ..metrics import real_vs_real
+    out["real_vs_real"] = real_vs_real(real, generate_shapes(n, 16, 1, seed=HELD_OUT_SEEDS["real16_floor"]).images,
+                                       clean, independent_classifier=noisy)
     samples = {}
     for m in methods:
         rows = {}
@@ -208,11 +248,13 @@ def guidance_table(scales=(0.0, 0.5, 1.0, 2.0, 5.0, 10.0), n: int = 256, steps: 
                 with torch.no_grad():
                     x = cfg_sample(ddpm, xT, ac, ts, labels, s)
             else:
-                cond = m == "cg_cond"
+                cond = m.startswith("cg_cond")
                 eps_fn = (lambda x, t: ddpm(x, t, labels)) if cond else (lambda x, t: ddpm(x, t))
-                x = guided_ddim_sample(eps_fn, grads["clean" if m.endswith("clean") else "noisy"], xT, ac, ts,
-                                       labels, s)
-            rows[str(s)] = {**image_quality(x.detach().clamp(-1, 1), real, clean, labels),
+                sampler = guided_ddpm_sample if m.endswith("alg1") else guided_ddim_sample
+                kw = dict(generator=torch.Generator().manual_seed(8)) if m.endswith("alg1") else {}
+                x = sampler(eps_fn, grads["clean" if m.endswith("clean") else "noisy"], xT, ac, ts, labels, s, **kw)
+            rows[str(s)] = {**image_quality(x.detach().clamp(-1, 1), real, clean, labels, intervals=True,
+                                            independent_classifier=noisy),
                             "seconds": round(time.perf_counter() - t0, 2)}
             samples[f"{m}|{s}"] = x[:16].detach().contiguous()
             log(f"{m} scale={s}: {rows[str(s)]}")
