@@ -337,12 +337,17 @@ def edge_sharpness(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruction_report(x_hat: torch.Tensor, x: torch.Tensor, indices=None, num_codes: int | None = None) -> dict:
+def reconstruction_report(x_hat: torch.Tensor, x: torch.Tensor, indices=None, num_codes: int | None = None,
+                          intervals: bool = False, num_resamples: int = 200) -> dict:
     """Notebook 05's comparison of autoencoders on the same held-out images in [-1, 1]: PSNR, SSIM, LPIPS (course
     backbone, unweighted: the perceptual loss's own measure), edge sharpness, and two Fréchet distances of the
     reconstructions to the originals: in the clean classifier's features (its trunk is the LPIPS backbone) and in
     the independently trained noise-aware classifier's features at t = 0 (a network no loss here has seen).
-    Images larger than 16x16 are average-pooled to 16x16 for the classifiers, which were trained at that size."""
+    Images larger than 16x16 are average-pooled to 16x16 for the classifiers, which were trained at that size.
+
+    ``intervals=True`` adds ``<metric>_interval``: 95% bootstrap intervals over the held-out images, each resample
+    keeping an original with its own reconstruction (paired; FD recentred as in :func:`image_quality`). They
+    measure the choice of test images, not the training run: a second training seed moves the numbers too."""
     from . import checkpoints
     from .perceptual import LPIPS
     from .quantize import codebook_usage
@@ -353,13 +358,22 @@ def reconstruction_report(x_hat: torch.Tensor, x: torch.Tensor, indices=None, nu
     clean = checkpoints.load("shapes_classifier16", device=x.device)
     noisy = checkpoints.load("shapes_noisy_classifier16", device=x.device)
     t0 = torch.zeros(len(x), dtype=torch.long, device=x.device)
-    out = {
-        "psnr_db": round(float(psnr(x_hat, x).mean()), 2), "ssim": round(float(ssim(x_hat, x).mean()), 4),
-        "lpips": round(float(dist.mean()), 4), "sharpness": round(float(edge_sharpness(x_hat, x).mean()), 3),
-        "fd_clean_classifier": round(float(frechet_distance(clean.features(small(x)), clean.features(small(x_hat)))), 4),
-        "fd_noisy_classifier": round(float(frechet_distance(noisy.features(small(x), t0),
-                                                            noisy.features(small(x_hat), t0))), 4),
-    }
+    per_image = {"psnr_db": psnr(x_hat, x), "ssim": ssim(x_hat, x), "lpips": dist,
+                 "sharpness": edge_sharpness(x_hat, x)}
+    feats = {"fd_clean_classifier": (clean.features(small(x)), clean.features(small(x_hat))),
+             "fd_noisy_classifier": (noisy.features(small(x), t0), noisy.features(small(x_hat), t0))}
+    digits = {"psnr_db": 2, "ssim": 4, "lpips": 4, "sharpness": 3, "fd_clean_classifier": 4, "fd_noisy_classifier": 4}
+    out = {k: round(float(v.mean()), digits[k]) for k, v in per_image.items()}
+    out.update({k: round(float(frechet_distance(a, b)), digits[k]) for k, (a, b) in feats.items()})
+    if intervals:
+        for k, v in per_image.items():
+            iv = bootstrap_interval(lambda s: s.mean(), v.detach().cpu(), num_resamples=num_resamples)
+            out[f"{k}_interval"] = [round(iv.low, digits[k]), round(iv.high, digits[k])]
+        for k, (a, b) in feats.items():
+            pairs = torch.stack([a.cpu(), b.cpu()], dim=1)  # (N, 2, F): an original beside its reconstruction
+            iv = bootstrap_interval(lambda p: frechet_distance(p[:, 0], p[:, 1]), pairs, num_resamples=num_resamples,
+                                    recentre=True)
+            out[f"{k}_interval"] = [round(iv.low, digits[k]), round(iv.high, digits[k])]
     if indices is not None:
         use = codebook_usage(indices, num_codes)
         out.update(perplexity=round(use["perplexity"], 1), usage=round(use["usage"], 4))

@@ -37,3 +37,19 @@ def test_2afc_judgments_follow_the_stated_severity_and_are_deterministic():
     # a single distortion type: the weaker one is judged closer
     same = a["kinds"][:, 0] == a["kinds"][:, 1]
     assert torch.equal(a["judge"][same], (a["strengths"][same, 1] < a["strengths"][same, 0]).float())
+
+
+def test_translate_moves_without_wrapping_and_fills_the_border():
+    from course_lib.data.distortions import translate
+
+    x = torch.arange(2 * 1 * 4 * 5, dtype=torch.float32).view(2, 1, 4, 5)
+    right = translate(x, 0, 2)
+    assert torch.equal(right[..., 2:], x[..., :3]) and bool((right[..., :2] == -1).all())
+    up = translate(x, -1, 0, fill=0.5)
+    assert torch.equal(up[..., :3, :], x[..., 1:, :]) and bool((up[..., 3, :] == 0.5).all())
+    assert torch.equal(translate(x, 0, 0), x)
+    assert torch.equal(translate(translate(x, 1, -1), -1, 1)[..., :3, 1:], x[..., :3, 1:])  # back, border lost
+    with pytest.raises(ValueError, match=r"dx: expected an int with \|dx\| < 5"):
+        translate(x, 0, 5)
+    with pytest.raises(ValueError, match="dy: expected an int"):
+        translate(x, 0.5, 0)

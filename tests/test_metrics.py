@@ -206,3 +206,19 @@ def test_image_quality_intervals_and_the_independent_ruler():
                          independent_classifier=noisy, num_resamples=40)
     assert floor["fd"] < q["fd_interval"][0], "blur is far outside the real-vs-real floor"
     assert floor["fd_independent"] < q["fd_independent_interval"][0], "in the independent features too"
+
+
+def test_reconstruction_report_intervals_are_paired_and_leave_the_numbers_alone():
+    from course_lib.data import generate_shapes
+    from course_lib.metrics import reconstruction_report
+
+    x = generate_shapes(64, 32, 1, seed=30_000_200).images
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+    plain = reconstruction_report(blurred, x)
+    rep = reconstruction_report(blurred, x, intervals=True, num_resamples=40)
+    assert {k: rep[k] for k in plain} == plain
+    for key in plain:
+        low, high = rep[f"{key}_interval"]
+        assert low <= rep[key] <= high and low < high, key
+    self_pair = reconstruction_report(x, x, intervals=True, num_resamples=20)
+    assert self_pair["psnr_db"] > 100 and self_pair["fd_noisy_classifier_interval"][1] < 1e-6

@@ -25,6 +25,13 @@ def test_sweep_reconstruction_demo():
     demo = demos.sweep_reconstruction_demo(samples, results, "beta", "beta")
     assert demo.set(beta="0.25")["psnr_db"] == 30.0
     plt.close("all")
+    # a sweep over seeds: the images are the first seed's, so the title gives that run's numbers, not the mean
+    results = {"0.25": {"psnr_db": 30.0, "usage": 0.5, "seeds": [11, 12],
+                        "per_seed": [{"psnr_db": 31.0, "usage": 0.75}, {"psnr_db": 29.0, "usage": 0.25}]}}
+    fig = demos.sweep_reconstruction_demo(samples, results, "beta", "beta").figure(beta="0.25")
+    titles = " ".join(ax.get_title() for ax in fig.axes)
+    assert "seed 11" in titles and "31.0 dB" in titles and "75%" in titles, titles
+    plt.close("all")
 
 
 def test_shipped_vqvae_reconstructs_and_uses_its_codebook():

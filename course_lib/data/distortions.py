@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from .._checks import check_positive_int, check_range, check_tensor
 from .shapes import generate_shapes
 
-__all__ = ["DISTORTIONS", "SEVERITY_WEIGHTS", "distort", "make_2afc"]
+__all__ = ["DISTORTIONS", "SEVERITY_WEIGHTS", "distort", "translate", "make_2afc"]
 
 DISTORTIONS = ("blur", "noise", "shift", "colour", "blocking", "contrast")
 # How much one unit of strength "costs" in the synthetic judgments: a person barely minds a small shift of the
@@ -34,6 +34,21 @@ def _gaussian_blur(x, sigma):
     x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def translate(images: torch.Tensor, dy: int, dx: int, fill: float = -1.0) -> torch.Tensor:
+    """Move (N, C, H, W) images by ``dy`` rows and ``dx`` columns (positive: down and right) without wrapping:
+    what leaves the frame is lost and the uncovered border is ``fill`` (-1, shapes world's black background).
+    The small misalignment the LPIPS paper's claim is about, unlike the circular ``distort(..., "shift", ...)``."""
+    check_tensor(images, "images", ndim=4)
+    h, w = images.shape[-2:]
+    for name, v, size in (("dy", dy, h), ("dx", dx, w)):
+        if not isinstance(v, int) or isinstance(v, bool) or abs(v) >= size:
+            raise ValueError(f"{name}: expected an int with |{name}| < {size} (the image side), got {v!r}")
+    out = torch.full_like(images, fill)
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        images[..., max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
 
 
 def distort(images: torch.Tensor, kind: str, strength: float, generator: torch.Generator | None = None):

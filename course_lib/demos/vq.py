@@ -87,6 +87,10 @@ def sweep_reconstruction_demo(samples: dict, results: dict, prefix: str, key_nam
         return {"x": samples[f"{prefix}|{value}"], **results[value]}
 
     def title(r, v):
+        if "per_seed" in r:  # a sweep over seeds: these images are the first seed's run, the numbers its own
+            first = r["per_seed"][0]
+            return (f"{key_name} = {v[key_name]} (seed {r['seeds'][0]}): PSNR {first['psnr_db']:.1f} dB, "
+                    f"{100 * first['usage']:.0f}% of codes used")
         return f"{key_name} = {v[key_name]}: PSNR {r['psnr_db']:.1f} dB, {100 * r['usage']:.0f}% of codes used"
 
     def draw(r, v):

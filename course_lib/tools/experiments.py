@@ -4,7 +4,7 @@
     ./course experiments ddim --quick    # a reduced sweep (what the tests run)
     ./course experiments ddim-speed      # wall clock of 1000-step DDPM against DDIM (~2.5 min)
     ./course experiments guidance        # guidance Table 4 at toy scale (a few minutes)
-    ./course experiments vq              # VQ beta / vocabulary / codebook-health sweeps (~10 min)
+    ./course experiments vq              # VQ beta / vocabulary / codebook-health sweeps, 3 seeds (~35 min)
     ./course experiments lpips           # LPIPS lin / tune / scratch on the synthetic 2AFC set
 
 Output: ``course_lib/results/ddim_tables.json`` (numbers) and ``course_lib/results/ddim_samples.safetensors``
@@ -48,9 +48,21 @@ PAPER_TABLE5_2AFC = {"columns": ["Trad.", "All"],
                      "rows": {"Human (oracle)": [80.8, 73.9], "L2": [59.9, 63.2], "SSIM": [60.3, 63.1],
                               "Random (Gaussian) net": [60.5, 64.3], "AlexNet (supervised)": [70.6, 68.9],
                               "Alex-lin": [73.9, 69.8], "Alex-tune": [77.7, 69.7], "Alex-scratch": [77.6, 70.2]},
-                     "ours": {"L2": "L2", "SSIM": "SSIM", "features, unweighted": "AlexNet (supervised)",
+                     "ours": {"L2": "L2", "SSIM": "SSIM", "random backbone, unweighted": "Random (Gaussian) net",
+                              "features, unweighted": "AlexNet (supervised)",
                               "shipped lin weights": "Alex-lin", "lin": "Alex-lin", "tune": "Alex-tune",
                               "scratch": "Alex-scratch"}}
+
+# VQGAN paper (Esser, Rombach & Ommer, CVPR 2021), Table 5: reconstruction FID on ImageNet, reconstructed
+# validation images against the validation split (val) and the training split (train); None where not reported.
+PAPER_VQGAN_TABLE5_RFID = [
+    {"model": "VQVAE-2", "latent_grid": "64² & 32²", "codebook": 512, "fid_val": None, "fid_train": "~10"},
+    {"model": "DALL-E dVAE", "latent_grid": "32²", "codebook": 8192, "fid_val": 32.01, "fid_train": 33.88},
+    {"model": "VQGAN", "latent_grid": "16²", "codebook": 1024, "fid_val": 7.94, "fid_train": 10.54},
+    {"model": "VQGAN", "latent_grid": "16²", "codebook": 16384, "fid_val": 4.98, "fid_train": 7.41},
+    {"model": "VQGAN* (Gumbel)", "latent_grid": "32²", "codebook": 8192, "fid_val": 1.49, "fid_train": 3.24},
+    {"model": "VQGAN", "latent_grid": "64² & 32²", "codebook": 512, "fid_val": 1.45, "fid_train": 2.78},
+]
 
 FULL = dict(steps=(10, 20, 50, 100, 1000), etas=(0.0, 0.2, 0.5, 1.0), n_points=2000, n_images=256,
             table2_steps=(10, 20, 50, 100, 200, 500, 1000), n_table2=32, ring_seeds=(7, 8, 9),
@@ -263,43 +275,61 @@ def guidance_table(scales=(0.0, 0.5, 1.0, 2.0, 5.0, 10.0), n: int = 256, steps: 
 
 
 def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0, 2.0), bits=(4, 6, 8, 10, 12),
-              log=print) -> tuple[dict, dict]:
-    """VQ-VAE's beta sweep, MAGVIT-v2's vocabulary sweep (VQ against LFQ with and without the entropy penalty, D =
-    log2 K for both) and codebook health over training (plain codebook loss, EMA codebook, dead-code restarts);
-    every run has the same budget. Returns (results, 8 reconstructions per run)."""
+              seeds=(11, 12, 13), log=print) -> tuple[dict, dict]:
+    """VQ-VAE's beta sweep (with dead-code restarts, the shipped recipe, so that no run sits in the dead-code
+    regime), MAGVIT-v2's vocabulary sweep (VQ plain and with restarts against LFQ with and without the entropy
+    penalty, D = log2 K for all) and codebook health over training (plain codebook loss, EMA codebook, dead-code
+    restarts); every run has the same budget. The beta and vocabulary sweeps repeat every run over ``seeds``
+    (initialisation and data order; the first two for LFQ without its entropy term): each metric is the mean over seeds, with ``<metric>_range`` its smallest and
+    largest and ``per_seed`` the runs. Returns (results, 8 reconstructions per run, of the first seed)."""
     import tempfile
 
-    from ..metrics import evaluate_autoencoder
+    from ..metrics import evaluate_autoencoder, seed_range
     from ..recipes import Recipe
     from ..train import train
 
     device = torch.device("cpu")
     probe = generate_shapes(8, 16, 1, seed=777).images
-    out = {"config": {"steps": steps, "batch_size": batch_size, "betas": list(betas), "bits": list(bits)},
-           "beta": {}, "vocabulary": {"vq": {}, "lfq": {}, "lfq_no_entropy": {}}, "health": {}}
+    out = {"config": {"steps": steps, "batch_size": batch_size, "betas": list(betas), "bits": list(bits),
+                      "seeds": list(seeds), "beta_sweep": "dead-code restarts on (the shipped recipe)"},
+           "beta": {}, "vocabulary": {"vq": {}, "vq_restarts": {}, "lfq": {}, "lfq_no_entropy": {}}, "health": {}}
     samples = {"originals": probe}
 
-    def run(name, config, key):
+    def run(name, config, key, seed=seeds[0]):
         recipe = Recipe(name, "VQVAE", config, task="autoencoder", data="shapes16", steps=steps,
-                        batch_size=batch_size, lr=1e-3, seed=11, description=f"sweep run {name}",
+                        batch_size=batch_size, lr=1e-3, seed=seed, description=f"sweep run {name}",
                         log_every=max(1, steps // 30))
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             model, info = train(recipe, save=False, progress=False, evaluate=False, log=lambda *a: None,
                                 runs_dir=tmp, device="cpu")
         metrics = {**evaluate_autoencoder(model, device), "seconds": round(time.perf_counter() - t0, 1)}
-        with torch.no_grad():
-            samples[key] = model(probe).clamp(-1, 1)
-        log(f"{name}: {metrics}")
+        if seed == seeds[0]:
+            with torch.no_grad():
+                samples[key] = model(probe).clamp(-1, 1)
+        log(f"{name} seed {seed}: {metrics}")
         return metrics, info
 
+    def over_seeds(name, config, key, seeds=seeds):
+        runs = [run(name, config, key, seed)[0] for seed in seeds]
+        cell = {"seeds": list(seeds), "per_seed": runs}
+        for metric in ("psnr_db", "ssim", "usage", "perplexity"):
+            iv = seed_range([r[metric] for r in runs])
+            cell[metric], cell[f"{metric}_range"] = round(iv.value, 4), [iv.low, iv.high]
+        return cell
+
     for b in betas:
-        out["beta"][str(b)], _ = run(f"beta={b}", dict(num_codes=256, latent_dim=16, beta=b), f"beta|{b}")
+        out["beta"][str(b)] = over_seeds(f"beta={b}", dict(num_codes=256, latent_dim=16, beta=b,
+                                                            restart_dead_codes=True), f"beta|{b}")
     for n in bits:
-        for kind in ("vq", "lfq", "lfq_no_entropy"):
-            cfg = dict(num_codes=2**n, latent_dim=n, quantizer="vq" if kind == "vq" else "lfq",
+        for kind in ("vq", "vq_restarts", "lfq", "lfq_no_entropy"):
+            cfg = dict(num_codes=2**n, latent_dim=n, quantizer="vq" if kind.startswith("vq") else "lfq",
                        entropy_weight=0.0 if kind == "lfq_no_entropy" else 0.1)
-            out["vocabulary"][kind][str(n)], _ = run(f"{kind} K=2^{n}", cfg, f"{kind}|{n}")
+            if kind == "vq_restarts":
+                cfg["restart_dead_codes"] = True
+            # LFQ without its entropy term uses a handful of codes whatever the seed: one seed pair is enough
+            out["vocabulary"][kind][str(n)] = over_seeds(f"{kind} K=2^{n}", cfg, f"{kind}|{n}",
+                                                         seeds[:2] if kind == "lfq_no_entropy" else seeds)
     for kind, cfg in [("plain", {}), ("ema", {"ema": True}), ("restarts", {"restart_dead_codes": True})]:
         metrics, info = run(f"health {kind}", dict(num_codes=256, latent_dim=16, **cfg), f"health|{kind}")
         out["health"][kind] = {**metrics, "history": info["history"]}
@@ -326,6 +356,13 @@ def lpips_2afc(n_train: int = 4000, n_test: int = 1000, steps: int = 400, batch_
     out["agreement"]["SSIM"] = agreement(lambda a, b: 1 - ssim(a, b))
     out["agreement"]["features, unweighted"] = agreement(LPIPS("shapes", lin=False))
     out["agreement"]["shipped lin weights"] = agreement(LPIPS("shapes"))
+    # the paper's "Random (Gaussian) net" row: the same trunk never trained, unweighted; three initialisations
+    from ..metrics import seed_range
+    random_runs = [agreement(LPIPS("shapes", backbone="random", lin=False, seed=s)) for s in (0, 1, 2)]
+    iv = seed_range(random_runs)
+    out["agreement"]["random backbone, unweighted"] = round(iv.value, 4)
+    out["random_backbone_seeds"] = {"seeds": [0, 1, 2], "agreement": random_runs, "range": [iv.low, iv.high]}
+    log(f"random backbone: {random_runs}")
     for variant in VARIANTS:
         t0 = time.perf_counter()
         metric, _ = train_2afc(variant, train_set, steps, batch_size)
@@ -375,7 +412,8 @@ SWEEPS = {
     "lpips": (lambda quick: lpips_2afc(**(dict(n_train=256, n_test=128, steps=20, batch_size=16) if quick else {})),
               "lpips_2afc", None),
     "vqgan-codebook": (lambda quick: vqgan_codebook(steps=30 if quick else 2000), "vqgan_codebook", "vqgan_codebook_samples"),
-    "vq": (lambda quick: vq_sweeps(**(dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8)) if quick else {})),
+    "vq": (lambda quick: vq_sweeps(**(dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8), seeds=(11, 12))
+                                      if quick else {})),
            "vq_sweeps", "vq_samples"),
 }
 
