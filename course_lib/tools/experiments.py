@@ -4,7 +4,7 @@
     ./course experiments ddim --quick    # a reduced sweep (what the tests run)
     ./course experiments ddim-speed      # wall clock of 1000-step DDPM against DDIM (~2.5 min)
     ./course experiments guidance        # guidance Table 4 at toy scale (a few minutes)
-    ./course experiments vq              # VQ beta / vocabulary / codebook-health sweeps, 3 seeds (~35 min)
+    ./course experiments vq              # VQ beta / vocabulary / codebook-health sweeps, 3 seeds (~40 min)
     ./course experiments lpips           # LPIPS lin / tune / scratch on the synthetic 2AFC set
 
 Output: ``course_lib/results/ddim_tables.json`` (numbers) and ``course_lib/results/ddim_samples.safetensors``
@@ -66,23 +66,27 @@ PAPER_VQGAN_TABLE5_RFID = [
 
 FULL = dict(steps=(10, 20, 50, 100, 1000), etas=(0.0, 0.2, 0.5, 1.0), n_points=2000, n_images=256,
             table2_steps=(10, 20, 50, 100, 200, 500, 1000), n_table2=32, ring_seeds=(7, 8, 9),
-            quadratic_steps=(10, 20, 50, 100))
+            quadratic_steps=(10, 20, 50, 100), quadratic_rows=("eta=0.0", "eta=1.0"), longest_rows=("eta=1.0",))
 QUICK = dict(steps=(10, 50), etas=(0.0, 1.0), n_points=1000, n_images=48, table2_steps=(10, 50), n_table2=8,
-             ring_seeds=(7, 8), quadratic_steps=(10,))
+             ring_seeds=(7, 8), quadratic_steps=(10,), quadratic_rows=("eta=0.0",), longest_rows=("eta=1.0",))
 
 
 def _samplers(etas):
     return [(f"eta={eta:.1f}", dict(eta=eta)) for eta in etas] + [("sigma_hat", dict(variance="sigma_hat"))]
 
 
-def ddim_tables(cfg: dict, log=print) -> tuple[dict, dict]:
+def ddim_tables(cfg: dict, log=print, carry: tuple[dict, dict] | None = None) -> tuple[dict, dict]:
     """Table 1 (quality against S and eta, plus sigma-hat) for the exact-score ring, the trained ring MLP and the
     shapes DDPM, with the uniform sub-sequence and, for the shapes DDPM, the quadratic one the paper uses for its
     CIFAR10 rows; Table 2 (invert-then-decode error against S). Every number carries its spread: the ring's
     MMD, sliced W2 and NLL are the mean and range over ``ring_seeds`` (cheap to resample), the shapes DDPM's FD,
     precision, recall and accuracy a 95% bootstrap interval over its 256 samples, beside the real-vs-real floor
     (256 other real images, measured the same way). FD and precision/recall are also measured in the independent
-    noise-aware classifier's features. Returns (results, sample tensors)."""
+    noise-aware classifier's features. On shapes, the largest S (1000 steps, about 10 minutes per row on 2 CPU
+    cores) runs only for ``longest_rows`` (the DDPM reference, eta = 1) and the quadratic sub-sequence only for
+    ``quadratic_rows``; those cells of the other rows are absent, or, with ``carry`` = (the results and samples of
+    a previous run), copied from it and marked ``"carried": true`` (a point value without an interval).
+    Returns (results, sample tensors)."""
     from ..metrics import real_vs_real, seed_range
 
     ac = make_alphas_cumprod()
@@ -136,11 +140,21 @@ def ddim_tables(cfg: dict, log=print) -> tuple[dict, dict]:
                 table[label] = row
                 log(f"{name} {label}: " + ", ".join(f"S={s} mmd={v['mmd']}" for s, v in row.items()))
             out[f"table1_{name}"] = table
+        longest = max(cfg["steps"])
         for kind, steps in (("uniform", cfg["steps"]), ("quadratic", cfg["quadratic_steps"])):
             table = {}
             for label, kw in _samplers(cfg["etas"]):
+                if kind == "quadratic" and label not in cfg["quadratic_rows"]:
+                    continue
                 row = {}
                 for S in steps:
+                    if S == longest and label not in cfg["longest_rows"]:
+                        previous = (carry[0].get("table1_shapes_ddpm16", {}).get(label, {}).get(str(S))
+                                    if carry and kind == "uniform" else None)
+                        if previous is not None and f"{label}|S={S}" in carry[1]:
+                            row[str(S)] = {**previous, "carried": True}
+                            samples[f"{label}|S={S}"] = carry[1][f"{label}|S={S}"]
+                        continue
                     g = torch.Generator().manual_seed(7)
                     xT = torch.randn(n, 3, 16, 16, generator=g)
                     t0 = time.perf_counter()
@@ -274,7 +288,7 @@ def guidance_table(scales=(0.0, 0.5, 1.0, 2.0, 5.0, 10.0), n: int = 256, steps: 
     return out, samples
 
 
-def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0, 2.0), bits=(4, 6, 8, 10, 12),
+def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0, 2.0), bits=(4, 8, 12),
               seeds=(11, 12, 13), log=print) -> tuple[dict, dict]:
     """VQ-VAE's beta sweep (with dead-code restarts, the shipped recipe, so that no run sits in the dead-code
     regime), MAGVIT-v2's vocabulary sweep (VQ plain and with restarts against LFQ with and without the entropy
@@ -403,7 +417,8 @@ def vqgan_codebook(num_codes=(8,), steps: int = 2000, log=print) -> tuple[dict, 
 
 # name -> (run(quick) -> (results, samples or None), file stem of the results, file stem of the samples)
 SWEEPS = {
-    "ddim": (lambda quick: ddim_tables(QUICK if quick else FULL), "ddim_tables", "ddim_samples"),
+    "ddim": (lambda quick, carry=None: ddim_tables(QUICK if quick else FULL, carry=carry), "ddim_tables",
+             "ddim_samples"),
     "ddim-speed": (lambda quick: (ddim_speed(repeats=1 if quick else 3, num_images=16 if quick else 64,
                                              steps=(100, 10) if quick else (1000, 50, 20, 10)), None),
                    "ddim_speed", None),
@@ -423,13 +438,28 @@ def main(argv=None):
     p.add_argument("name", choices=list(SWEEPS))
     p.add_argument("--quick", action="store_true", help="reduced sweep (a minute)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--carry", action="store_true",
+                   help="ddim only: copy the cells this run skips (S = 1000 of most rows) from the shipped results, "
+                        "marked as carried")
     a = p.parse_args(argv)
+    if a.carry and a.name != "ddim":
+        p.error(f"--carry: only the ddim sweep skips cells, got {a.name!r}")
     torch.manual_seed(0)
     run, results_stem, samples_stem = SWEEPS[a.name]
     t0 = time.time()
-    results, samples = run(a.quick)
+    if a.carry:
+        from safetensors.torch import load_file
+
+        from .. import results_path
+
+        previous = (json.loads(results_path("ddim_tables.json").read_text()),
+                    load_file(str(results_path("ddim_samples.safetensors"))))
+        results, samples = run(a.quick, carry=previous)
+    else:
+        results, samples = run(a.quick)
     results["wall_time_s"] = round(time.time() - t0, 1)
-    results["command"] = f"./course experiments {a.name}" + (" --quick" if a.quick else "")
+    results["command"] = f"./course experiments {a.name}" + (" --quick" if a.quick else "") + \
+        (" --carry" if a.carry else "")
     results["torch_threads"] = torch.get_num_threads()
     suffix = "_quick" if a.quick else ""
     a.out.mkdir(parents=True, exist_ok=True)
