@@ -38,7 +38,7 @@ class Interval(NamedTuple):
 
 
 def bootstrap_interval(statistic, *samples: torch.Tensor, num_resamples: int = 200, confidence: float = 0.95,
-                       seed: int = 0, recentre: bool = False) -> Interval:
+                       seed: int = 0, recentre: bool = False, lower_bound: float | None = None) -> Interval:
     r"""The percentile bootstrap (Efron 1979): ``statistic(*samples)`` and the interval of the same statistic over
     ``num_resamples`` resamplings, each sample's rows drawn with replacement and independently of the others:
 
@@ -52,6 +52,8 @@ def bootstrap_interval(statistic, *samples: torch.Tensor, num_resamples: int = 2
     :math:`\hat\theta - \overline{\theta^*}` (Efron & Tibshirani 1993, ch. 10), for statistics that a resample's
     repeated rows push one way: a Fréchet distance of resampled features is larger than the distance it resamples
     (repeats lower the rank of the covariance), so the plain percentile interval can miss the value itself.
+    ``lower_bound`` is the smallest value the statistic can take (a distance: 0); a recentred interval's lower end
+    is cut there rather than reported below it.
     """
     check_positive_int(num_resamples, "num_resamples")
     if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
@@ -68,7 +70,10 @@ def bootstrap_interval(statistic, *samples: torch.Tensor, num_resamples: int = 2
                                              for x in samples))) for _ in range(num_resamples)], dtype=torch.float64)
     low, high = torch.quantile(stats, torch.tensor([(1 - confidence) / 2, (1 + confidence) / 2], dtype=torch.float64))
     shift = value - float(stats.mean()) if recentre else 0.0
-    return Interval(value, float(low) + shift, float(high) + shift)
+    low, high = float(low) + shift, float(high) + shift
+    if lower_bound is not None:
+        low = max(low, float(lower_bound))
+    return Interval(value, low, high)
 
 
 def seed_range(values) -> Interval:
@@ -307,7 +312,8 @@ def _quality_numbers(ff, fr, suffix, k, intervals, num_resamples):
         stats = {"fd": lambda f: frechet_distance(fr, f), "precision": lambda f: _coverage(fr, real_radius, f),
                  "recall": recall}
         for name, stat in stats.items():
-            iv = bootstrap_interval(stat, ff, num_resamples=num_resamples, recentre=name == "fd")
+            iv = bootstrap_interval(stat, ff, num_resamples=num_resamples, recentre=name == "fd",
+                                    lower_bound=0.0 if name == "fd" else None)
             out[f"{name}{suffix}_interval"] = [round(iv.low, 4), round(iv.high, 4)]
     return out
 
@@ -372,7 +378,7 @@ def reconstruction_report(x_hat: torch.Tensor, x: torch.Tensor, indices=None, nu
         for k, (a, b) in feats.items():
             pairs = torch.stack([a.cpu(), b.cpu()], dim=1)  # (N, 2, F): an original beside its reconstruction
             iv = bootstrap_interval(lambda p: frechet_distance(p[:, 0], p[:, 1]), pairs, num_resamples=num_resamples,
-                                    recentre=True)
+                                    recentre=True, lower_bound=0.0)
             out[f"{k}_interval"] = [round(iv.low, digits[k]), round(iv.high, digits[k])]
     if indices is not None:
         use = codebook_usage(indices, num_codes)

@@ -23,10 +23,21 @@ def test_quick_sweep_trends(quick):
     assert ring["sigma_hat"]["10"]["mmd"] > 3 * ring["eta=0.0"]["10"]["mmd"]
     shapes = res["table1_shapes_ddpm16"]
     assert shapes["sigma_hat"]["10"]["fd"] > 5 * shapes["eta=0.0"]["10"]["fd"]
-    assert shapes["eta=0.0"]["50"]["accuracy"] >= 0.9
+    assert shapes["eta=1.0"]["50"]["accuracy"] >= 0.9
     t2 = res["table2"]
     assert t2["shapes_ddpm16"][1] < t2["shapes_ddpm16"][0] and t2["ring_exact"][1] < t2["ring_exact"][0]
     assert samples["eta=0.0|S=10"].shape == (16, 3, 16, 16)
+    # every number carries its spread: bootstrap intervals on shapes, the range over x_T seeds on the ring
+    cell = shapes["eta=0.0"]["10"]
+    assert cell["fd_interval"][0] <= cell["fd"] <= cell["fd_interval"][1]
+    assert cell["fd_independent_interval"][0] <= cell["fd_independent"] <= cell["fd_independent_interval"][1]
+    assert ring["eta=0.0"]["10"]["mmd_range"][0] <= ring["eta=0.0"]["10"]["mmd"] <= ring["eta=0.0"]["10"]["mmd_range"][1]
+    assert res["real_vs_real_shapes"]["fd"] < shapes["sigma_hat"]["10"]["fd_interval"][0]
+    quad = res["table1_shapes_ddpm16_quadratic"]
+    assert set(quad) == set(QUICK["quadratic_rows"]) and set(quad["eta=0.0"]) == {"10"}
+    assert quad["eta=0.0"]["10"]["fd"] != cell["fd"], "another sub-sequence, other samples"
+    # the largest S runs only for the DDPM reference row; the others are absent without --carry
+    assert "50" in shapes["eta=1.0"] and "50" not in shapes["eta=0.0"]
 
 
 def test_shipped_results_file_is_complete_and_shows_the_same_trends():
@@ -34,6 +45,11 @@ def test_shipped_results_file_is_complete_and_shows_the_same_trends():
     shapes = res["table1_shapes_ddpm16"]
     assert set(shapes) == {"eta=0.0", "eta=0.2", "eta=0.5", "eta=1.0", "sigma_hat"}
     assert all(set(row) == {"10", "20", "50", "100", "1000"} for row in shapes.values())
+    for label, row in shapes.items():  # measured cells carry intervals; carried ones say so
+        for S, cell in row.items():
+            assert cell.get("carried") or cell["fd_interval"][0] <= cell["fd"] <= cell["fd_interval"][1], (label, S)
+    assert not shapes["eta=1.0"]["1000"].get("carried"), "the DDPM reference is measured, with its interval"
+    assert set(res["table1_shapes_ddpm16_quadratic"]["eta=0.0"]) == {"10", "20", "50", "100"}
     assert shapes["sigma_hat"]["10"]["fd"] > 5 * shapes["eta=0.0"]["10"]["fd"]
     assert shapes["eta=0.0"]["1000"]["fd"] < shapes["eta=0.0"]["10"]["fd"]
     errs = res["table2"]["shapes_ddpm16"]
@@ -44,7 +60,8 @@ def test_speed_measurement_reports_ratios():
     from course_lib.tools.experiments import ddim_speed
     out = ddim_speed(num_images=4, repeats=1, steps=(40, 4), log=lambda *a: None)
     assert out["speedup"][4]["network_evaluations"] == 10
-    assert out["speedup"][4]["wall_clock"] > 2  # 10x fewer network calls is several times faster, even when noisy
+    # the wall-clock ratio is reported, not asserted: timings belong to the benchmark, not to a test
+    assert out["speedup"][4]["wall_clock"] > 0 and set(out["median_seconds"]) == {40, 4}
 
 
 def test_quick_guidance_sweep_trends():
@@ -63,9 +80,16 @@ def test_shipped_guidance_results_show_the_tradeoff():
     assert set(cg) == {"0.0", "0.5", "1.0", "2.0", "5.0", "10.0"}
     assert cg["10.0"]["accuracy"] > cg["1.0"]["accuracy"] > cg["0.0"]["accuracy"]
     assert cg["10.0"]["precision"] > cg["0.0"]["precision"] and cg["10.0"]["recall"] < cg["0.0"]["recall"]
-    best = min(cg, key=lambda s: cg[s]["fd"])
-    assert 0.0 < float(best) < 10.0  # the best FD at a moderate scale
-    assert res["cg_uncond_clean"]["10.0"]["fd"] > 2 * cg["10.0"]["fd"]
+    # what notebook 02 concludes, with the intervals it reads: no scale beats s = 0 beyond noise, s = 10 is worse
+    fd = {s: cg[s]["fd_interval"] for s in cg}
+    assert all(fd[s][0] <= fd["0.0"][1] and fd[s][1] >= fd["0.0"][0] for s in cg if s != "10.0")
+    assert fd["10.0"][0] > fd["0.0"][1]
+    assert res["cfg"]["0.5"]["accuracy"] > cg["0.5"]["accuracy"] + 0.2  # classifier-free: stronger at low scales
+    assert res["cfg"]["10.0"]["fd_interval"][0] > cg["10.0"]["fd_interval"][1]  # and worse at high ones
+    clean = res["cg_uncond_clean"]["10.0"]  # the tool's own features see the damage; the independent ones barely
+    assert clean["fd"] > 2 * cg["10.0"]["fd"] and clean["fd_independent"] < clean["fd"] / 10
+    assert set(res["cg_uncond_alg1"]) == set(cg) and set(res["cg_cond_alg1"]) == set(cg)
+    assert res["real_vs_real"]["fd_interval"][0] <= res["real_vs_real"]["fd"] <= res["real_vs_real"]["fd_interval"][1]
 
 
 def test_quick_vq_sweep_trends():

@@ -182,6 +182,11 @@ def test_recentred_fd_interval_holds_its_value_and_covers_fresh_draws():
     assert recentred.low < recentred.value < recentred.high
     assert recentred.high - recentred.low == pytest.approx(plain.high - plain.low)
     assert recentred.high - recentred.low > 2 * 1.96 * float(fresh.std())  # conservative, never narrower
+    # a distance cannot be negative: near 0 the recentred interval's lower end is cut at the bound
+    same = shapes_features(generate_shapes(256, 16, 1, seed=30_000_000).images[:256], clf)
+    near_zero = bootstrap_interval(lambda f: frechet_distance(same, f), same, num_resamples=50, recentre=True)
+    assert near_zero.low < 0 <= bootstrap_interval(lambda f: frechet_distance(same, f), same, num_resamples=50,
+                                                   recentre=True, lower_bound=0.0).low
 
 
 def test_image_quality_intervals_and_the_independent_ruler():
