@@ -124,9 +124,12 @@ def test_quick_2afc_training_runs_and_learned_variants_are_recorded():
     from course_lib.tools.experiments import lpips_2afc
     res, samples = lpips_2afc(n_train=128, n_test=64, steps=5, batch_size=16, log=lambda *a: None)
     assert samples is None  # the learned weights ship as the model shapes_lpips_lin, not as a result file
-    assert set(res["agreement"]) == {"L2", "SSIM", "features, unweighted", "shipped lin weights", "lin", "tune",
-                                     "scratch"}
+    assert set(res["agreement"]) == {"L2", "SSIM", "features, unweighted", "shipped lin weights",
+                                     "random backbone, unweighted", "lin", "tune", "scratch"}
     assert all(0 <= v <= 1 for v in res["agreement"].values())
+    rnd = res["random_backbone_seeds"]  # the paper's random-network row, over three initialisations
+    assert rnd["seeds"] == [0, 1, 2] and len(rnd["agreement"]) == 3
+    assert res["agreement"]["random backbone, unweighted"] == pytest.approx(sum(rnd["agreement"]) / 3, abs=1e-4)
 
 
 def test_lin_trains_only_the_weights_and_keeps_them_non_negative():
