@@ -1,10 +1,11 @@
 """Sweeps too heavy for a notebook cell; they write results the notebooks display.
 
-    ./course experiments ddim            # DDIM Tables 1 and 2 at toy scale (~35 min on 2 cores)
+    ./course experiments ddim --carry    # DDIM Tables 1 and 2 at toy scale (24 min on 2 busy cores; without --carry
+                                         # the S = 1000 cells of most rows are left out, not copied)
     ./course experiments ddim --quick    # a reduced sweep (what the tests run)
     ./course experiments ddim-speed      # wall clock of 1000-step DDPM against DDIM (~2.5 min)
-    ./course experiments guidance        # guidance Table 4 at toy scale (a few minutes)
-    ./course experiments vq              # VQ beta / vocabulary / codebook-health sweeps, 3 seeds (~40 min)
+    ./course experiments guidance        # guidance Table 4 at toy scale, Algorithms 1 and 2 (14 min on 2 busy cores)
+    ./course experiments vq              # VQ beta / vocabulary / codebook-health sweeps, 3 seeds (42 runs of 600 steps)
     ./course experiments lpips           # LPIPS lin / tune / scratch on the synthetic 2AFC set
 
 Output: ``course_lib/results/ddim_tables.json`` (numbers) and ``course_lib/results/ddim_samples.safetensors``
@@ -294,7 +295,7 @@ def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0
     regime), MAGVIT-v2's vocabulary sweep (VQ plain and with restarts against LFQ with and without the entropy
     penalty, D = log2 K for all) and codebook health over training (plain codebook loss, EMA codebook, dead-code
     restarts); every run has the same budget. The beta and vocabulary sweeps repeat every run over ``seeds``
-    (initialisation and data order; the first two for LFQ without its entropy term): each metric is the mean over seeds, with ``<metric>_range`` its smallest and
+    (initialisation and data order; plain VQ and LFQ without its entropy term only the first): each metric is the mean over seeds, with ``<metric>_range`` its smallest and
     largest and ``per_seed`` the runs. Returns (results, 8 reconstructions per run, of the first seed)."""
     import tempfile
 
@@ -328,6 +329,9 @@ def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0
         runs = [run(name, config, key, seed)[0] for seed in seeds]
         cell = {"seeds": list(seeds), "per_seed": runs}
         for metric in ("psnr_db", "ssim", "usage", "perplexity"):
+            if len(runs) == 1:  # one seed: its value, no range to give
+                cell[metric] = runs[0][metric]
+                continue
             iv = seed_range([r[metric] for r in runs])
             cell[metric], cell[f"{metric}_range"] = round(iv.value, 4), [iv.low, iv.high]
         return cell
@@ -341,9 +345,10 @@ def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0
                        entropy_weight=0.0 if kind == "lfq_no_entropy" else 0.1)
             if kind == "vq_restarts":
                 cfg["restart_dead_codes"] = True
-            # LFQ without its entropy term uses a handful of codes whatever the seed: one seed pair is enough
+            # the comparison the notebook draws is VQ + restarts against LFQ + entropy: those over every seed;
+            # plain VQ and LFQ without its entropy term collapse to a handful of codes whatever the seed: one
             out["vocabulary"][kind][str(n)] = over_seeds(f"{kind} K=2^{n}", cfg, f"{kind}|{n}",
-                                                         seeds[:2] if kind == "lfq_no_entropy" else seeds)
+                                                         seeds if kind in ("vq_restarts", "lfq") else seeds[:1])
     for kind, cfg in [("plain", {}), ("ema", {"ema": True}), ("restarts", {"restart_dead_codes": True})]:
         metrics, info = run(f"health {kind}", dict(num_codes=256, latent_dim=16, **cfg), f"health|{kind}")
         out["health"][kind] = {**metrics, "history": info["history"]}
