@@ -254,11 +254,18 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window_size:
 
 
 @torch.no_grad()
-def shapes_features(images: torch.Tensor, classifier, batch_size: int = 512) -> torch.Tensor:
-    """Pooled features of the clean shapes classifier for images in [-1, 1], shape (N, F)."""
+def shapes_features(images: torch.Tensor, classifier, batch_size: int = 512, timestep: int | None = None) -> torch.Tensor:
+    """Pooled features of a shapes classifier for images in [-1, 1], shape (N, F): the clean classifier's, or with
+    ``timestep`` a noise-aware classifier's read at that t (0: clean images)."""
     check_tensor(images, "images", ndim=4)
     dev = next(classifier.parameters()).device
-    out = [classifier.features(images[i:i + batch_size].to(dev)).cpu() for i in range(0, len(images), batch_size)]
+
+    def feats(x):
+        if timestep is None:
+            return classifier.features(x)
+        return classifier.features(x, torch.full((len(x),), timestep, dtype=torch.long, device=dev))
+
+    out = [feats(images[i:i + batch_size].to(dev)).cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out)
 
 
@@ -286,13 +293,8 @@ def image_quality(fake: torch.Tensor, real: torch.Tensor, classifier, labels: to
             iv = bootstrap_interval(lambda h: h.mean(), hits, num_resamples=num_resamples)
             out["accuracy_interval"] = [round(iv.low, 4), round(iv.high, 4)]
     if independent_classifier is not None:
-        def feats(images):
-            dev = next(independent_classifier.parameters()).device
-            return torch.cat([independent_classifier.features(images[i:i + 512].to(dev),
-                                                              torch.zeros(len(images[i:i + 512]), dtype=torch.long,
-                                                                          device=dev)).cpu()
-                              for i in range(0, len(images), 512)])
-        out.update(_quality_numbers(feats(fake), feats(real), "_independent", k, intervals, num_resamples))
+        fi, ri = (shapes_features(im, independent_classifier, timestep=0) for im in (fake, real))
+        out.update(_quality_numbers(fi, ri, "_independent", k, intervals, num_resamples))
     return out
 
 
