@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from course_lib.tools.experiments import QUICK, ddim_tables
 
@@ -133,3 +134,21 @@ def test_the_lpips_results_carry_the_papers_table5_rows_for_each_of_ours():
     for ours, row in table["ours"].items():
         assert row in table["rows"] and len(table["rows"][row]) == len(table["columns"]), ours
     assert set(r["agreement"]) <= set(table["ours"]) and "random backbone, unweighted" in r["agreement"]
+
+
+def test_vq_sweep_runs_only_the_named_parts_and_carries_the_rest():
+    from course_lib.tools.experiments import vq_sweeps
+
+    previous = ({"beta": {}, "vocabulary": {"vq": {"4": {"psnr_db": 1.0}}}, "health": {"plain": {"usage": 0.1}}},
+                {"vq|4": torch.zeros(8, 3, 16, 16), "health|plain": torch.ones(8, 3, 16, 16), "originals": torch.ones(1)})
+    res, samples = vq_sweeps(steps=3, batch_size=8, betas=(0.25,), seeds=(11, 12), parts=("beta",),
+                             carry=previous, log=lambda *a: None)
+    assert res["carried_parts"] == ["vocabulary", "health"]
+    assert res["vocabulary"] == previous[0]["vocabulary"] and res["health"] == previous[0]["health"]
+    assert set(res["beta"]) == {"0.25"} and res["beta"]["0.25"]["seeds"] == [11, 12]
+    low, high = res["beta"]["0.25"]["psnr_db_range"]
+    assert low <= res["beta"]["0.25"]["psnr_db"] <= high and len(res["beta"]["0.25"]["per_seed"]) == 2
+    assert torch.equal(samples["vq|4"], previous[1]["vq|4"]) and "beta|0.25" in samples
+    assert not torch.equal(samples["originals"], previous[1]["originals"]), "this run's probe images, not carried"
+    with pytest.raises(ValueError, match="parts: expected some of"):
+        vq_sweeps(parts=("betas",))

@@ -290,13 +290,19 @@ def guidance_table(scales=(0.0, 0.5, 1.0, 2.0, 5.0, 10.0), n: int = 256, steps: 
 
 
 def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0, 2.0), bits=(4, 8, 12),
-              seeds=(11, 12, 13), log=print) -> tuple[dict, dict]:
+              seeds=(11, 12, 13), parts=("beta", "vocabulary", "health"), carry: tuple[dict, dict] | None = None,
+              log=print) -> tuple[dict, dict]:
     """VQ-VAE's beta sweep (with dead-code restarts, the shipped recipe, so that no run sits in the dead-code
     regime), MAGVIT-v2's vocabulary sweep (VQ plain and with restarts against LFQ with and without the entropy
     penalty, D = log2 K for all) and codebook health over training (plain codebook loss, EMA codebook, dead-code
     restarts); every run has the same budget. The beta and vocabulary sweeps repeat every run over ``seeds``
     (initialisation and data order; plain VQ and LFQ without its entropy term only the first): each metric is the mean over seeds, with ``<metric>_range`` its smallest and
-    largest and ``per_seed`` the runs. Returns (results, 8 reconstructions per run, of the first seed)."""
+    largest and ``per_seed`` the runs. Only the sweeps named in ``parts`` run; with ``carry`` = (the results and
+    samples of a previous run) the others are copied from it, and ``carried_parts`` names them. Returns (results,
+    8 reconstructions per run, of the first seed)."""
+    unknown = set(parts) - {"beta", "vocabulary", "health"}
+    if unknown or not parts:
+        raise ValueError(f"parts: expected some of 'beta', 'vocabulary', 'health', got {parts!r}")
     import tempfile
 
     from ..metrics import evaluate_autoencoder, seed_range
@@ -336,10 +342,10 @@ def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0
             cell[metric], cell[f"{metric}_range"] = round(iv.value, 4), [iv.low, iv.high]
         return cell
 
-    for b in betas:
+    for b in betas if "beta" in parts else ():
         out["beta"][str(b)] = over_seeds(f"beta={b}", dict(num_codes=256, latent_dim=16, beta=b,
                                                             restart_dead_codes=True), f"beta|{b}")
-    for n in bits:
+    for n in bits if "vocabulary" in parts else ():
         for kind in ("vq", "vq_restarts", "lfq", "lfq_no_entropy"):
             cfg = dict(num_codes=2**n, latent_dim=n, quantizer="vq" if kind.startswith("vq") else "lfq",
                        entropy_weight=0.0 if kind == "lfq_no_entropy" else 0.1)
@@ -350,8 +356,17 @@ def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0
             out["vocabulary"][kind][str(n)] = over_seeds(f"{kind} K=2^{n}", cfg, f"{kind}|{n}",
                                                          seeds if kind in ("vq_restarts", "lfq") else seeds[:1])
     for kind, cfg in [("plain", {}), ("ema", {"ema": True}), ("restarts", {"restart_dead_codes": True})]:
+        if "health" not in parts:
+            break
         metrics, info = run(f"health {kind}", dict(num_codes=256, latent_dim=16, **cfg), f"health|{kind}")
         out["health"][kind] = {**metrics, "history": info["history"]}
+    if carry is not None:
+        out["carried_parts"] = [part for part in ("beta", "vocabulary", "health") if part not in parts]
+        prefixes = {"beta": ("beta|",), "vocabulary": ("vq|", "vq_restarts|", "lfq|", "lfq_no_entropy|"),
+                    "health": ("health|",)}
+        for part in out["carried_parts"]:
+            out[part] = carry[0][part]
+            samples.update({k: v for k, v in carry[1].items() if k.startswith(prefixes[part])})
     return out, samples
 
 
@@ -432,9 +447,9 @@ SWEEPS = {
     "lpips": (lambda quick: lpips_2afc(**(dict(n_train=256, n_test=128, steps=20, batch_size=16) if quick else {})),
               "lpips_2afc", None),
     "vqgan-codebook": (lambda quick: vqgan_codebook(steps=30 if quick else 2000), "vqgan_codebook", "vqgan_codebook_samples"),
-    "vq": (lambda quick: vq_sweeps(**(dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8), seeds=(11, 12))
-                                      if quick else {})),
-           "vq_sweeps", "vq_samples"),
+    "vq": (lambda quick, carry=None, parts=("beta", "vocabulary", "health"): vq_sweeps(
+        **(dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8), seeds=(11, 12)) if quick else {}),
+        parts=parts, carry=carry), "vq_sweeps", "vq_samples"),
 }
 
 
@@ -444,11 +459,17 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="reduced sweep (a minute)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--carry", action="store_true",
-                   help="ddim only: copy the cells this run skips (S = 1000 of most rows) from the shipped results, "
-                        "marked as carried")
+                   help="ddim and vq: copy what this run skips (ddim: S = 1000 of most rows; vq: the parts not named "
+                        "by --parts) from the shipped results, marked as carried")
+    p.add_argument("--parts", nargs="+", choices=("beta", "vocabulary", "health"),
+                   help="vq only: run these sweeps (default: all three)")
     a = p.parse_args(argv)
-    if a.carry and a.name != "ddim":
-        p.error(f"--carry: only the ddim sweep skips cells, got {a.name!r}")
+    if a.carry and a.name not in ("ddim", "vq"):
+        p.error(f"--carry: only the ddim and vq sweeps skip cells, got {a.name!r}")
+    if a.parts and a.name != "vq":
+        p.error(f"--parts: only the vq sweep has parts, got {a.name!r}")
+    if a.parts and not a.carry:
+        p.error("--parts: needs --carry, so that the sweeps not run come from the shipped results")
     torch.manual_seed(0)
     run, results_stem, samples_stem = SWEEPS[a.name]
     t0 = time.time()
@@ -457,14 +478,15 @@ def main(argv=None):
 
         from .. import results_path
 
-        previous = (json.loads(results_path("ddim_tables.json").read_text()),
-                    load_file(str(results_path("ddim_samples.safetensors"))))
-        results, samples = run(a.quick, carry=previous)
+        previous = (json.loads(results_path(f"{results_stem}.json").read_text()),
+                    load_file(str(results_path(f"{samples_stem}.safetensors"))))
+        extra = dict(parts=tuple(a.parts)) if a.parts else {}
+        results, samples = run(a.quick, carry=previous, **extra)
     else:
         results, samples = run(a.quick)
     results["wall_time_s"] = round(time.time() - t0, 1)
     results["command"] = f"./course experiments {a.name}" + (" --quick" if a.quick else "") + \
-        (" --carry" if a.carry else "")
+        (" --carry" if a.carry else "") + (" --parts " + " ".join(a.parts) if a.parts else "")
     results["torch_threads"] = torch.get_num_threads()
     suffix = "_quick" if a.quick else ""
     a.out.mkdir(parents=True, exist_ok=True)
