@@ -254,7 +254,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window_size:
 
 
 @torch.no_grad()
-def shapes_features(images: torch.Tensor, classifier, batch_size: int = 512, timestep: int | None = None) -> torch.Tensor:
+def shapes_features(images: torch.Tensor, classifier, batch_size: int = 512,
+                    timestep: int | None = None) -> torch.Tensor:
     """Pooled features of a shapes classifier for images in [-1, 1], shape (N, F): the clean classifier's, or with
     ``timestep`` a noise-aware classifier's read at that t (0: clean images)."""
     check_tensor(images, "images", ndim=4)
@@ -280,9 +281,12 @@ def image_quality(fake: torch.Tensor, real: torch.Tensor, classifier, labels: to
     of as many samples from the same model. Duplicates of a resample are counted once where they would shrink
     a k-NN ball (recall's fake manifold); FD's interval is recentred (:func:`bootstrap_interval`), and checked
     against fresh draws it is conservative: for 256 real images, 12 fresh draws spread with a standard deviation
-    of 0.19 where the recentred interval is about 1.4 wide (tests/test_metrics.py measures this). ``independent_classifier`` (a noise-aware classifier, read at t = 0)
-    adds ``fd_independent``, ``precision_independent`` and ``recall_independent`` in a feature space that no
-    guidance or loss was optimised against (the ruler that is not also the tool)."""
+    of 0.19 where the recentred interval is about 1.4 wide (tests/test_metrics.py measures this).
+
+    ``independent_classifier`` (the separately trained noise-aware classifier, read at t = 0) adds
+    ``fd_independent``, ``precision_independent`` and ``recall_independent`` in a second feature space. Which of
+    the two rulers is independent depends on what made the samples: a sampler guided by one classifier is read in
+    the other's features (notebook 02). The noise-aware one was trained on noisy images and barely sees noise."""
     ff, fr = shapes_features(fake, classifier), shapes_features(real, classifier)
     out = _quality_numbers(ff, fr, "", k, intervals, num_resamples)
     if labels is not None:
@@ -325,8 +329,8 @@ def real_vs_real(real: torch.Tensor, other_real: torch.Tensor, classifier, k: in
     """The noise floor of :func:`image_quality`: the same numbers, with intervals, for a second set of real images
     (as many as the generated sets) against the reference. A model scoring within this interval is as close to the
     data as a fresh draw of the data itself, at this sample size."""
-    return image_quality(other_real, real, classifier, k=k, intervals=True, independent_classifier=independent_classifier,
-                         num_resamples=num_resamples)
+    return image_quality(other_real, real, classifier, k=k, intervals=True,
+                         independent_classifier=independent_classifier, num_resamples=num_resamples)
 
 
 def edge_sharpness(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

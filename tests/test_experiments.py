@@ -32,7 +32,8 @@ def test_quick_sweep_trends(quick):
     cell = shapes["eta=0.0"]["10"]
     assert cell["fd_interval"][0] <= cell["fd"] <= cell["fd_interval"][1]
     assert cell["fd_independent_interval"][0] <= cell["fd_independent"] <= cell["fd_independent_interval"][1]
-    assert ring["eta=0.0"]["10"]["mmd_range"][0] <= ring["eta=0.0"]["10"]["mmd"] <= ring["eta=0.0"]["10"]["mmd_range"][1]
+    ring_cell = ring["eta=0.0"]["10"]
+    assert ring_cell["mmd_range"][0] <= ring_cell["mmd"] <= ring_cell["mmd_range"][1]
     assert res["real_vs_real_shapes"]["fd"] < shapes["sigma_hat"]["10"]["fd_interval"][0]
     quad = res["table1_shapes_ddpm16_quadratic"]
     assert set(quad) == set(QUICK["quadratic_rows"]) and set(quad["eta=0.0"]) == {"10"}
@@ -140,7 +141,8 @@ def test_vq_sweep_runs_only_the_named_parts_and_carries_the_rest():
     from course_lib.tools.experiments import vq_sweeps
 
     previous = ({"beta": {}, "vocabulary": {"vq": {"4": {"psnr_db": 1.0}}}, "health": {"plain": {"usage": 0.1}}},
-                {"vq|4": torch.zeros(8, 3, 16, 16), "health|plain": torch.ones(8, 3, 16, 16), "originals": torch.ones(1)})
+                {"vq|4": torch.zeros(8, 3, 16, 16), "health|plain": torch.ones(8, 3, 16, 16),
+                 "originals": torch.ones(1)})
     res, samples = vq_sweeps(steps=3, batch_size=8, betas=(0.25,), seeds=(11, 12), parts=("beta",),
                              carry=previous, log=lambda *a: None)
     assert res["carried_parts"] == ["vocabulary", "health"]

@@ -296,8 +296,8 @@ def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0
     regime), MAGVIT-v2's vocabulary sweep (VQ plain and with restarts against LFQ with and without the entropy
     penalty, D = log2 K for all) and codebook health over training (plain codebook loss, EMA codebook, dead-code
     restarts); every run has the same budget. The beta and vocabulary sweeps repeat every run over ``seeds``
-    (initialisation and data order; plain VQ and LFQ without its entropy term only the first): each metric is the mean over seeds, with ``<metric>_range`` its smallest and
-    largest and ``per_seed`` the runs. Only the sweeps named in ``parts`` run; with ``carry`` = (the results and
+    (initialisation and data order; plain VQ and LFQ without its entropy term only the first): each metric is
+    the mean over seeds, with ``<metric>_range`` its smallest and largest and ``per_seed`` the runs. Only the sweeps named in ``parts`` run; with ``carry`` = (the results and
     samples of a previous run) the others are copied from it, and ``carried_parts`` names them. Returns (results,
     8 reconstructions per run, of the first seed)."""
     unknown = set(parts) - {"beta", "vocabulary", "health"}
