@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from .. import RESULTS_DIR, checkpoints
 from ..data import HELD_OUT_SEEDS, generate_shapes, ring_mixture
 from ..diffusion import ddim_invert, ddim_sample
-from ..metrics import MMDToReference, image_quality, mixture_nll, sliced_wasserstein
+from ..metrics import MMDToReference, image_quality, mixture_nll, real_vs_real, seed_range, sliced_wasserstein
 from ..schedules import make_alphas_cumprod, timestep_subsequence
 
 RESULTS = RESULTS_DIR  # course_lib/results: where results_path() reads them (not tools/results)
@@ -88,8 +88,6 @@ def ddim_tables(cfg: dict, log=print, carry: tuple[dict, dict] | None = None) ->
     ``quadratic_rows``; those cells of the other rows are absent, or, with ``carry`` = (the results and samples of
     a previous run), copied from it and marked ``"carried": true`` (a point value without an interval).
     Returns (results, sample tensors)."""
-    from ..metrics import real_vs_real, seed_range
-
     ac = make_alphas_cumprod()
     ring = ring_mixture()
     real_pts, _ = ring.sample(cfg["n_points"], torch.Generator().manual_seed(123))
@@ -262,7 +260,6 @@ def guidance_table(scales=(0.0, 0.5, 1.0, 2.0, 5.0, 10.0), n: int = 256, steps: 
                       "sampler": "DDIM eta=0 (Algorithm 2); the _alg1 rows: guided ancestral (Algorithm 1)",
                       "methods": {m: GUIDANCE_METHODS[m] for m in methods}},
            "paper_table4_imagenet256": PAPER_TABLE4_IMAGENET256}
-    from ..metrics import real_vs_real
     out["real_vs_real"] = real_vs_real(real, generate_shapes(n, 16, 1, seed=HELD_OUT_SEEDS["real16_floor"]).images,
                                        clean, independent_classifier=noisy)
     samples = {}
@@ -305,7 +302,7 @@ def vq_sweeps(steps: int = 600, batch_size: int = 64, betas=(0.1, 0.25, 0.5, 1.0
         raise ValueError(f"parts: expected some of 'beta', 'vocabulary', 'health', got {parts!r}")
     import tempfile
 
-    from ..metrics import evaluate_autoencoder, seed_range
+    from ..metrics import evaluate_autoencoder
     from ..recipes import Recipe
     from ..train import train
 
@@ -391,7 +388,6 @@ def lpips_2afc(n_train: int = 4000, n_test: int = 1000, steps: int = 400, batch_
     out["agreement"]["features, unweighted"] = agreement(LPIPS("shapes", lin=False))
     out["agreement"]["shipped lin weights"] = agreement(LPIPS("shapes"))
     # the paper's "Random (Gaussian) net" row: the same trunk never trained, unweighted; three initialisations
-    from ..metrics import seed_range
     random_runs = [agreement(LPIPS("shapes", backbone="random", lin=False, seed=s)) for s in (0, 1, 2)]
     iv = seed_range(random_runs)
     out["agreement"]["random backbone, unweighted"] = round(iv.value, 4)
