@@ -105,7 +105,8 @@ class TransformerBlock(nn.Module):
     Latent Diffusion's UNet (cross-attention to the caption), its caption encoder :math:`\tau_\theta` (no
     cross-attention; ``self_mask`` hides ``<pad>``) and the GPT prior (``causal=True``) all use it; the names
     ``norm1/2/3``, ``self_attn``, ``cross_attn`` and ``ff`` are diffusers' ``BasicTransformerBlock``'s.
-    ``swapped=True`` uses :class:`SwappedCrossAttention` (weights (B, heads, M, N)). ``record``, if given, is called
+    ``swapped=True`` (or a route, ``"mean"`` or ``"scatter"``) uses :class:`SwappedCrossAttention`
+    (weights (B, heads, M, N)). ``record``, if given, is called
     with the cross-attention weights (B, heads, N, M) of this call (see :class:`AttentionRecorder`).
 
     ``layer_norm=False, feed_forward=False`` leaves only :math:`x + \mathrm{SelfAttn}(x)`: the middle block of
@@ -113,15 +114,19 @@ class TransformerBlock(nn.Module):
     """
 
     def __init__(self, dim: int, context_dim: int | None = None, heads: int = 4, dim_head: int | None = None,
-                 swapped: bool = False, causal: bool = False, qkv_bias: bool = False, layer_norm: bool = True,
+                 swapped: bool | str = False, causal: bool = False, qkv_bias: bool = False, layer_norm: bool = True,
                  feed_forward: bool = True):
         super().__init__()
         dim_head = dim // heads if dim_head is None else dim_head
         norm = (lambda: nn.LayerNorm(dim)) if layer_norm else nn.Identity
         self.norm1, self.self_attn = norm(), CrossAttention(dim, None, heads, dim_head, causal, qkv_bias)
         if context_dim:
-            cross = SwappedCrossAttention if swapped else CrossAttention
-            self.norm2, self.cross_attn = norm(), cross(dim, context_dim, heads, dim_head)
+            if swapped:  # True is the mean route; or name the route
+                route = "mean" if swapped is True else swapped
+                self.cross_attn = SwappedCrossAttention(dim, context_dim, heads, dim_head, route=route)
+            else:
+                self.cross_attn = CrossAttention(dim, context_dim, heads, dim_head)
+            self.norm2 = norm()
         else:
             self.norm2 = self.cross_attn = None
         if feed_forward:
@@ -155,7 +160,7 @@ class SpatialTransformer(nn.Module):
     """
 
     def __init__(self, channels: int, context_dim: int | None, heads: int = 4, depth: int = 1, groups: int = 8,
-                 swapped: bool = False, projections: bool = True, layer_norm: bool = True,
+                 swapped: bool | str = False, projections: bool = True, layer_norm: bool = True,
                  feed_forward: bool = True):
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels)
@@ -204,17 +209,31 @@ class AttentionRecorder:
 class SwappedCrossAttention(nn.Module):
     r"""The notes' red question, built: queries from the caption, keys and values from the image,
 
-    .. math:: Q = W_Q\,\tau_\theta(y),\quad K = W_K\,\varphi(z_t),\quad V = W_V\,\varphi(z_t)
+    .. math:: Q = W_Q\,\tau_\theta(y),\quad K = W_K\,\varphi(z_t),\quad V = W_V\,\varphi(z_t),\qquad
+              A = \mathrm{softmax}_n\!\Big(\frac{QK^\top}{\sqrt d}\Big)\ (M \times N),\qquad u = W_O\,A V
 
-    so :math:`\mathrm{softmax}(QK^\top/\sqrt d)V` has one row **per caption token** (B, M, .), not per pixel: each
-    caption token gathers a weighted average of image values. To feed it back into a feature map (the smallest honest
-    way): average over the caption's real tokens, project to the image's channels and add the same vector at every
-    position. ``forward(x (B, N, query_dim), context (B, M, context_dim), mask)`` returns (B, N, query_dim) like
-    :class:`CrossAttention` (and ``per_token`` (B, M, query_dim) with ``return_per_token=True``).
+    so the output :math:`u` has one row **per caption token** (B, M, .), not per pixel: each caption token gathers a
+    weighted average of image values. Two routes back to a feature map (B, N, query_dim), averaged over the
+    caption's :math:`M'` real tokens:
+
+    - ``route="mean"`` (``shapes_ldm32_swapped``): the same vector at every pixel,
+      :math:`o_n = \frac{1}{M'}\sum_m u_m` — a global signal, like a class embedding;
+    - ``route="scatter"`` (``shapes_ldm32_swapped_scatter``): the attention matrix read column-wise, word
+      :math:`m` sending :math:`u_m` to pixel :math:`n` in proportion to how much it looked there,
+      :math:`o_n = \frac{1}{M'}\sum_m N A_{mn}\, u_m` (:math:`N A_{mn}` averages 1 over the pixels, so with
+      uniform attention the two routes agree) — per pixel, and it says where each word looked.
+
+    ``forward(x (B, N, query_dim), context (B, M, context_dim), mask)`` returns (B, N, query_dim) like
+    :class:`CrossAttention` (and ``per_token`` :math:`u` (B, M, query_dim) with ``return_per_token=True``).
     """
 
-    def __init__(self, query_dim: int, context_dim: int, heads: int = 4, dim_head: int = 32):
+    ROUTES = ("mean", "scatter")
+
+    def __init__(self, query_dim: int, context_dim: int, heads: int = 4, dim_head: int = 32, route: str = "mean"):
         super().__init__()
+        if route not in self.ROUTES:
+            raise ValueError(f"route: expected one of {self.ROUTES}, got {route!r}")
+        self.route = route
         check_positive_int(heads, "heads")
         check_positive_int(dim_head, "dim_head")
         inner = heads * dim_head
@@ -235,6 +254,12 @@ class SwappedCrossAttention(nn.Module):
         if return_per_token:
             return per_token
         keep = torch.ones(per_token.shape[:2], dtype=per_token.dtype, device=x.device) if mask is None else mask.to(per_token.dtype)
-        pooled = (per_token * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)  # (B, query_dim)
-        out = pooled[:, None, :].expand(-1, x.shape[1], -1)  # every pixel receives the same vector
+        real = keep.sum(1).clamp_min(1)[:, None, None]  # M', the caption's real tokens
+        if self.route == "mean":
+            pooled = torch.einsum("bm,bmc->bc", keep, per_token)[:, None, :] / real  # (B, 1, query_dim)
+            out = pooled.expand(-1, x.shape[1], -1)  # every pixel receives the same vector
+        else:
+            # o_n = (1/M') sum_m N A_mn u_m, A averaged over heads: each word's vector goes where it looked
+            weights = attn.mean(1) * x.shape[1] * keep[..., None]  # (B, M, N); pad tokens send nothing
+            out = torch.einsum("bmn,bmc->bnc", weights, per_token) / real
         return (out, attn) if return_attention else out

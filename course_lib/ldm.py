@@ -148,7 +148,7 @@ class LatentDiffusion:
         maps = {}
         for name, per_step in recorder.maps.items():
             a = torch.stack(per_step, dim=1).mean(2)  # (N, steps, heads, ., .) -> mean over heads
-            if self.unet.config.attention != "swapped":
+            if self.unet.config.attention == "standard":
                 a = a.transpose(-1, -2)  # (N, steps, HW, M) -> (N, steps, M, HW)
             side = int(math.isqrt(a.shape[-1]))
             maps[name] = rearrange(a, "n s m (h w) -> n s m h w", h=side, w=side).cpu()

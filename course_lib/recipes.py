@@ -108,6 +108,9 @@ RECIPES = {r.name: r for r in [
           ("shapes_ldm32_swapped", dict(in_channels=4, attention="swapped"), 3000, "shapes_ae32_f4",
            "as shapes_ldm32 but every cross-attention swapped (Q from the caption, K and V from the image; the "
            "per-token outputs averaged and broadcast to every pixel)"),
+          ("shapes_ldm32_swapped_scatter", dict(in_channels=4, attention="swapped_scatter"), 3000, "shapes_ae32_f4",
+           "as shapes_ldm32_swapped but each word's output sent back to the pixels it attended to (the attention "
+           "matrix read column-wise: pixel n receives sum_m N A_mn u_m / M')"),
           ("shapes_pixel32", dict(in_channels=3, channel_mults=(1, 2, 2), attention_levels=(False, False, True)),
            600, None, "pixel-space counterpart of shapes_ldm32: the same caption UNet on 32x32 images (attention "
                       "at 8x8 only), given the latent model's training wall-clock (measured 0.146 vs 0.735 s a step "

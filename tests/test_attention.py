@@ -108,6 +108,29 @@ def test_swapped_attention_returns_one_vector_per_caption_token():
     assert torch.allclose(pooled[0], per_token[0, :2].mean(0), atol=1e-6)
 
 
+
+def test_swapped_scatter_route_sends_each_word_where_it_looked():
+    """o_n = (1/M') sum_m N A_mn u_m, computed here from the layer's own A and u, against the layer's output."""
+    torch.manual_seed(0)
+    sw = SwappedCrossAttention(16, 12, heads=4, dim_head=8, route="scatter")
+    x, ctx = torch.randn(2, 10, 16), torch.randn(2, 5, 12)
+    mask = torch.tensor([[True, True, True, False, False], [True] * 5])
+    out, attn = sw(x, ctx, mask=mask, return_attention=True)
+    u = sw(x, ctx, mask=mask, return_per_token=True)
+    for b, real in enumerate((3, 5)):
+        a = attn[b].mean(0)[:real]  # (M', N), averaged over heads; the pad tokens send nothing
+        expected = (10 * a.T @ u[b, :real]) / real
+        assert torch.allclose(out[b], expected, atol=1e-5)
+    assert not torch.allclose(out[:, 0], out[:, 7])  # per pixel, unlike the mean route
+    mean = SwappedCrossAttention(16, 12, heads=4, dim_head=8, route="mean")
+    mean.load_state_dict(sw.state_dict())
+    with torch.no_grad():  # uniform attention (zero queries): N A_mn = 1 and the two routes agree
+        sw.to_q.weight.zero_()
+        mean.to_q.weight.zero_()
+    assert torch.allclose(sw(x, ctx, mask=mask), mean(x, ctx, mask=mask), atol=1e-6)
+    with pytest.raises(ValueError, match="route"):
+        SwappedCrossAttention(16, 12, route="per-pixel")
+
 def test_caption_encoder_padding_mask():
     torch.manual_seed(0)
     enc = CaptionEncoder(len(VOCAB), CAPTION_LENGTH, 16, layers=2, heads=4)
@@ -127,7 +150,7 @@ def test_caption_encoder_padding_mask():
         enc(torch.full((1, CAPTION_LENGTH), len(VOCAB)))
 
 
-@pytest.mark.parametrize("attention", ["standard", "swapped"])
+@pytest.mark.parametrize("attention", ["standard", "swapped", "swapped_scatter"])
 def test_caption_unet_shapes_and_attention_maps(attention):
     torch.manual_seed(0)
     unet = CaptionUNet(CaptionUNetConfig(attention=attention))

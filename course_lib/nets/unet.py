@@ -122,7 +122,9 @@ class CaptionUNetConfig:
     attention_levels: tuple = (True, True)  # a SpatialTransformer at each level (plus one in the middle)
     context_dim: int = 64              # width of the caption tokens tau_theta(y)
     num_heads: int = 4
-    attention: str = "standard"        # "standard": Q from the image, K, V from the caption; "swapped": the reverse
+    attention: str = "standard"        # "standard": Q from the image, K, V from the caption; "swapped": the reverse,
+    #                                    the per-word outputs averaged onto every pixel; "swapped_scatter": the
+    #                                    reverse, each word's output sent where it looked (A read column-wise)
     vocab_size: int = 20               # len(course_lib.data.VOCAB)
     caption_length: int = 11           # CAPTION_LENGTH
     caption_layers: int = 2
@@ -139,12 +141,13 @@ class CaptionUNet(nn.Module):
     def __init__(self, config: CaptionUNetConfig):
         super().__init__()
         self.config = cfg = config
-        if cfg.attention not in ("standard", "swapped"):
-            raise ValueError(f"attention: expected 'standard' or 'swapped', got {cfg.attention!r}")
+        routes = {"standard": False, "swapped": "mean", "swapped_scatter": "scatter"}
+        if cfg.attention not in routes:
+            raise ValueError(f"attention: expected one of {tuple(routes)}, got {cfg.attention!r}")
         if len(cfg.attention_levels) != len(cfg.channel_mults):
             raise ValueError(f"attention_levels: expected one flag per level ({len(cfg.channel_mults)}), got "
                              f"{cfg.attention_levels}")
-        swapped = cfg.attention == "swapped"
+        swapped = routes[cfg.attention]
         ch = [cfg.base_channels * m for m in cfg.channel_mults]
         emb_dim = 4 * cfg.base_channels
         self.caption_encoder = CaptionEncoder(cfg.vocab_size, cfg.caption_length, cfg.context_dim, cfg.caption_layers,
