@@ -105,7 +105,7 @@ class TransformerBlock(nn.Module):
     Latent Diffusion's UNet (cross-attention to the caption), its caption encoder :math:`\tau_\theta` (no
     cross-attention; ``self_mask`` hides ``<pad>``) and the GPT prior (``causal=True``) all use it; the names
     ``norm1/2/3``, ``self_attn``, ``cross_attn`` and ``ff`` are diffusers' ``BasicTransformerBlock``'s.
-    ``swapped=True`` (or a route, ``"mean"`` or ``"scatter"``) uses :class:`SwappedCrossAttention`
+    ``swapped="mean"`` or ``"scatter"`` uses :class:`SwappedCrossAttention` with that route back to the pixels
     (weights (B, heads, M, N)). ``record``, if given, is called
     with the cross-attention weights (B, heads, N, M) of this call (see :class:`AttentionRecorder`).
 
@@ -114,19 +114,16 @@ class TransformerBlock(nn.Module):
     """
 
     def __init__(self, dim: int, context_dim: int | None = None, heads: int = 4, dim_head: int | None = None,
-                 swapped: bool | str = False, causal: bool = False, qkv_bias: bool = False, layer_norm: bool = True,
+                 swapped: str | None = None, causal: bool = False, qkv_bias: bool = False, layer_norm: bool = True,
                  feed_forward: bool = True):
         super().__init__()
         dim_head = dim // heads if dim_head is None else dim_head
         norm = (lambda: nn.LayerNorm(dim)) if layer_norm else nn.Identity
         self.norm1, self.self_attn = norm(), CrossAttention(dim, None, heads, dim_head, causal, qkv_bias)
         if context_dim:
-            if swapped:  # True is the mean route; or name the route
-                route = "mean" if swapped is True else swapped
-                self.cross_attn = SwappedCrossAttention(dim, context_dim, heads, dim_head, route=route)
-            else:
-                self.cross_attn = CrossAttention(dim, context_dim, heads, dim_head)
             self.norm2 = norm()
+            self.cross_attn = (CrossAttention(dim, context_dim, heads, dim_head) if swapped is None else
+                               SwappedCrossAttention(dim, context_dim, heads, dim_head, route=swapped))
         else:
             self.norm2 = self.cross_attn = None
         if feed_forward:
@@ -160,7 +157,7 @@ class SpatialTransformer(nn.Module):
     """
 
     def __init__(self, channels: int, context_dim: int | None, heads: int = 4, depth: int = 1, groups: int = 8,
-                 swapped: bool | str = False, projections: bool = True, layer_norm: bool = True,
+                 swapped: str | None = None, projections: bool = True, layer_norm: bool = True,
                  feed_forward: bool = True):
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels)

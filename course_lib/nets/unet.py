@@ -141,7 +141,7 @@ class CaptionUNet(nn.Module):
     def __init__(self, config: CaptionUNetConfig):
         super().__init__()
         self.config = cfg = config
-        routes = {"standard": False, "swapped": "mean", "swapped_scatter": "scatter"}
+        routes = {"standard": None, "swapped": "mean", "swapped_scatter": "scatter"}  # SwappedCrossAttention's route
         if cfg.attention not in routes:
             raise ValueError(f"attention: expected one of {tuple(routes)}, got {cfg.attention!r}")
         if len(cfg.attention_levels) != len(cfg.channel_mults):
