@@ -18,7 +18,7 @@ from ._checks import check_positive_int, check_tensor
 __all__ = [
     "sliced_wasserstein", "mmd_rbf", "MMDToReference", "mixture_nll", "frechet_distance_from_stats", "frechet_distance",
     "precision_recall", "psnr", "ssim", "shapes_features", "image_quality", "edge_sharpness", "reconstruction_report",
-    "Interval", "bootstrap_interval", "seed_range", "real_vs_real",
+    "Interval", "bootstrap_interval", "seed_range", "real_vs_real", "caption_following", "count_flops",
 ]
 
 
@@ -394,24 +394,46 @@ def reconstruction_report(x_hat: torch.Tensor, x: torch.Tensor, indices=None, nu
 
 # -- the measurements of the shipped models (their manifest metrics) ---------------------------------------------
 @torch.no_grad()
-def caption_following(images: torch.Tensor, attributes: dict, classifier) -> dict:
+def caption_following(images: torch.Tensor, attributes: dict, classifier, intervals: bool = False,
+                      num_resamples: int = 200) -> dict:
     """How often the clean shapes classifier (on 16x16 average-pooled images) reads the requested shape, colour and
-    position (row and column) off ``images``; ``attributes`` as from :func:`generate_shapes` (first object)."""
+    position (row and column) off ``images``; ``attributes`` as from :func:`generate_shapes` (first object).
+    ``intervals=True`` adds ``<rate>_interval``, the 95% bootstrap interval of each rate over the images."""
     small = F.adaptive_avg_pool2d(images, 16) if images.shape[-1] != 16 else images
     logits = classifier.attribute_logits(small.to(next(classifier.parameters()).device))
     pred = {name: lg.argmax(1).cpu() for name, lg in zip(("shape", "colour", "row", "column"), logits[:4])}
     ok = {name: pred[name] == attributes[name][:, 0] for name in pred}
     both = ok["shape"] & ok["colour"]
-    return {"shape": round(float(ok["shape"].double().mean()), 4), "colour": round(float(ok["colour"].double().mean()), 4),
-            "position": round(float((ok["row"] & ok["column"]).double().mean()), 4),
-            "shape_and_colour": round(float(both.double().mean()), 4),
-            "all": round(float((both & ok["row"] & ok["column"]).double().mean()), 4)}
+    hits = {"shape": ok["shape"], "colour": ok["colour"], "position": ok["row"] & ok["column"],
+            "shape_and_colour": both, "all": both & ok["row"] & ok["column"]}
+    out = {k: round(float(h.double().mean()), 4) for k, h in hits.items()}
+    if intervals:
+        for k, h in hits.items():
+            iv = bootstrap_interval(lambda v: v.mean(), h.double(), num_resamples=num_resamples)
+            out[f"{k}_interval"] = [round(iv.low, 4), round(iv.high, 4)]
+    return out
+
+
+def count_flops(fn, *args, **kwargs) -> tuple[int, object]:
+    """The floating-point operations of ``fn(*args, **kwargs)`` as PyTorch's own counter
+    (``torch.utils.flop_counter.FlopCounterMode``) tallies them: every matrix multiply and convolution, forward
+    and, if ``fn`` calls ``backward()``, backward (2 FLOPs per multiply-add; element-wise operations are not
+    counted). Returns (total FLOPs, what ``fn`` returned)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if not callable(fn):
+        raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
+    with FlopCounterMode(display=False) as counter:
+        result = fn(*args, **kwargs)
+    return int(counter.get_total_flops()), result
 
 
 @torch.no_grad()
-def evaluate_ldm(pipe, device, n: int = 256, steps: int = 20, guidance_scale: float = 3.0) -> dict:
+def evaluate_ldm(pipe, device, n: int = 256, steps: int = 20, guidance_scale: float = 3.0, intervals: bool = False,
+                 samples_out: dict | None = None) -> dict:
     """Captions of n held-out images -> samples (DDIM, classifier-free guidance); caption-following rates, FD to
-    real images (clean classifier features at 16x16), and sampling time per step (batch n)."""
+    real images (clean classifier features at 16x16), and sampling time per step (batch n). ``intervals=True``
+    adds the 95% bootstrap intervals over the n samples; a ``samples_out`` dict receives the samples ("samples")."""
     import time
 
     from . import checkpoints
@@ -427,9 +449,11 @@ def evaluate_ldm(pipe, device, n: int = 256, steps: int = 20, guidance_scale: fl
     x = pipe.sample(ref.tokens, steps=steps, guidance_scale=guidance_scale, generator=g).cpu()
     out["seconds_per_step"] = round((time.time() - t0) / steps, 4)
     out["network_evaluations"] = steps * (2 if guidance_scale != 1.0 else 1)
-    out["caption_following"] = caption_following(x, ref.attributes, clf)
+    out["caption_following"] = caption_following(x, ref.attributes, clf, intervals=intervals)
     pool = lambda im: F.adaptive_avg_pool2d(im, 16)  # noqa: E731
-    out["quality"] = image_quality(pool(x), pool(real), clf)
+    out["quality"] = image_quality(pool(x), pool(real), clf, intervals=intervals)
+    if samples_out is not None:
+        samples_out["samples"] = x
     return out
 
 

@@ -154,3 +154,65 @@ def test_vq_sweep_runs_only_the_named_parts_and_carries_the_rest():
     assert not torch.equal(samples["originals"], previous[1]["originals"]), "this run's probe images, not carried"
     with pytest.raises(ValueError, match="parts: expected some of"):
         vq_sweeps(parts=("betas",))
+
+
+def test_quick_ldm_compute_curve_counts_flops_and_measures_each_snapshot():
+    from course_lib.tools.experiments import ldm_compute
+
+    res, samples = ldm_compute(steps=4, snapshot_steps=(2, 4), n=16, log=lambda *a: None)
+    latent, pixel = res["models"]["shapes_ldm32"], res["models"]["shapes_pixel32"]
+    for row in (latent, pixel):
+        assert [s["steps"] for s in row["snapshots"]] == [2, 4]
+        for s in row["snapshots"]:
+            assert s["training_flops"] == s["steps"] * row["step_flops"]
+            low, high = s["quality"]["fd_interval"]
+            assert low <= s["quality"]["fd"] <= high and "all_interval" in s["caption_following"]
+    assert pixel["step_flops"] > 3 * latent["step_flops"] and latent["autoencoder_training_flops"] > 0
+    assert "autoencoder_training_flops" not in pixel and pixel["shipped_steps"] == 600
+    assert samples["shapes_pixel32|4"].shape == (8, 3, 32, 32) and set(samples) == {
+        f"{m}|{k}" for m in ("shapes_ldm32", "shapes_pixel32") for k in (2, 4)}
+
+
+def test_ddim_fill_measures_exactly_the_carried_cells_as_the_sweep_does(quick):
+    import copy
+
+    from course_lib.tools.experiments import ddim_fill_carried
+
+    res, samples = quick
+    measured = res["table1_shapes_ddpm16"]["eta=1.0"]["50"]
+    previous = copy.deepcopy(res)
+    previous.update(command="./course experiments ddim --quick", wall_time_s=12.0)
+    previous["table1_shapes_ddpm16"]["eta=1.0"]["50"] = {"fd": 99.0, "nfe": 50, "carried": True}
+    filled, filled_samples = ddim_fill_carried(QUICK, (previous, {**samples, "eta=1.0|S=50": torch.zeros(1)}),
+                                               log=lambda *a: None)
+    cell = filled["table1_shapes_ddpm16"]["eta=1.0"]["50"]
+    assert {k: v for k, v in cell.items() if k != "seconds"} == {k: v for k, v in measured.items() if k != "seconds"}
+    assert "carried" not in cell and "fd_interval" in cell
+    assert torch.equal(filled_samples["eta=1.0|S=50"], samples["eta=1.0|S=50"])
+    assert filled["filled_cells"] == ["eta=1.0|S=50"]
+    assert filled["earlier_runs"] == [{"command": "./course experiments ddim --quick", "wall_time_s": 12.0}]
+    untouched = {k: v for k, v in filled.items() if k not in ("table1_shapes_ddpm16", "filled_cells", "earlier_runs")}
+    assert untouched == {k: v for k, v in previous.items() if k != "table1_shapes_ddpm16"}
+    assert previous["table1_shapes_ddpm16"]["eta=1.0"]["50"]["carried"], "the carried results are not modified"
+
+
+def test_shipped_ldm_compute_results_back_notebook_06s_claims():
+    from course_lib import checkpoints, results_path
+
+    r = json.loads(results_path("ldm_compute.json").read_text())
+    latent, pixel = r["models"]["shapes_ldm32"], r["models"]["shapes_pixel32"]
+    for row in (latent, pixel):
+        assert [s["steps"] for s in row["snapshots"]] == r["config"]["snapshot_steps"]
+        assert all(s["training_flops"] == s["steps"] * row["step_flops"] for s in row["snapshots"])
+    final = latent["snapshots"][-1]["quality"]
+    shipped = checkpoints.manifest()["shapes_ldm32"]["metrics"]["quality"]["fd"]
+    assert final["fd_interval"][0] <= shipped <= final["fd_interval"][1], "the latent run is the shipped recipe again"
+    # at about equal diffusion compute (latent 3000 steps, pixel 600) the intervals are far apart
+    equal = next(s for s in pixel["snapshots"] if s["steps"] == 600)
+    assert abs(equal["training_flops"] / latent["snapshots"][-1]["training_flops"] - 1) < 0.1
+    assert final["fd_interval"][1] < equal["quality"]["fd_interval"][0]
+    # the pixel model improves with compute but stays above the latent model at its largest budget
+    fds = [s["quality"]["fd"] for s in pixel["snapshots"]]
+    assert fds == sorted(fds, reverse=True)
+    assert final["fd_interval"][1] < pixel["snapshots"][-1]["quality"]["fd_interval"][0]
+    assert pixel["snapshots"][-1]["caption_following"]["all"] == 1.0

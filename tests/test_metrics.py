@@ -227,3 +227,38 @@ def test_reconstruction_report_intervals_are_paired_and_leave_the_numbers_alone(
         assert low <= rep[key] <= high and low < high, key
     self_pair = reconstruction_report(x, x, intervals=True, num_resamples=20)
     assert self_pair["psnr_db"] > 100 and self_pair["fd_noisy_classifier_interval"][1] < 1e-6
+
+
+def test_count_flops_is_twice_the_multiply_adds_forward_and_counts_backward():
+    from course_lib.metrics import count_flops
+
+    lin = torch.nn.Linear(7, 5)
+    x = torch.randn(3, 7)
+    flops, y = count_flops(lin, x)
+    assert flops == 2 * 3 * 7 * 5 and y.shape == (3, 5)
+    # backward of y = x W^T with only W trainable: dW = dy^T x, one more matmul of the same size
+    flops_fb, _ = count_flops(lambda: lin(x).sum().backward())
+    assert flops_fb == 2 * flops
+    conv = torch.nn.Conv2d(2, 4, 3, padding=1)
+    assert count_flops(conv, torch.randn(1, 2, 6, 6))[0] == 2 * (6 * 6) * 4 * (2 * 3 * 3)
+    with pytest.raises(TypeError, match="fn: expected a callable, got Tensor"):
+        count_flops(x)
+
+
+def test_caption_following_intervals_hold_each_rate():
+    from course_lib import checkpoints
+    from course_lib.data import generate_shapes
+    from course_lib.metrics import caption_following
+
+    clf = checkpoints.load("shapes_classifier16")
+    ref = generate_shapes(64, 32, 1, seed=5)
+    real = caption_following(ref.images, ref.attributes, clf, intervals=True)
+    wrong = generate_shapes(64, 32, 1, seed=6).images  # other images for the same captions: about chance
+    other = caption_following(wrong, ref.attributes, clf, intervals=True)
+    for rates in (real, other):
+        for k in ("shape", "colour", "position", "shape_and_colour", "all"):
+            low, high = rates[f"{k}_interval"]
+            assert 0.0 <= low <= rates[k] <= high <= 1.0, k
+    assert real["all"] > 0.9 and other["all"] < 0.2
+    assert other["all_interval"][1] < real["all_interval"][0], "matched and unmatched captions are told apart"
+    assert caption_following(ref.images, ref.attributes, clf) == {k: v for k, v in real.items() if "interval" not in k}

@@ -139,3 +139,41 @@ def test_every_recipe_is_typed_and_its_task_is_in_the_one_table():
     bad.task = "difusion"
     with pytest.raises(ValueError, match="recipe.task: expected one of"):
         task_of(bad)
+
+
+def test_ldm_snapshots_are_taken_after_the_named_step_counts_and_do_not_change_training():
+    from course_lib.train.tasks import _train_ldm
+
+    recipe = copy.deepcopy(RECIPES["shapes_ldm32"])
+    recipe.steps, recipe.batch_size = 4, 8
+    seen = []
+    model, info, _ = _train_ldm(recipe, torch.device("cpu"), progress=False, snapshot_steps=(2, 4),
+                                on_snapshot=lambda done, m: seen.append((done, copy.deepcopy(m.state_dict()))))
+    assert [done for done, _ in seen] == [2, 4]
+    assert all(torch.equal(v, seen[-1][1][k]) for k, v in model.state_dict().items()), "the last snapshot is the model"
+    assert any(not torch.equal(v, seen[0][1][k]) for k, v in model.state_dict().items()), "2 more steps moved it"
+    plain, _, _ = _train_ldm(recipe, torch.device("cpu"), progress=False)
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in model.state_dict().items()), \
+        "taking snapshots must not change what is trained"
+    with pytest.raises(ValueError, match=r"snapshot_steps: expected step counts in 1\.\.4.*\[0, 5\]"):
+        _train_ldm(recipe, torch.device("cpu"), progress=False, snapshot_steps=(0, 2, 5))
+
+
+def test_training_step_flops_counts_forward_backward_and_the_frozen_encoder():
+    from course_lib.metrics import count_flops
+    from course_lib.train.tasks import training_step_flops
+
+    latent, pixel = (training_step_flops(RECIPES[n]) for n in ("shapes_ldm32", "shapes_pixel32"))
+    assert latent == training_step_flops(RECIPES["shapes_ldm32"]), "a count, not a timing: the same every time"
+    assert pixel["first_stage"] == 0 and latent["first_stage"] > 0
+    assert latent["step"] > latent["first_stage"], "the step's count includes the encoder's pass"
+    ae = checkpoints.load("shapes_ae32_f4")
+    from course_lib.data import generate_shapes
+    images = generate_shapes(RECIPES["shapes_ldm32"].batch_size, 32, 1, seed=1).images
+    with torch.no_grad():
+        assert latent["first_stage"] == count_flops(ae.encode, images)[0]
+    # the pixel denoiser sees 12x more numbers per image; its step costs several times the latent one
+    assert 3 * latent["step"] < pixel["step"] < 12 * latent["step"]
+    assert training_step_flops(RECIPES["shapes_ae32_f4"])["step"] > 0
+    with pytest.raises(ValueError, match=r"recipe.task: expected an 'ldm' or 'vqgan' recipe, got 'diffusion'"):
+        training_step_flops(RECIPES["shapes_ddpm16"])

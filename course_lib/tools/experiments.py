@@ -3,10 +3,12 @@
     ./course experiments ddim --carry    # DDIM Tables 1 and 2 at toy scale (24 min on 2 busy cores; without --carry
                                          # the S = 1000 cells of most rows are left out, not copied)
     ./course experiments ddim --quick    # a reduced sweep (what the tests run)
+    ./course experiments ddim-fill       # measure the S = 1000 cells that --carry copied, keep the rest (~40 min)
     ./course experiments ddim-speed      # wall clock of 1000-step DDPM against DDIM (~2.5 min)
     ./course experiments guidance        # guidance Table 4 at toy scale, Algorithms 1 and 2 (14 min on 2 busy cores)
     ./course experiments vq              # VQ beta / vocabulary / codebook-health sweeps, 3 seeds (42 runs of 600 steps)
     ./course experiments lpips           # LPIPS lin / tune / scratch on the synthetic 2AFC set
+    ./course experiments ldm-compute     # FD against training FLOPs, latent vs pixel, 6 snapshots each (~45 min)
 
 Output: ``course_lib/results/ddim_tables.json`` (numbers) and ``course_lib/results/ddim_samples.safetensors``
 (16 shapes samples per sampler configuration, for the notebook's slider).
@@ -76,6 +78,49 @@ def _samplers(etas):
     return [(f"eta={eta:.1f}", dict(eta=eta)) for eta in etas] + [("sigma_hat", dict(variance="sigma_hat"))]
 
 
+def _shapes_ddpm_cell(ddpm, clf, independent, real_imgs, n: int, S: int, kind: str, sampler: dict):
+    """One shapes-DDPM cell of Table 1: n samples (x_T from seed 7, the asked classes cycling) with S steps of the
+    ``kind`` sub-sequence, measured with 95% bootstrap intervals in both classifiers' features; (cell, samples)."""
+    labels = torch.arange(n) % 4
+    g = torch.Generator().manual_seed(7)
+    xT = torch.randn(n, 3, 16, 16, generator=g)
+    t0 = time.perf_counter()
+    x = ddim_sample(lambda x, t: ddpm(x, t, labels), xT, make_alphas_cumprod(), timestep_subsequence(1000, S, kind),
+                    generator=g, **sampler)
+    secs = time.perf_counter() - t0
+    return {**image_quality(x.clamp(-1, 1), real_imgs, clf, labels, intervals=True,
+                            independent_classifier=independent), "seconds": round(secs, 2), "nfe": S}, x
+
+
+def ddim_fill_carried(cfg: dict, carry: tuple[dict, dict], log=print) -> tuple[dict, dict]:
+    """Measure the shapes-DDPM cells that a previous :func:`ddim_tables` run carried (the largest S of the rows
+    outside ``longest_rows``: a point value without an interval), exactly as that run measures the others, and
+    keep everything else of ``carry`` = (its results, its samples). ``filled_cells`` names what was measured;
+    ``earlier_runs`` keeps the command and wall time of the run whose other cells these are."""
+    import copy
+
+    results, samples = copy.deepcopy(carry[0]), dict(carry[1])
+    ddpm = checkpoints.load("shapes_ddpm16")
+    clf = checkpoints.load("shapes_classifier16")
+    independent = checkpoints.load("shapes_noisy_classifier16")
+    real_imgs = generate_shapes(1000, 16, 1, seed=HELD_OUT_SEEDS["real16"]).images
+    table, filled = results["table1_shapes_ddpm16"], []
+    with torch.no_grad():
+        for label, kw in _samplers(cfg["etas"]):
+            for S, cell in table.get(label, {}).items():
+                if not cell.get("carried"):
+                    continue
+                table[label][S], x = _shapes_ddpm_cell(ddpm, clf, independent, real_imgs, cfg["n_images"], int(S),
+                                                       "uniform", kw)
+                samples[f"{label}|S={S}"] = x[:16].contiguous()
+                filled.append(f"{label}|S={S}")
+                log(f"shapes_ddpm16 uniform {label} S={S}: {table[label][S]}")
+    earlier = results.pop("earlier_runs", [])
+    earlier.append({k: results.get(k) for k in ("command", "wall_time_s")})
+    results.update(filled_cells=results.get("filled_cells", []) + filled, earlier_runs=earlier)
+    return results, samples
+
+
 def ddim_tables(cfg: dict, log=print, carry: tuple[dict, dict] | None = None) -> tuple[dict, dict]:
     """Table 1 (quality against S and eta, plus sigma-hat) for the exact-score ring, the trained ring MLP and the
     shapes DDPM, with the uniform sub-sequence and, for the shapes DDPM, the quadratic one the paper uses for its
@@ -97,7 +142,6 @@ def ddim_tables(cfg: dict, log=print, carry: tuple[dict, dict] | None = None) ->
     independent = checkpoints.load("shapes_noisy_classifier16")
     real_imgs = generate_shapes(1000, 16, 1, seed=HELD_OUT_SEEDS["real16"]).images
     n = cfg["n_images"]
-    labels = torch.arange(n) % 4
     out = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
            "paper_table1_cifar10_fid": PAPER_TABLE1_CIFAR10, "paper_table2_cifar10": PAPER_TABLE2_CIFAR10}
     samples = {}
@@ -154,15 +198,7 @@ def ddim_tables(cfg: dict, log=print, carry: tuple[dict, dict] | None = None) ->
                             row[str(S)] = {**previous, "carried": True}
                             samples[f"{label}|S={S}"] = carry[1][f"{label}|S={S}"]
                         continue
-                    g = torch.Generator().manual_seed(7)
-                    xT = torch.randn(n, 3, 16, 16, generator=g)
-                    t0 = time.perf_counter()
-                    x = ddim_sample(lambda x, t: ddpm(x, t, labels), xT, ac, timestep_subsequence(1000, S, kind),
-                                    generator=g, **kw)
-                    secs = time.perf_counter() - t0
-                    row[str(S)] = {**image_quality(x.clamp(-1, 1), real_imgs, clf, labels, intervals=True,
-                                                   independent_classifier=independent),
-                                   "seconds": round(secs, 2), "nfe": S}
+                    row[str(S)], x = _shapes_ddpm_cell(ddpm, clf, independent, real_imgs, n, S, kind, kw)
                     if kind == "uniform":
                         samples[f"{label}|S={S}"] = x[:16].contiguous()
                     log(f"shapes_ddpm16 {kind} {label} S={S}: {row[str(S)]}")
@@ -431,10 +467,60 @@ def vqgan_codebook(num_codes=(8,), steps: int = 2000, log=print) -> tuple[dict, 
     return out, samples
 
 
+def ldm_compute(steps: int = 3000, snapshot_steps=(150, 300, 600, 1200, 2000, 3000), n: int = 256,
+                models=("shapes_ldm32", "shapes_pixel32"), log=print) -> tuple[dict, dict]:
+    """Notebook 06's FD against training compute, the LDM paper's Fig. 6 at toy scale. Each of ``models`` is
+    trained with its own recipe but for ``steps`` steps (the shipped pixel recipe stops at 600; the latent one is
+    the shipped run again), and each EMA snapshot at ``snapshot_steps`` is measured as the manifest measures the
+    shipped models (``evaluate_ldm``: n held-out captions, 20 DDIM steps at guidance 3) with 95% bootstrap
+    intervals. Compute is counted, not estimated: one training step's FLOPs (forward and backward; for the latent
+    model with the frozen encoder's pass) by ``torch.utils.flop_counter``, times the steps; the autoencoder's own
+    training is counted the same way and reported apart. Returns (results, samples: 8 per snapshot)."""
+    import copy
+
+    from ..ldm import LatentDiffusion
+    from ..metrics import evaluate_ldm
+    from ..recipes import RECIPES
+    from ..train.tasks import _ldm_parts, _train_ldm, training_step_flops
+
+    device = torch.device("cpu")
+    out = {"config": {"steps": steps, "snapshot_steps": list(snapshot_steps), "num_samples": n,
+                      "models": list(models)}, "models": {}}
+    samples = {}
+    for name in models:
+        recipe = copy.deepcopy(RECIPES[name])
+        recipe.steps = steps
+        flops = training_step_flops(recipe, device)
+        row = {"shipped_steps": RECIPES[name].steps, "step_flops": flops["step"],
+               "first_stage_flops_per_step": flops["first_stage"], "autoencoder": recipe.autoencoder, "snapshots": []}
+        if recipe.autoencoder:
+            ae_recipe = RECIPES[recipe.autoencoder]
+            row["autoencoder_training_flops"] = training_step_flops(ae_recipe, device)["step"] * ae_recipe.steps
+        ae, scale, _ = _ldm_parts(recipe, device)  # the same frozen first stage and scale the training uses
+
+        def measure(done, ema_model):
+            got = {}
+            metrics = evaluate_ldm(LatentDiffusion(copy.deepcopy(ema_model).eval(), ae, scale), device, n=n,
+                                   intervals=True, samples_out=got)
+            row["snapshots"].append({"steps": done, "training_flops": done * flops["step"], **metrics})
+            samples[f"{name}|{done}"] = got["samples"][:8].contiguous()
+            log(f"{name} at {done} steps: FD {metrics['quality']['fd']} {metrics['quality']['fd_interval']}, "
+                f"all {metrics['caption_following']['all']}")
+
+        t0 = time.perf_counter()
+        _, info, _ = _train_ldm(recipe, device, progress=False, snapshot_steps=tuple(snapshot_steps),
+                                on_snapshot=measure)
+        row.update(final_loss=info["final_loss"], training_seconds=info["wall_time_s"],
+                   seconds_with_evaluation=round(time.perf_counter() - t0, 1))
+        out["models"][name] = row
+    return out, samples
+
+
 # name -> (run(quick) -> (results, samples or None), file stem of the results, file stem of the samples)
 SWEEPS = {
     "ddim": (lambda quick, carry=None: ddim_tables(QUICK if quick else FULL, carry=carry), "ddim_tables",
              "ddim_samples"),
+    "ddim-fill": (lambda quick, carry: ddim_fill_carried(FULL, carry), "ddim_tables", "ddim_samples"),
     "ddim-speed": (lambda quick: (ddim_speed(repeats=1 if quick else 3, num_images=16 if quick else 64,
                                              steps=(100, 10) if quick else (1000, 50, 20, 10)), None),
                    "ddim_speed", None),
@@ -443,6 +529,8 @@ SWEEPS = {
     "lpips": (lambda quick: lpips_2afc(**(dict(n_train=256, n_test=128, steps=20, batch_size=16) if quick else {})),
               "lpips_2afc", None),
     "vqgan-codebook": (lambda quick: vqgan_codebook(steps=30 if quick else 2000), "vqgan_codebook", "vqgan_codebook_samples"),
+    "ldm-compute": (lambda quick: ldm_compute(**(dict(steps=20, snapshot_steps=(10, 20), n=16) if quick else {})),
+                    "ldm_compute", "ldm_compute_samples"),
     "vq": (lambda quick, carry=None, parts=("beta", "vocabulary", "health"): vq_sweeps(
         **(dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8), seeds=(11, 12)) if quick else {}),
         parts=parts, carry=carry), "vq_sweeps", "vq_samples"),
@@ -460,7 +548,10 @@ def main(argv=None):
     p.add_argument("--parts", nargs="+", choices=("beta", "vocabulary", "health"),
                    help="vq only: run these sweeps (default: all three)")
     a = p.parse_args(argv)
-    if a.carry and a.name not in ("ddim", "vq"):
+    if a.name == "ddim-fill" and a.quick:
+        p.error("--quick: ddim-fill measures the carried cells of the shipped full tables; it has no reduced form")
+    a.carry = a.carry or a.name == "ddim-fill"  # it only ever completes the shipped tables
+    if a.carry and a.name not in ("ddim", "ddim-fill", "vq"):
         p.error(f"--carry: only the ddim and vq sweeps skip cells, got {a.name!r}")
     if a.parts and a.name != "vq":
         p.error(f"--parts: only the vq sweep has parts, got {a.name!r}")

@@ -23,15 +23,13 @@ from .evaluate import (TWO_AFC_SETS, _evaluate_classifier, _evaluate_diffusion, 
 from .loops import (EMA, _autoencoder_step_loss, _batch, _classifier_step_loss, _diffusion_step_loss, _lr_at,
                     _prior_codes, _train_loop, fit)
 
-__all__ = ["Task", "TASKS", "task_of", "train_2afc"]
+__all__ = ["Task", "TASKS", "task_of", "train_2afc", "training_step_flops"]
 
 
-def _train_vqgan(recipe: Recipe, device, progress: bool = True):
-    """Train one of notebook 05's autoencoders with :class:`course_lib.gan.VQGANTrainer`; returns (model, info,
-    log tensors: reconstructions of 8 held-out images at the snapshot steps, and the logged curves)."""
+def _vqgan_trainer(recipe: Recipe, device):
+    """A "vqgan" recipe's freshly initialised (autoencoder, discriminator or None, VQGANTrainer)."""
     from ..gan import PatchDiscriminator, VQGANTrainer
     from ..perceptual import LPIPS
-    from ..quantize import codebook_usage
 
     torch.manual_seed(recipe.seed)
     ae = build_model(recipe.model, recipe.config).to(device)
@@ -43,7 +41,16 @@ def _train_vqgan(recipe: Recipe, device, progress: bool = True):
     if loss_cfg.perceptual_weight > 0:
         lp = LPIPS(net="shapes", lin=False).to(device).requires_grad_(False).eval()
         perceptual = lambda a, b: lp(a, b, check_range=False)  # noqa: E731 (raw decoder output may overshoot)
-    trainer = VQGANTrainer(ae, loss_cfg, disc, perceptual, lr=recipe.lr)
+    return ae, disc, VQGANTrainer(ae, loss_cfg, disc, perceptual, lr=recipe.lr)
+
+
+def _train_vqgan(recipe: Recipe, device, progress: bool = True):
+    """Train one of notebook 05's autoencoders with :class:`course_lib.gan.VQGANTrainer`; returns (model, info,
+    log tensors: reconstructions of 8 held-out images at the snapshot steps, and the logged curves)."""
+    from ..quantize import codebook_usage
+
+    ae, disc, trainer = _vqgan_trainer(recipe, device)
+    section, loss_cfg = recipe.vqgan, recipe.vqgan.loss
     fixed = generate_shapes(8, 32, 1, seed=HELD_OUT_SEEDS["vqgan_snapshots"]).images.to(device)
     snap_steps = [s for s in section.snapshot_steps if s < recipe.steps]
     snaps, history, t0 = [], [], time.time()
@@ -101,31 +108,79 @@ def _train_prior(recipe: Recipe, device, progress: bool = True):
     return model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
 
 
-def _train_ldm(recipe: Recipe, device, progress: bool = True):
-    """Train a caption-conditioned denoiser on scaled latents (or pixels) with L_LDM; returns (EMA model, info, log)."""
+def _ldm_parts(recipe: Recipe, device):
+    """An "ldm" recipe's (frozen autoencoder or None, latent scale, freshly initialised denoiser)."""
     from ..ldm import latent_scale
 
-    torch.manual_seed(recipe.seed)
-    ae_name = recipe.autoencoder
-    ae = checkpoints.load(ae_name, device=device) if ae_name else None
+    ae = checkpoints.load(recipe.autoencoder, device=device) if recipe.autoencoder else None
     scale = latent_scale(ae, generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["latent_scale"]).images.to(device)) if ae else 1.0
-    model = build_model(recipe.model, recipe.config).to(device)
+    return ae, scale, build_model(recipe.model, recipe.config).to(device)
+
+
+def _ldm_step_loss(recipe: Recipe, model, ae, scale, ac, gen, device, step):
+    """L_LDM on the scaled latents of the step's batch (pixels for the pixel-space model)."""
+    b = generate_shapes(recipe.batch_size, 32, 1, seed=recipe.seed * 1_000_003 + step)
+    with torch.no_grad():  # the first stage is frozen: one encoder pass per image, no gradient
+        z0 = scale * ae.encode(b.images.to(device)) if ae is not None else b.images.to(device)
+    return diffusion_loss(model, z0, ac, b.tokens.to(device), recipe.cond_drop_prob, gen)
+
+
+def training_step_flops(recipe: Recipe, device=None) -> dict:
+    """The FLOPs of one training step of ``recipe`` (:func:`course_lib.metrics.count_flops`, forward and backward),
+    for "ldm" and "vqgan" recipes: {"step": all of it, "first_stage": the frozen encoder's share (ldm)}. A step's
+    count does not depend on the weights, so a fresh model is measured."""
+    from ..metrics import count_flops
+
+    device = torch.device(device or "cpu")
+    if recipe.task == "ldm":
+        ae, scale, model = _ldm_parts(recipe, device)
+        ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
+        gen = torch.Generator().manual_seed(recipe.seed)
+        step, _ = count_flops(lambda: _ldm_step_loss(recipe, model, ae, scale, ac, gen, device, 0).backward())
+        images = generate_shapes(recipe.batch_size, 32, 1, seed=recipe.seed * 1_000_003).images.to(device)
+        with torch.no_grad():
+            first, _ = count_flops(ae.encode, images) if ae is not None else (0, None)
+        return {"step": step, "first_stage": first}
+    if recipe.task == "vqgan":
+        ae, _, trainer = _vqgan_trainer(recipe, device)
+        trainer.step_count = recipe.vqgan.loss.disc_start  # a step with the discriminator on, where it has one
+        x, _, _ = _batch(recipe, 0)
+        step, _ = count_flops(trainer.step, x.to(device), lr=recipe.lr)
+        return {"step": step, "first_stage": 0}
+    raise ValueError(f"recipe.task: expected an 'ldm' or 'vqgan' recipe, got {recipe.task!r} ({recipe.name})")
+
+
+def _train_ldm(recipe: Recipe, device, progress: bool = True, snapshot_steps=(), on_snapshot=None):
+    """Train a caption-conditioned denoiser on scaled latents (or pixels) with L_LDM; returns (EMA model, info, log).
+
+    ``on_snapshot(steps_done, ema_model)`` is called once the number of steps done reaches each of
+    ``snapshot_steps`` (the training-compute curve of notebook 06 evaluates those snapshots); it must not change
+    the model."""
+    torch.manual_seed(recipe.seed)
+    ae, scale, model = _ldm_parts(recipe, device)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
     ema = EMA(model, recipe.ema_decay)
     ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
     gen = torch.Generator().manual_seed(recipe.seed)
     steps_log, losses, t0 = [], [], time.time()
+    loss_at = partial(_ldm_step_loss, recipe, model, ae, scale, ac, gen, device)
 
-    def loss_at(step):  # L_LDM on the scaled latents of the step's batch (pixels for the pixel-space model)
-        b = generate_shapes(recipe.batch_size, 32, 1, seed=recipe.seed * 1_000_003 + step)
-        with torch.no_grad():
-            z0 = scale * ae.encode(b.images.to(device)) if ae is not None else b.images.to(device)
-        return diffusion_loss(model, z0, ac, b.tokens.to(device), recipe.cond_drop_prob, gen)
+    bad = [s for s in snapshot_steps if not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= recipe.steps]
+    if bad:
+        raise ValueError(f"snapshot_steps: expected step counts in 1..{recipe.steps} (recipe.steps), got {bad}")
+    log_curve, pause = _curve_logger(recipe, steps_log, losses), [0.0]
+
+    def on_step(step, loss):
+        log_curve(step, loss)
+        if on_snapshot is not None and step + 1 in snapshot_steps:
+            t_snap = time.time()  # the snapshot's own time (a caller may evaluate it) is not training time
+            on_snapshot(step + 1, ema.model)
+            pause[0] += time.time() - t_snap
 
     running = fit(model, loss_at, recipe.steps, lambda step: _lr_at(step, recipe), opt, ema=ema, progress=progress,
-                  desc=recipe.name, on_step=_curve_logger(recipe, steps_log, losses))
-    wall = time.time() - t0
-    info = {"final_loss": round(running, 5), "wall_time_s": round(wall, 1), "autoencoder": ae_name,
+                  desc=recipe.name, on_step=on_step)
+    wall = time.time() - t0 - pause[0]
+    info = {"final_loss": round(running, 5), "wall_time_s": round(wall, 1), "autoencoder": recipe.autoencoder,
             "latent_scale": round(scale, 6), "seconds_per_step": round(wall / recipe.steps, 4)}
     return ema.model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
 
