@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 __all__ = ["TERM_COLORS", "to_image", "attention_overlay", "image_grid", "show_images", "compare_samples", "scatter_2d", "density_grid", "density_contours",
-           "plot_trajectories", "class_colors"]
+           "plot_trajectories", "class_colors", "interval_errorbar"]
 
 TERM_COLORS = {
     "x_t": "#555555",
@@ -52,6 +52,17 @@ def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1, pad_value: flo
         r, col = divmod(i, nrow)
         grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):pad + col * (w + pad) + w] = imgs[i]
     return grid
+
+
+def interval_errorbar(ax, x, values, intervals, **style):
+    """Plot ``values`` at ``x`` with each one's [low, high] interval as an error bar (matplotlib wants the distances
+    below and above each value, not the ends); returns what ``ax.errorbar`` returns."""
+    if len(values) != len(intervals) or len(values) != len(x):
+        raise ValueError(f"intervals: expected one [low, high] per value ({len(x)} x, {len(values)} values), got "
+                         f"{len(intervals)}")
+    below = [v - low for v, (low, _) in zip(values, intervals)]
+    above = [high - v for v, (_, high) in zip(values, intervals)]
+    return ax.errorbar(x, values, yerr=[below, above], **style)
 
 
 def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, ax=None, scale: float = 0.5):

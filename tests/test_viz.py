@@ -68,3 +68,13 @@ def test_compare_samples_puts_each_caption_on_one_row_and_refuses_a_short_column
     plt.close(fig)
     with pytest.raises(ValueError, match=r"columns\['right'\]: expected 6 images"):
         viz.compare_samples({"left": a, "right": b[:5]}, ["one", "two", "three"], per_caption=2)
+
+
+def test_interval_errorbar_draws_each_interval_from_its_ends():
+    fig, ax = plt.subplots()
+    bars = viz.interval_errorbar(ax, [1, 2], [5.0, 3.0], [[4.0, 7.0], [2.5, 3.0]], capsize=2)
+    segments = bars.lines[2][0].get_segments()  # one vertical segment per point, from low to high
+    assert np.allclose([seg[:, 1] for seg in segments], [[4.0, 7.0], [2.5, 3.0]])
+    with pytest.raises(ValueError, match=r"intervals: expected one \[low, high\] per value \(2 x, 2 values\), got 1"):
+        viz.interval_errorbar(ax, [1, 2], [5.0, 3.0], [[4.0, 7.0]])
+    plt.close(fig)

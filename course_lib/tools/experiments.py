@@ -481,7 +481,7 @@ def ldm_compute(steps: int = 3000, snapshot_steps=(150, 300, 600, 1200, 2000, 30
     from ..ldm import LatentDiffusion
     from ..metrics import evaluate_ldm
     from ..recipes import RECIPES
-    from ..train.tasks import _ldm_parts, _train_ldm, training_step_flops
+    from ..train.tasks import _ldm_first_stage, _train_ldm, training_step_flops
 
     device = torch.device("cpu")
     out = {"config": {"steps": steps, "snapshot_steps": list(snapshot_steps), "num_samples": n,
@@ -496,7 +496,7 @@ def ldm_compute(steps: int = 3000, snapshot_steps=(150, 300, 600, 1200, 2000, 30
         if recipe.autoencoder:
             ae_recipe = RECIPES[recipe.autoencoder]
             row["autoencoder_training_flops"] = training_step_flops(ae_recipe, device)["step"] * ae_recipe.steps
-        ae, scale, _ = _ldm_parts(recipe, device)  # the same frozen first stage and scale the training uses
+        ae, scale = _ldm_first_stage(recipe, device)  # the same frozen first stage and scale the training uses
 
         def measure(done, ema_model):
             got = {}

@@ -108,18 +108,24 @@ def _train_prior(recipe: Recipe, device, progress: bool = True):
     return model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
 
 
-def _ldm_parts(recipe: Recipe, device):
-    """An "ldm" recipe's (frozen autoencoder or None, latent scale, freshly initialised denoiser)."""
+def _ldm_first_stage(recipe: Recipe, device):
+    """An "ldm" recipe's frozen autoencoder (None in pixel space) and latent scale (1 in pixel space)."""
     from ..ldm import latent_scale
 
-    ae = checkpoints.load(recipe.autoencoder, device=device) if recipe.autoencoder else None
-    scale = latent_scale(ae, generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["latent_scale"]).images.to(device)) if ae else 1.0
-    return ae, scale, build_model(recipe.model, recipe.config).to(device)
+    if not recipe.autoencoder:
+        return None, 1.0
+    ae = checkpoints.load(recipe.autoencoder, device=device)
+    return ae, latent_scale(ae, generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["latent_scale"]).images.to(device))
+
+
+def _ldm_batch(recipe: Recipe, step: int):
+    """The captioned 32x32 images of an "ldm" recipe's training step: a pure function of its seed and the step."""
+    return generate_shapes(recipe.batch_size, 32, 1, seed=recipe.seed * 1_000_003 + step)
 
 
 def _ldm_step_loss(recipe: Recipe, model, ae, scale, ac, gen, device, step):
     """L_LDM on the scaled latents of the step's batch (pixels for the pixel-space model)."""
-    b = generate_shapes(recipe.batch_size, 32, 1, seed=recipe.seed * 1_000_003 + step)
+    b = _ldm_batch(recipe, step)
     with torch.no_grad():  # the first stage is frozen: one encoder pass per image, no gradient
         z0 = scale * ae.encode(b.images.to(device)) if ae is not None else b.images.to(device)
     return diffusion_loss(model, z0, ac, b.tokens.to(device), recipe.cond_drop_prob, gen)
@@ -133,11 +139,12 @@ def training_step_flops(recipe: Recipe, device=None) -> dict:
 
     device = torch.device(device or "cpu")
     if recipe.task == "ldm":
-        ae, scale, model = _ldm_parts(recipe, device)
+        ae, scale = _ldm_first_stage(recipe, device)
+        model = build_model(recipe.model, recipe.config).to(device)
         ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
         gen = torch.Generator().manual_seed(recipe.seed)
         step, _ = count_flops(lambda: _ldm_step_loss(recipe, model, ae, scale, ac, gen, device, 0).backward())
-        images = generate_shapes(recipe.batch_size, 32, 1, seed=recipe.seed * 1_000_003).images.to(device)
+        images = _ldm_batch(recipe, 0).images.to(device)
         with torch.no_grad():
             first, _ = count_flops(ae.encode, images) if ae is not None else (0, None)
         return {"step": step, "first_stage": first}
@@ -157,7 +164,8 @@ def _train_ldm(recipe: Recipe, device, progress: bool = True, snapshot_steps=(),
     ``snapshot_steps`` (the training-compute curve of notebook 06 evaluates those snapshots); it must not change
     the model."""
     torch.manual_seed(recipe.seed)
-    ae, scale, model = _ldm_parts(recipe, device)
+    ae, scale = _ldm_first_stage(recipe, device)
+    model = build_model(recipe.model, recipe.config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
     ema = EMA(model, recipe.ema_decay)
     ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
