@@ -573,7 +573,7 @@ def main(argv=None):
         results, samples = run(a.quick)
     results["wall_time_s"] = round(time.time() - t0, 1)
     results["command"] = f"./course experiments {a.name}" + (" --quick" if a.quick else "") + \
-        (" --carry" if a.carry else "") + (" --parts " + " ".join(a.parts) if a.parts else "")
+        (" --carry" if a.carry and a.name != "ddim-fill" else "") + (" --parts " + " ".join(a.parts) if a.parts else "")
     results["torch_threads"] = torch.get_num_threads()
     suffix = "_quick" if a.quick else ""
     a.out.mkdir(parents=True, exist_ok=True)
