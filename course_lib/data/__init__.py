@@ -22,6 +22,7 @@ HELD_OUT_SEEDS = {
     "ldm_attention": HELD_OUT + 14,         # the 64 captions notebook 06 measures attention on
     "real16_floor": HELD_OUT + 15,          # 256 more real 16x16 images: the samplers' real-vs-real floor
     "eval_floor": 2 * HELD_OUT,             # real images measured like samples: the FD floor of an evaluation
+    "floor_draws16": 3 * HELD_OUT,          # notebook 00's fresh real draws: seed + 1000 n + k for draw k of n images
 }
 
 __all__ = [
