@@ -164,7 +164,7 @@ def terms_demo(mixture, alphas_cumprod, num_points: int = 6, seed: int = 0, lim:
         return out
 
     def draw(r, v):
-        fig, ax = plt.subplots(figsize=(5.5, 5.7), dpi=DPI)
+        fig, ax = plt.subplots(figsize=(7.0, 5.7), dpi=DPI)  # wide enough for the legend beside the plane
         art = fig.artists_ = {"ax": ax, "contours": moving(viz.density_contours(ax, r["density"], lim=lim))}
         art["quivers"] = []
         for (key, _, label), (start, vec) in zip(parts, arrows(r["terms"])):
@@ -182,7 +182,7 @@ def terms_demo(mixture, alphas_cumprod, num_points: int = 6, seed: int = 0, lim:
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # off the arrows
         ax.set_title("DDIM eq. 12 (4): the step as three arrows from the origin, head to tail", fontsize=9)
         fig.tight_layout()
         return fig
