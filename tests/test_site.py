@@ -1,6 +1,6 @@
 """./course html: the static site, opened in the real browser (Debian's Chromium driven by Playwright, the folder served
 on 127.0.0.1, no network): the index lists every notebook, and on two pages the equations are typeset by the bundled MathJax and
-every stored figure decodes. Skipped where /usr/bin/chromium or playwright is missing (.ci/run installs Chromium)."""
+every stored figure decodes; screenshots go to ``runs/site/``. Skipped where /usr/bin/chromium or playwright is missing (.ci/run installs Chromium)."""
 from __future__ import annotations
 
 import functools
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.tools.site import NOTEBOOKS, build_site, notebook_title
+from course_lib.tools.site import NOTEBOOKS, ROOT, build_site, notebook_title
 
 CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "runs" / "site"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-sync"]
 
@@ -80,7 +81,8 @@ def test_pages_render_equations_and_images_in_the_browser(site):
             assert not re.search(r"\$\\\w+", raw_dollars), "an equation left untypeset"
             sizes = page.evaluate("() => [...document.images].map(i => [i.complete, i.naturalWidth])")
             assert len(sizes) > 5 and all(done and width > 0 for done, width in sizes), name
-            page.screenshot(path=str(out / f"{name}.png"), full_page=False)
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
         browser.close()
     server.shutdown()
     assert not missing, f"files the pages asked for and the site lacks: {missing[:5]}"
