@@ -144,7 +144,7 @@ def entry(name: str, source=None) -> dict:
 
 def parent_record(name: str, use: str, source=None) -> dict:
     """What a dependent model records about a parent: its sha256 and what the parent was used for (``use``:
-    "autoencoder" or "perceptual" mean the dependent was trained on it, "metrics" that it was only measured with it)."""
+    "autoencoder", "perceptual" or "base" (a ControlNet's frozen denoiser) mean the dependent was trained on it, "metrics" that it was only measured with it)."""
     if use not in _REBUILD:
         raise ValueError(f"use: expected one of {sorted(_REBUILD)}, got {use!r}")
     return {"sha256": entry(name, source)["sha256"], "use": use}
@@ -158,7 +158,7 @@ def parent_folder(parent: str, child_folder: Path) -> Path:
 
 
 # what a changed parent means for its dependent: retrain it (its weights were fitted to the parent) or re-measure it
-_REBUILD = {"autoencoder": "retrain", "perceptual": "retrain", "metrics": "re-measure"}
+_REBUILD = {"autoencoder": "retrain", "perceptual": "retrain", "base": "retrain", "metrics": "re-measure"}
 
 
 def check_parents(name: str, e: dict, folder: Path) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "sliced_wasserstein", "mmd_rbf", "MMDToReference", "mixture_nll", "frechet_distance_from_stats", "frechet_distance",
     "precision_recall", "psnr", "ssim", "shapes_features", "image_quality", "edge_sharpness", "reconstruction_report",
     "Interval", "bootstrap_interval", "seed_range", "real_vs_real", "caption_following", "count_flops",
+    "training_memory",
 ]
 
 
@@ -432,6 +433,37 @@ def count_flops(fn, *args, **kwargs) -> tuple[int, object]:
     with FlopCounterMode(display=False) as counter:
         result = fn(*args, **kwargs)
     return int(counter.get_total_flops()), result
+
+
+def training_memory(loss_fn, trainable, frozen=()) -> dict:
+    """The bytes one Adam training step holds, counted rather than sampled (so the same on every machine):
+    ``weights`` of all parameters (``trainable`` and ``frozen``), their ``gradients`` and Adam's two moments
+    (``optimizer``) for the trainable ones only, and the ``activations`` autograd saves for the backward pass of
+    ``loss_fn()`` (each storage once, parameters excluded). Allocator slack and temporaries freed during the
+    forward pass are not counted: this is what a step must keep, the floor of its peak memory."""
+    trainable, frozen = list(trainable), list(frozen)
+    for name, ps in (("trainable", trainable), ("frozen", frozen)):
+        if not all(isinstance(p, torch.Tensor) for p in ps):
+            raise TypeError(f"{name}: expected parameters (tensors), got {sorted({type(p).__name__ for p in ps})}")
+    nbytes = lambda ps: sum(p.numel() * p.element_size() for p in ps)  # noqa: E731
+    params = {p.untyped_storage().data_ptr() for p in trainable + frozen}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = loss_fn()
+    loss.backward()
+    for p in trainable:
+        p.grad = None
+    out = {"weights": nbytes(trainable + frozen), "gradients": nbytes(trainable), "optimizer": 2 * nbytes(trainable),
+           "activations": sum(saved.values())}
+    out["total"] = sum(out.values())
+    return out
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from .data import COLOURS, COLUMNS, ROWS, SHAPES, SIZES
 from .gan import VQGANLossConfig
 
-__all__ = ["Recipe", "VQGANSection", "RECIPES", "recipe_parents", "CORRUPTIONS"]
+__all__ = ["Recipe", "VQGANSection", "ControlSection", "RECIPES", "recipe_parents", "CORRUPTIONS"]
 
 CORRUPTIONS = ("clean", "light noise", "heavy noise", "blur")  # the clean classifier's extra head
 
@@ -25,6 +25,18 @@ class VQGANSection:
 
 
 @dataclass
+class ControlSection:
+    """The part of a recipe only the "controlnet" task reads: the hint, the caption words kept beside it, and the
+    steps at which the shipped log measures the ControlNet on held-out hints (the sudden-convergence curve)."""
+
+    hint: str = "mask"                        # course_lib.controlnet.HINT_KINDS
+    keep: tuple = ("colour", "shape")         # caption words the model still gets (the mask says where, how big)
+    snapshot_steps: tuple = ()
+    snapshot_samples: int = 64                # held-out hints measured at each snapshot
+    snapshot_ddim_steps: int = 10
+
+
+@dataclass
 class Recipe:
     """Everything that defines a shipped model: rerunning it rebuilds the same weights."""
 
@@ -32,7 +44,7 @@ class Recipe:
     model: str
     config: dict
     task: str            # a key of train.tasks.TASKS: "diffusion", "classifier", "autoencoder", "vqgan", "prior",
-                         # "ldm" or "lpips"
+                         # "ldm", "lpips" or "controlnet"
     data: str            # "shapes16", "shapes32", "ring8" or "2afc"
     steps: int
     batch_size: int
@@ -48,6 +60,8 @@ class Recipe:
     log_every: int = 50                 # steps between the logged points of the shipped curves
     autoencoder: str | None = None      # "prior" and "ldm": the shipped autoencoder whose codes or latents it models
     vqgan: VQGANSection | None = None   # "vqgan" only
+    base: str | None = None             # "controlnet": the shipped denoiser it controls (frozen, and copied)
+    control: ControlSection | None = None  # "controlnet" only
 
 
 RECIPES = {r.name: r for r in [
@@ -116,6 +130,24 @@ RECIPES = {r.name: r for r in [
                       "at 8x8 only), given the latent model's training wall-clock (measured 0.146 vs 0.735 s a step "
                       "at batch 64 on one CPU thread: 3000 vs 600 steps)"),
       ]],
+    # notebook 07: ControlNets on the frozen shapes_ldm32, the hint an object's mask, the caption only its colour and
+    # shape (the mask says where and how big), half the captions empty (the paper's 50%); a constant learning rate,
+    # no EMA. The same data, steps and seed for the paper's model and its two ablations.
+    *[Recipe(name, "ControlNet", dict(hint_channels=1, variant=variant, connector_init=init), task="controlnet",
+             data="shapes32", steps=4000, batch_size=32, lr=1e-4, seed=11, cond_drop_prob=0.5, description=desc,
+             autoencoder="shapes_ae32_f4", base="shapes_ldm32", log_every=25,
+             control=ControlSection(snapshot_steps=(0, 25, 50, 75, 100, 125, 150, 175, 200, 250, 300, 400, 500, 750,
+                                                    1000, 1500, 2000, 3000, 4000)))
+      for name, variant, init, desc in [
+          ("shapes_controlnet32", "copy", "zero",
+           "ControlNet on shapes_ldm32: a trainable copy of its encoder and middle block, mask hint through the hint "
+           "encoder, zero convolutions on both skips and the middle block"),
+          ("shapes_controlnet32_gaussian", "copy", "gaussian",
+           "the paper's ablation of shapes_controlnet32: every connector a Gaussian-initialised 1x1 convolution"),
+          ("shapes_controlnet32_lite", "lite", "zero",
+           "ControlNet-lite on shapes_ldm32: one 3x3 convolution per block instead of the trainable copy (no time, no "
+           "caption), the same zero convolutions"),
+      ]],
     # notebook 04: the weights w_l of LPIPS(net="shapes"), the paper's "lin" set-up on the synthetic 2AFC set
     Recipe("shapes_lpips_lin", "LPIPSWeights", dict(channels=(32, 64, 64)), task="lpips", data="2afc", steps=400,
            batch_size=64, lr=1e-2, seed=3,
@@ -132,7 +164,7 @@ def recipe_parents(recipe: Recipe) -> dict:
     """The models a recipe's weights or metrics depend on, name -> use ("autoencoder": trained on its latents or
     codes; "perceptual": its features are in the loss; "metrics": its features measure the model's FD)."""
     parents = {}
-    if recipe.task in ("diffusion", "ldm") and recipe.data != "ring8":
+    if recipe.task in ("diffusion", "ldm", "controlnet") and recipe.data != "ring8":
         parents["shapes_classifier16"] = "metrics"       # FD and caption-following in its features
     if recipe.task == "vqgan":                            # metrics.reconstruction_report: FD in both classifiers
         parents.update({"shapes_classifier16": "metrics", "shapes_noisy_classifier16": "metrics"})
@@ -142,4 +174,6 @@ def recipe_parents(recipe: Recipe) -> dict:
         parents["shapes_classifier16"] = "perceptual"      # w_l weigh its trunk's channels
     if recipe.autoencoder:
         parents[recipe.autoencoder] = "autoencoder"
+    if recipe.base:
+        parents[recipe.base] = "base"                     # copied from it and trained against it, frozen
     return parents

@@ -418,6 +418,9 @@ LIBRARY_WRAPPERS = {
     "6.1": ("", ["lambda layer, x, context, mask: layer(x, context, mask=mask)"]),
     "6.2": ("from course_lib.ldm import LatentDiffusion",
             ["lambda a, s, x: LatentDiffusion(None, a, s).encode(x)", "lambda a, s, z: LatentDiffusion(None, a, s).decode(z)"]),
+    "7.1": ("from course_lib.controlnet import zero_conv", ["lambda i, o: zero_conv(i, o)"]),
+    "7.2": ("from course_lib.controlnet import ControlledUNet",
+            ["lambda base, cns, scales, x_t, t, hints, tokens: ControlledUNet(base, cns, scales)(x_t, t, hints, tokens)"]),
 }
 
 
@@ -522,3 +525,71 @@ def test_an_interrupted_student_copy_write_leaves_the_old_copy_whole(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         student.make_student_notebook(src, dst)
     assert dst.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["00_welcome.ipynb"]
+
+
+# -- notebook 07: the zero convolution, the controlled forward, the first-step prediction, the strength sweep -----
+def _zero_conv(kernel=1, zero_weight=True, zero_bias=True):
+    def make(i, o):
+        conv = torch.nn.Conv2d(i, o, kernel, padding=kernel // 2)
+        if zero_weight:
+            torch.nn.init.zeros_(conv.weight)
+        if zero_bias:
+            torch.nn.init.zeros_(conv.bias)
+        return conv
+    return make
+
+
+def _controlled(scale=True, mid=True, mean=False):
+    def f(base, cns, scales, x_t, t, hints, tokens):
+        down, mids = 0, 0
+        for cn, h, s in zip(cns, hints, scales):
+            d, m = cn(x_t, t, h, tokens)
+            w = s if scale else 1.0
+            down = [w * r for r in d] if isinstance(down, int) else [a + w * r for a, r in zip(down, d)]
+            mids = mids + w * m
+        if mean:
+            down, mids = [r / len(cns) for r in down], mids / len(cns)
+        return base(x_t, t, tokens, down_residuals=down, mid_residual=mids if mid else None)
+    return f
+
+
+def test_controlnet_checks_accept_own_versions():
+    from course_lib.coursework import check_controlled_forward, check_zero_conv
+
+    def zc(i, o):  # another correct version: zeros written by hand
+        conv = torch.nn.Conv2d(i, o, (1, 1))
+        with torch.no_grad():
+            conv.weight.mul_(0.0)
+            conv.bias.fill_(0.0)
+        return conv
+    assert check_zero_conv(_zero_conv()) == "zero_conv: 3/3 cases match"
+    assert check_zero_conv(zc) == "zero_conv: 3/3 cases match"
+    assert check_controlled_forward(_controlled()) == "controlled forward: 4/4 cases match"
+
+
+@pytest.mark.parametrize("label", ["bias", "weight", "kernel", "scale", "mid", "mean"])
+def test_controlnet_checks_name_the_mistake(label):
+    from course_lib.coursework import check_controlled_forward, check_zero_conv
+
+    wrong = {"bias": (check_zero_conv, _zero_conv(zero_bias=False), "bias must start at 0"),
+             "weight": (check_zero_conv, _zero_conv(zero_weight=False), "weight must start at 0"),
+             "kernel": (check_zero_conv, _zero_conv(kernel=3), "1x1 convolution"),
+             "scale": (check_controlled_forward, _controlled(scale=False), "conditioning scale"),
+             "mid": (check_controlled_forward, _controlled(mid=False), "mid_residual"),
+             "mean": (check_controlled_forward, _controlled(mean=True), "a sum, not a mean")}
+    check, fn, hint = wrong[label]
+    with pytest.raises(CourseworkError, match=hint):
+        check(fn)
+
+
+def test_first_step_prediction_reports_what_the_gradients_support(capsys):
+    from course_lib.coursework import NotStarted, check_first_step_prediction
+
+    measured = {"output zero convs": True, "hint zero conv": False, "hint encoder": False, "trainable copy": False}
+    assert "it came true" in check_first_step_prediction("b", measured)
+    assert "what happened is (b)" in check_first_step_prediction("d", measured)
+    assert "what happened is (d)" in check_first_step_prediction("b", {k: True for k in measured})
+    with pytest.raises(NotStarted):
+        check_first_step_prediction(None, measured)
+    with pytest.raises(CourseworkError, match="nonzero"):
+        check_first_step_prediction("b", {"output zero convs": True})

@@ -1,4 +1,4 @@
-"""Slider demos of notebooks 01-06 held to deterministic proxies of their speed, not to the wall clock.
+"""Slider demos of notebooks 01-07 held to deterministic proxies of their speed, not to the wall clock.
 
 A test that times itself fails on any busy laptop or loaded CI; the budgets in milliseconds are the benchmark's
 (`./course bench --check`). What is asserted here does not depend on the machine:
@@ -34,7 +34,8 @@ GROUPS = {"01-04": ["01 forward", "01 posterior", "01 terms", "01 sampling S<=50
                     "01 shapes samplers", "02 taylor", "02 field", "02 exact guidance", "02 shapes guidance (images)", "03 voronoi",
                     "03 beta", "04 distortion lab"],
           "05": ["05 training snapshots", "05 lambda vs delta", "05 prior sampling (images)"],
-          "06": ["06 attention maps", "06 caption to image (images)"]}
+          "06": ["06 attention maps", "06 caption to image (images)"],
+          "07": ["07 control (images)", "07 snapshots", "07 compose (images)"]}
 
 
 @pytest.mark.parametrize("group", sorted(GROUPS))
@@ -123,3 +124,24 @@ def test_caption_demo_runs_one_batched_unet_call_per_ddim_step():
     calls.clear()
     demo.set(size="large", colour="red", shape="circle", row="top", column="left", guidance=3.0, steps=10)
     assert calls == [], "a cached move evaluates nothing"
+
+
+def test_control_demo_runs_one_controlnet_and_one_base_call_per_ddim_step_and_none_at_strength_zero():
+    from course_lib.controlnet import ControlPipeline
+    from course_lib.demos.controlnet import control_demo
+
+    pipe = ControlPipeline.from_shipped("shapes_controlnet32")
+    base_calls, cn_calls = [], []
+    pipe.controlled.base.register_forward_hook(lambda m, args, out: base_calls.append(args[0].shape[0]))
+    pipe.controlled.controlnets[0].register_forward_hook(lambda m, args, out: cn_calls.append(args[0].shape[0]))
+    demo = control_demo(pipe, n=4)
+    setting = dict(colour="red", shape="circle", mask_shape="circle", row="top", column="left", size="large",
+                   guidance=3.0)
+    for steps, strength in ((2, 1.0), (10, 2.0), (10, 0.0)):
+        base_calls.clear(), cn_calls.clear()
+        demo.set(**setting, strength=strength, steps=steps)
+        assert base_calls == [8] * steps, (steps, base_calls)  # guided: empty + caption in one 2n batch
+        assert cn_calls == ([8] * steps if strength else []), "strength 0 is the frozen model: no ControlNet call"
+    base_calls.clear()
+    demo.set(**setting, strength=2.0, steps=10)
+    assert base_calls == [], "a cached move evaluates nothing"

@@ -215,3 +215,34 @@ def test_shipped_ldm_compute_results_back_notebook_06s_claims():
     assert fds == sorted(fds, reverse=True)
     assert final["fd_interval"][1] < pixel["snapshots"][-1]["quality"]["fd_interval"][0]
     assert pixel["snapshots"][-1]["caption_following"]["all"] == 1.0
+
+
+def test_quick_controlnet_table_measures_the_base_the_sweep_and_the_composition():
+    from course_lib.tools.experiments import controlnet_table
+
+    res, samples = controlnet_table(n=16, steps=4, strengths=(0.0, 1.0), n_compose=8, log=lambda *a: None)
+    base = res["base"]["base, colour and shape caption"]
+    # strength 0 is the frozen model bit for bit: the same noise gives the same images, hence the same numbers
+    assert torch.equal(samples["strength 0.0"], samples["base, colour and shape caption"])
+    assert res["strength"]["0.0"]["iou"] == base["iou"]
+    for row in [*res["base"].values(), *res["strength"].values()]:
+        assert row["iou_interval"][0] <= row["iou"] <= row["iou_interval"][1]
+        assert row["quality"]["fd_interval"][0] <= row["quality"]["fd"] <= row["quality"]["fd_interval"][1]
+    assert len(res["compose"]) == 4 and all(0 <= v["both_drawn"] <= 1 for v in res["compose"].values())
+    assert samples["compose|hints"].shape == (8, 2, 32, 32) and samples["hints"].shape == (8, 1, 32, 32)
+
+
+def test_shipped_controlnet_results_back_notebook_07s_claims():
+    from course_lib import checkpoints, results_path
+
+    r = json.loads(results_path("controlnet_table.json").read_text())
+    m = checkpoints.manifest()["shapes_controlnet32"]["metrics"]["caption"]
+    sweep = r["strength"]
+    # the sweep's strength 1 is the shipped evaluation again (same hints, captions and noise)
+    assert sweep["1.0"]["iou_interval"][0] <= m["iou"] <= sweep["1.0"]["iou_interval"][1]
+    # strength 0 is the frozen base: far below, intervals apart; and the base's own row says the same
+    assert sweep["0.0"]["iou_interval"][1] < sweep["1.0"]["iou_interval"][0]
+    assert sweep["0.0"]["iou"] == r["base"]["base, colour and shape caption"]["iou"]
+    # the full caption tells the base the cell and size in words: better than no position, worse than the mask
+    full = r["base"]["base, full caption"]
+    assert sweep["0.0"]["iou_interval"][1] < full["iou_interval"][0] and full["iou_interval"][1] < m["iou_interval"][0]

@@ -3,7 +3,8 @@
 - :mod:`.core`: cases, the comparison with the reference, the library made unavailable while the learner's
   function runs, one verdict line printed once.
 - one module per notebook topic with its checks and their mistake catalogues: :mod:`.diffusion` (00, 01),
-  :mod:`.guidance` (02), :mod:`.quantize` (03), :mod:`.perceptual` (04), :mod:`.gan` (05), :mod:`.ldm` (06).
+  :mod:`.guidance` (02), :mod:`.quantize` (03), :mod:`.perceptual` (04), :mod:`.gan` (05), :mod:`.ldm` (06),
+  :mod:`.controlnet` (07).
 - :mod:`.student`: ``./course student`` (solutions, revealing cells and stored verdicts removed).
 - :mod:`.grade`: ``./course check`` (one row per exercise, a total, ``student/report.json``).
 """
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from .core import (Case, CourseworkError, LearnerCodeRaised, LibraryCalled, NotStarted, Verdict, check_function,
                    library_unavailable)
+from .controlnet import (check_controlled_forward, check_first_step_prediction, check_strength_experiment,
+                         check_zero_conv)
 from .diffusion import (check_alphas_cumprod, check_consistency_prediction, check_ddim_step, check_predicted_x0,
                         check_q_sample_at, check_sigma_eta, check_sigma_hat_experiment)
 from .gan import check_adaptive_weight, check_clamp_experiment, check_discriminator_prediction, check_hinge_d_loss
@@ -36,7 +39,8 @@ __all__ = ["Case", "CourseworkError", "NotStarted", "LearnerCodeRaised", "Librar
            "check_consistency_prediction", "check_sigma_hat_experiment", "check_sharpening_prediction",
            "check_algorithms_experiment", "check_usage_prediction", "check_restarts_experiment",
            "check_shift_noise_prediction", "check_2afc_experiment", "check_discriminator_prediction",
-           "check_clamp_experiment", "check_swap_prediction", "check_steps_experiment",
+           "check_clamp_experiment", "check_swap_prediction", "check_steps_experiment", "check_zero_conv",
+           "check_controlled_forward", "check_first_step_prediction", "check_strength_experiment",
            "make_student_notebook", "strip_solutions", "main", "EXERCISES", "WRITE_THE_FUNCTION"]
 
 # exercise -> its check; the grader names rows by this table
@@ -45,14 +49,16 @@ WRITE_THE_FUNCTION = {  # the learner writes a function; its check switches the 
     "1.3": check_ddim_step, "2.1": check_classifier_guided_mean, "2.2": check_classifier_guided_eps,
     "2.3": check_cfg_eps, "3.1": check_straight_through, "3.2": check_vq_losses, "3.3": check_lfq_index,
     "4.1": check_normalize_channels, "4.2": check_lpips_distance, "5.1": check_adaptive_weight,
-    "5.2": check_hinge_d_loss, "6.1": check_cross_attention, "6.2": check_latent_round_trip}
+    "5.2": check_hinge_d_loss, "6.1": check_cross_attention, "6.2": check_latent_round_trip,
+    "7.1": check_zero_conv, "7.2": check_controlled_forward}
 THINK = {  # N.0: predict, then run (placed before its experiment); the last: a small experiment, checked numerically
     "1.0": check_consistency_prediction, "1.4": check_sigma_hat_experiment,
     "2.0": check_sharpening_prediction, "2.4": check_algorithms_experiment,
     "3.0": check_usage_prediction, "3.4": check_restarts_experiment,
     "4.0": check_shift_noise_prediction, "4.3": check_2afc_experiment,
     "5.0": check_discriminator_prediction, "5.3": check_clamp_experiment,
-    "6.0": check_swap_prediction, "6.3": check_steps_experiment}
+    "6.0": check_swap_prediction, "6.3": check_steps_experiment,
+    "7.0": check_first_step_prediction, "7.3": check_strength_experiment}
 EXERCISES = {**WRITE_THE_FUNCTION, **THINK}
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["CourseworkError", "NotStarted", "LearnerCodeRaised", "LibraryCalled", "Verdict", "Case",
-           "check_function", "library_unavailable", "not_started_message", "check_prediction", "check_number",
+           "check_function", "library_unavailable", "not_started_message", "check_prediction", "check_number", "check_choice",
            "announce"]
 
 
@@ -256,3 +256,11 @@ def check_number(name: str, exercise: str, argument: str, value, expected: float
         raise CourseworkError(f"{name} ({exercise}): {argument} = {value:.4g} is {side} for what the experiment "
                               f"measures (tolerance {tolerance:g}). {hint}".rstrip())
     return float(value)
+
+
+def check_choice(name: str, exercise: str, argument: str, value, choices):
+    """One answer of an experiment that must be one of ``choices`` (a grid value, a word); returns it. Raises
+    CourseworkError naming ``argument``, the choices and what came."""
+    if value not in choices:
+        raise CourseworkError(f"{name} ({exercise}): {argument}: expected one of {choices}, got {value!r}")
+    return value

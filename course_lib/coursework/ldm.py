@@ -5,7 +5,8 @@ import functools
 
 import torch
 
-from .core import Case, CourseworkError, NotStarted, Verdict, announce, check_function, check_prediction
+from .core import (Case, CourseworkError, NotStarted, Verdict, announce, check_choice, check_function,
+                   check_prediction)
 
 
 # -- Exercises 6.1 and 6.2: cross-attention, and the scaled latent ---------------------------------------------
@@ -172,11 +173,8 @@ def check_steps_experiment(steps_needed, weakest_at_2_steps) -> Verdict:
     weakest = min(at2, key=at2.get)
     if steps_needed is None or weakest_at_2_steps is None:
         raise NotStarted(f"{name} ({exercise}): set steps_needed and weakest_at_2_steps from your experiment")
-    if steps_needed not in STEPS_GRID:
-        raise CourseworkError(f"{name} ({exercise}): steps_needed: expected one of {STEPS_GRID}, got {steps_needed!r}")
-    if weakest_at_2_steps not in at2:
-        raise CourseworkError(f"{name} ({exercise}): weakest_at_2_steps: expected one of {sorted(at2)}, got "
-                              f"{weakest_at_2_steps!r}")
+    check_choice(name, exercise, "steps_needed", steps_needed, STEPS_GRID)
+    check_choice(name, exercise, "weakest_at_2_steps", weakest_at_2_steps, sorted(at2))
     if steps_needed != needed:
         raise CourseworkError(f"{name} ({exercise}): steps_needed = {steps_needed}: at that S the rate of captions "
                               f"with all three words right is {rates[steps_needed]['all']:.2f}; take the smallest S "

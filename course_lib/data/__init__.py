@@ -21,6 +21,8 @@ HELD_OUT_SEEDS = {
     "ldm_real": HELD_OUT + 13,              # their real 32x32 reference images
     "ldm_attention": HELD_OUT + 14,         # the 64 captions notebook 06 measures attention on
     "real16_floor": HELD_OUT + 15,          # 256 more real 16x16 images: the samplers' real-vs-real floor
+    "control_hints": HELD_OUT + 16,         # the held-out masks (and captions) the ControlNets are measured on
+    "control_real": HELD_OUT + 17,          # their real 32x32 reference images (FD)
     "eval_floor": 2 * HELD_OUT,             # real images measured like samples: the FD floor of an evaluation
     "floor_draws16": 3 * HELD_OUT,          # notebook 00's fresh real draws: seed + 1000 n + k for draw k of n images
 }

@@ -12,7 +12,7 @@ from ..attention import SpatialTransformer
 from .blocks import ResBlock, TimeEmbedding, _check_image_input, _timesteps_for
 from .caption import CaptionEncoder
 
-__all__ = ["UNetConfig", "UNet", "CaptionUNetConfig", "CaptionUNet"]
+__all__ = ["UNetConfig", "UNet", "CaptionUNetConfig", "CaptionUNet", "encoder_pass"]
 
 
 @dataclass
@@ -193,9 +193,14 @@ class CaptionUNet(nn.Module):
         guidance's unconditional branch passes (``tokens=None`` means the same)."""
         return torch.zeros(n, self.config.caption_length, dtype=torch.long, device=device)
 
-    def forward(self, x, t, tokens=None, recorder=None):
+    def forward(self, x, t, tokens=None, recorder=None, down_residuals=None, mid_residual=None):
         """``recorder`` (:class:`course_lib.attention.AttentionRecorder`), if given, receives every cross-attention
-        layer's weights of this call under the names of :meth:`transformers`."""
+        layer's weights of this call under the names of :meth:`transformers`.
+
+        ``down_residuals`` (one tensor per level, shaped like that level's skip) and ``mid_residual`` (shaped like the
+        middle block's output) are added to the skips and to the middle block, as diffusers'
+        ``down_block_additional_residuals`` and ``mid_block_additional_residual``: where a
+        :class:`course_lib.controlnet.ControlNet` speaks to this frozen network."""
         cfg = self.config
         _check_image_input(x, cfg.in_channels, levels=len(cfg.channel_mults))
         if tokens is None:
@@ -203,22 +208,17 @@ class CaptionUNet(nn.Module):
         if tokens.shape[0] != x.shape[0]:
             raise ValueError(f"tokens: expected one caption per image ({x.shape[0]}), got {tuple(tokens.shape)}")
         context, mask = self.caption_encoder(tokens)
-        if recorder is not None:  # record under transformers()'s names: one naming of the layers
-            names = {id(st): name for name, st in self.transformers().items()}
-            record = lambda st: recorder.layer(names[id(st)])  # noqa: E731
-        else:
-            record = lambda st: None  # noqa: E731
+        record = self._record_fn(recorder)
         emb = self.time_mlp(_timesteps_for(t, x))
-        h = self.conv_in(x)
-        skips = []
-        for blk in self.down:
-            h = blk["res"](h, emb)
-            if "attn" in blk:
-                h = blk["attn"](h, context, mask, record(blk["attn"]))
-            skips.append(h)
-            if "down" in blk:
-                h = blk["down"](h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb), context, mask, record(self.mid_attn)), emb)
+        skips, h = encoder_pass(self, self.conv_in(x), emb, context, mask, record)
+        if down_residuals is not None:
+            _check_residuals(down_residuals, skips, "down_residuals")
+            skips = [s + r for s, r in zip(skips, down_residuals)]
+        if mid_residual is not None:
+            if not isinstance(mid_residual, torch.Tensor) or mid_residual.shape != h.shape:
+                raise ValueError(f"mid_residual: expected shape {tuple(h.shape)} (the middle block's output), got "
+                                 f"{tuple(getattr(mid_residual, 'shape', ())) or type(mid_residual).__name__}")
+            h = h + mid_residual
         for blk in self.up:
             h = blk["res"](torch.cat([h, skips.pop()], dim=1), emb)
             if "attn" in blk:
@@ -226,3 +226,37 @@ class CaptionUNet(nn.Module):
             if "up" in blk:
                 h = blk["up"](F.interpolate(h, scale_factor=2, mode="nearest"))
         return self.conv_out(F.silu(self.norm_out(h)))
+
+    def _record_fn(self, recorder):
+        """record(st) -> the recorder's slot for that layer (under :meth:`transformers`' names), or None."""
+        if recorder is None:
+            return lambda st: None
+        names = {id(st): name for name, st in self.transformers().items()}  # one naming of the layers
+        return lambda st: recorder.layer(names[id(st)])
+
+
+def encoder_pass(net, h, emb, context, mask, record=lambda st: None):
+    """The encoder half of a :class:`CaptionUNet` (its ``down`` levels and middle block) from the features
+    ``h = conv_in(x)``: returns (the skips, one per level, taken before each downsampling; the middle block's
+    output). ``net`` is the UNet itself or a :class:`course_lib.controlnet.ControlNet`, whose trainable copy has the
+    same modules: one pass, two owners."""
+    skips = []
+    for blk in net.down:
+        h = blk["res"](h, emb)
+        if "attn" in blk:
+            h = blk["attn"](h, context, mask, record(blk["attn"]))
+        skips.append(h)
+        if "down" in blk:
+            h = blk["down"](h)
+    h = net.mid2(net.mid_attn(net.mid1(h, emb), context, mask, record(net.mid_attn)), emb)
+    return skips, h
+
+
+def _check_residuals(residuals, targets, name: str) -> None:
+    if not isinstance(residuals, (list, tuple)) or len(residuals) != len(targets):
+        raise ValueError(f"{name}: expected {len(targets)} tensor(s), one per skip, got "
+                         f"{type(residuals).__name__} of {len(residuals) if hasattr(residuals, '__len__') else '?'}")
+    for i, (r, s) in enumerate(zip(residuals, targets)):
+        if not isinstance(r, torch.Tensor) or r.shape != s.shape:
+            raise ValueError(f"{name}[{i}]: expected shape {tuple(s.shape)} (that skip's), got "
+                             f"{tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__}")

@@ -9,6 +9,7 @@
     ./course experiments vq              # VQ beta / vocabulary / codebook-health sweeps, 3 seeds (42 runs of 600 steps)
     ./course experiments lpips           # LPIPS lin / tune / scratch on the synthetic 2AFC set
     ./course experiments ldm-compute     # FD against training FLOPs, latent vs pixel, 6 snapshots each (~45 min)
+    ./course experiments controlnet      # notebook 07: the base without control, the strength sweep, composition
 
 Output: ``course_lib/results/ddim_tables.json`` (numbers) and ``course_lib/results/ddim_samples.safetensors``
 (16 shapes samples per sampler configuration, for the notebook's slider).
@@ -516,6 +517,88 @@ def ldm_compute(steps: int = 3000, snapshot_steps=(150, 300, 600, 1200, 2000, 30
     return out, samples
 
 
+def controlnet_table(n: int = 256, steps: int = 20, strengths=(0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0),
+                     n_compose: int = 128, log=print) -> tuple[dict, dict]:
+    """Notebook 07's measurements beyond the manifest's: the frozen base without control (colour-and-shape caption,
+    and the full caption that says where in words), the IoU and FD of the shipped ControlNet against its
+    conditioning scale, and two ControlNets composed on held-out two-object layouts (each mask to its own copy of
+    the mask ControlNet, residuals added) against one ControlNet given both masks as one hint. n held-out hints,
+    DDIM with ``steps`` steps at guidance 3, the same noise everywhere; 95% bootstrap intervals. Returns
+    (results, samples: 8 per row)."""
+    from torch.nn import functional as F
+
+    from ..controlnet import (ControlledUNet, ControlPipeline, control_fidelity, held_out_controls, keep_words,
+                              make_hint, mask_iou, object_mask)
+    from ..ldm import LatentDiffusion
+    from ..metrics import bootstrap_interval, caption_following, image_quality
+
+    clf = checkpoints.load("shapes_classifier16")
+    pipe = ControlPipeline.from_shipped("shapes_controlnet32")
+    base = LatentDiffusion.from_shipped("shapes_ldm32")
+    b, hints, tokens = held_out_controls(n)
+    real = generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["control_real"]).images
+    z_T = torch.randn((n, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    pool = lambda im: F.adaptive_avg_pool2d(im, 16)  # noqa: E731
+    samples, out = {}, {"config": {"num_samples": n, "ddim_steps": steps, "guidance_scale": 3.0,
+                                   "strengths": list(strengths), "num_compose": n_compose}}
+
+    def row(x):
+        follow = caption_following(x, b.attributes, clf, intervals=True)
+        return {**control_fidelity(x, b.masks), **{k: v for k, v in follow.items() if k.startswith(("shape", "colour",
+                                                                                                      "position"))},
+                "quality": image_quality(pool(x), pool(real), clf, intervals=True)}
+
+    rows = {}
+    for name, caps in (("base, colour and shape caption", tokens), ("base, full caption", b.tokens)):
+        x = base.sample(caps, steps, 3.0, z_T=z_T.clone())
+        rows[name] = row(x)
+        samples[name] = x[:8].contiguous()
+        log(f"{name}: IoU {rows[name]['iou']} {rows[name]['iou_interval']}")
+    out["base"] = rows
+    sweep = {}
+    for s in strengths:
+        pipe.scales = [s]
+        x = pipe.sample([hints], tokens, steps, 3.0, z_T=z_T.clone())
+        sweep[str(s)] = row(x)
+        samples[f"strength {s}"] = x[:8].contiguous()
+        log(f"strength {s}: IoU {sweep[str(s)]['iou']}, FD {sweep[str(s)]['quality']['fd']}")
+    out["strength"] = sweep
+    pipe.scales = [1.0]
+
+    # composition: held-out two-object layouts, one mask per object
+    two = generate_shapes(n_compose, 32, 2, seed=HELD_OUT_SEEDS["control_hints"] + 1)
+    a_hint, b_hint = make_hint((two.masks == 1).long()), make_hint((two.masks == 2).long())
+    union = (two.masks > 0)
+    zc = z_T[:n_compose].clone()
+    cn = pipe.controlled.controlnets[0]
+    compose = {}
+    for label, caps in (("empty caption", torch.zeros_like(two.tokens)), ("both objects named", keep_words(two.tokens))):
+        for how in ("two ControlNets, scales 1 and 1", "one ControlNet, both masks in one hint"):
+            if how.startswith("two"):
+                p2 = ControlPipeline(ControlledUNet(pipe.controlled.base, [cn, cn], [1.0, 1.0]), pipe.autoencoder,
+                                     pipe.scale)
+                x = p2.sample([a_hint, b_hint], caps, steps, 3.0, z_T=zc.clone())
+            else:
+                x = pipe.sample([make_hint(union.long())], caps, steps, 3.0, z_T=zc.clone())
+            seg = object_mask(x)
+            iou_u = mask_iou(seg, union)
+            # each object's mask: the share of its pixels drawn (recall), so that "both objects there" is measured
+            cover = torch.stack([(seg & (two.masks == k)).flatten(1).sum(1).double() /
+                                 (two.masks == k).flatten(1).sum(1).clamp_min(1) for k in (1, 2)], 1)
+            both = (cover > 0.5).all(1).double()
+            key = f"{how}, {label}"
+            compose[key] = {"iou_union": round(float(iou_u.mean()), 4),
+                            "iou_union_interval": [round(v, 4) for v in bootstrap_interval(lambda v: v.mean(), iou_u)[1:]],
+                            "both_drawn": round(float(both.mean()), 4),
+                            "both_drawn_interval": [round(v, 4) for v in bootstrap_interval(lambda v: v.mean(), both)[1:]]}
+            samples[f"compose|{key}"] = x[:8].contiguous()
+            log(f"compose {key}: IoU with the union {compose[key]['iou_union']}, both drawn {compose[key]['both_drawn']}")
+    samples["compose|hints"] = torch.stack([a_hint[:8, 0], b_hint[:8, 0]], 1).contiguous()
+    out["compose"] = compose
+    samples["hints"] = hints[:8].contiguous()
+    return out, samples
+
+
 # name -> (run(quick) -> (results, samples or None), file stem of the results, file stem of the samples)
 SWEEPS = {
     "ddim": (lambda quick, carry=None: ddim_tables(QUICK if quick else FULL, carry=carry), "ddim_tables",
@@ -531,6 +614,8 @@ SWEEPS = {
     "vqgan-codebook": (lambda quick: vqgan_codebook(steps=30 if quick else 2000), "vqgan_codebook", "vqgan_codebook_samples"),
     "ldm-compute": (lambda quick: ldm_compute(**(dict(steps=20, snapshot_steps=(10, 20), n=16) if quick else {})),
                     "ldm_compute", "ldm_compute_samples"),
+    "controlnet": (lambda quick: controlnet_table(**(dict(n=16, steps=4, strengths=(0.0, 1.0), n_compose=8)
+                                                     if quick else {})), "controlnet_table", "controlnet_samples"),
     "vq": (lambda quick, carry=None, parts=("beta", "vocabulary", "health"): vq_sweeps(
         **(dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8), seeds=(11, 12)) if quick else {}),
         parts=parts, carry=carry), "vq_sweeps", "vq_samples"),

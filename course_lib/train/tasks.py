@@ -193,6 +193,91 @@ def _train_ldm(recipe: Recipe, device, progress: bool = True, snapshot_steps=(),
     return ema.model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
 
 
+def _control_batch(recipe: Recipe, step: int):
+    """A "controlnet" recipe's training step: 32x32 one-object images, their hints and the captions with only the
+    kept words (a pure function of the seed and the step)."""
+    from ..controlnet import keep_words, make_hint
+
+    b = _ldm_batch(recipe, step)
+    return b, make_hint(b.masks, recipe.control.hint), keep_words(b.tokens, recipe.control.keep)
+
+
+def _train_controlnet(recipe: Recipe, device, progress: bool = True):
+    """Train a ControlNet on the frozen ``recipe.base`` with L_LDM, only the ControlNet's parameters free, a constant
+    learning rate and no EMA (the paper's: AdamW at a fixed rate), ``cond_drop_prob`` of the captions empty; at each
+    snapshot step measure IoU on held-out hints and keep 8 samples (the shipped log). Returns (model, info, log)."""
+    from ..controlnet import ControlledUNet, ControlNet, ControlPipeline, control_fidelity, held_out_controls
+    from ..ldm import LatentDiffusion
+
+    torch.manual_seed(recipe.seed)
+    ldm = LatentDiffusion.from_shipped(recipe.base, device=device)
+    base, ae, scale = ldm.unet.requires_grad_(False), ldm.autoencoder, ldm.scale
+    cn = ControlNet(base, **recipe.config).to(device)
+    controlled = ControlledUNet(base, [cn])
+    trainable = [p for p in cn.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=recipe.lr, weight_decay=0.0)
+    ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    section = recipe.control
+    held, held_hints, held_tokens = held_out_controls(section.snapshot_samples, section.hint, section.keep)
+    z_T = torch.randn((section.snapshot_samples, 4, 8, 8), generator=torch.Generator().manual_seed(1))
+    pipe = ControlPipeline(controlled, ae, scale)
+
+    def loss_at(step):
+        b, hint, tokens = _control_batch(recipe, step)
+        with torch.no_grad():  # the first stage is frozen
+            z0 = scale * ae.encode(b.images.to(device))
+        return diffusion_loss(controlled.with_hints([hint.to(device)]), z0, ac, tokens.to(device),
+                              recipe.cond_drop_prob, gen)
+
+    snap_steps, snap_iou, snaps, pause = [], [], [], [0.0]
+
+    def snapshot(done):
+        t_snap = time.time()
+        cn.eval()
+        x = pipe.sample([held_hints.to(device)], held_tokens.to(device), section.snapshot_ddim_steps, z_T=z_T.to(device))
+        cn.train()
+        snap_steps.append(done)
+        snap_iou.append(control_fidelity(x, held.masks, intervals=False)["iou"])
+        snaps.append(x[:8].cpu().half())
+        pause[0] += time.time() - t_snap
+
+    steps_log, losses = [], []
+    log_curve = _curve_logger(recipe, steps_log, losses)
+
+    def on_step(step, loss):
+        log_curve(step, loss)
+        if step + 1 in section.snapshot_steps:
+            snapshot(step + 1)
+
+    t0 = time.time()
+    if 0 in section.snapshot_steps:
+        snapshot(0)
+    cn.train()
+    running = fit(cn, loss_at, recipe.steps, lambda step: recipe.lr, opt, progress=progress, desc=recipe.name,
+                  on_step=on_step)
+    wall = time.time() - t0 - pause[0]
+    info = {"final_loss": round(running, 5), "wall_time_s": round(wall, 1), "seconds_per_step": round(wall / recipe.steps, 4),
+            "base": recipe.base, "autoencoder": recipe.autoencoder, "latent_scale": round(scale, 6),
+            "trainable_params": sum(p.numel() for p in trainable),
+            "frozen_params": sum(p.numel() for p in base.parameters()) + sum(p.numel() for p in cn.parameters()
+                                                                          if not p.requires_grad),
+            "snapshot_iou": dict(zip(snap_steps, snap_iou))}
+    log = {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses),
+           "snapshot_steps": torch.tensor(snap_steps), "snapshot_iou": torch.tensor(snap_iou),
+           "snapshots": torch.stack(snaps) if snaps else torch.zeros(0), "snapshot_hints": held_hints[:8].half()}
+    return cn.eval(), info, log
+
+
+def _evaluate_controlnet(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
+    from ..controlnet import ControlledUNet, ControlPipeline, evaluate_controlnet
+    from ..ldm import LatentDiffusion
+
+    ldm = LatentDiffusion.from_shipped(recipe.base, device=device)
+    pipe = ControlPipeline(ControlledUNet(ldm.unet, [model.to(device)]), ldm.autoencoder, ldm.scale)
+    return evaluate_controlnet(pipe, device, hint=recipe.control.hint, intervals=True)
+
+
 def train_2afc(variant: str, train_set: dict, steps: int, batch_size: int, seed: int = 3, progress: bool = False,
                desc: str = "", lr: float | None = None):
     """Train one of LPIPS' set-ups (:func:`course_lib.perceptual.lpips_variant`) on a 2AFC set with the paper's
@@ -257,6 +342,7 @@ TASKS = {
     "prior": Task(_train_prior, _evaluate_prior),
     "ldm": Task(_train_ldm, _evaluate_ldm),
     "lpips": Task(_train_lpips_weights, _evaluate_lpips_weights),
+    "controlnet": Task(_train_controlnet, _evaluate_controlnet),
 }
 
 
