@@ -49,6 +49,11 @@ def test_every_shipped_model_loads_and_runs(name):
             weights = model()
             assert [w.shape[0] for w in weights] == list(model.config.channels)
             assert all(bool((w >= 0).all()) for w in weights)  # the paper's constraint held through training
+        elif e["model"] == "ControlNet":
+            down, mid = model(torch.randn(2, 4, 8, 8), torch.tensor([10, 900]), torch.rand(2, 1, 32, 32),
+                              torch.zeros(2, 11, dtype=torch.long))
+            assert [d.shape for d in down] == [(2, 32, 8, 8), (2, 64, 4, 4)] and mid.shape == (2, 64, 4, 4)
+            assert all(torch.isfinite(d).all() for d in down) and mid.abs().max() > 0  # trained: no longer zero
         else:
             t = torch.zeros(2, dtype=torch.long) if model.config.time_conditional else None
             assert model(torch.randn(2, 3, 16, 16), t).shape == (2, 4)

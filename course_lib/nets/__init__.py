@@ -41,7 +41,7 @@ MODELS = {
     "VQVAE": (VQVAE, VQVAEConfig),
     "GPTPrior": (GPTPrior, GPTConfig),
     "LPIPSWeights": (LPIPSWeights, LPIPSWeightsConfig),
-    "ControlNet": (ControlNet.from_config, ControlNetConfig),  # built around a fresh base of the recorded config
+    "ControlNet": (ControlNet, ControlNetConfig),  # from_config: around a fresh base of the recorded config
 }
 
 
@@ -57,4 +57,4 @@ def build_model(kind: str, config: dict) -> nn.Module:
         hints = "; ".join(f"{k!r} (did you mean {c[0]!r}?)" if c else repr(k) for k, c in close.items())
         raise TypeError(f"config: expected fields of {cfg_cls.__name__} {sorted(known)}, got unknown {hints}")
     cfg = cfg_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
-    return cls(cfg)
+    return cls.from_config(cfg) if hasattr(cls, "from_config") else cls(cfg)
