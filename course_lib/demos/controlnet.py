@@ -67,10 +67,10 @@ def snapshots_demo(logs: dict):
                 "curve": (steps[model], [float(v) for v in L["snapshot_iou"]])}
 
     def draw(r, v):
-        fig, (ax_c, ax_i) = plt.subplots(1, 2, figsize=(8.6, 2.6), dpi=DPI, gridspec_kw={"width_ratios": [1, 1.6]})
+        fig, (ax_c, ax_i) = plt.subplots(1, 2, figsize=(9.6, 3.2), dpi=DPI, gridspec_kw={"width_ratios": [1, 1.5]})
         for k in names:
             s, iou = steps[k], [float(x) for x in logs[k]["snapshot_iou"]]
-            ax_c.plot([max(x, 1) for x in s], iou, marker=".", lw=1, label=k.replace("shapes_controlnet32", "ControlNet"))
+            ax_c.plot([max(x, 1) for x in s], iou, marker=".", lw=1, label=k)
         ax_c.set_xscale("log")
         ax_c.set_xlabel("training step (log; step 0 drawn at 1)", fontsize=8)
         ax_c.set_ylabel("IoU, 64 held-out hints", fontsize=8)
@@ -80,6 +80,7 @@ def snapshots_demo(logs: dict):
                               "img": moving(ax_i.imshow(r["grid"], interpolation="nearest")),
                               "title": moving(ax_i.set_title("", fontsize=8))}
         ax_i.set_axis_off()
+        fig.tight_layout()
         update(fig, r, v)
         return fig
 
