@@ -171,7 +171,8 @@ def ddim_step_terms(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, 
     return ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0)
 
 
-def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=None, noise_sigma=None) -> DDIMTerms:
+def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=None, noise_sigma=None,
+                x0_fn=None) -> DDIMTerms:
     r"""DDIM eq. 12 (4), the one function that computes the update, in its three named terms:
 
     .. math:: x_{t-1} = \underbrace{\sqrt{\alpha_{t-1}}\,f_\theta(x_t)}_{\text{predicted } x_0}
@@ -182,6 +183,8 @@ def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=Non
     alpha_bar_t, alpha_bar_prev, sigma: floats, or tensors of shape (N,) or (N, 1, ..., 1); noise: like x_t (or 0.0).
     ``noise_sigma`` (default ``sigma``) scales the random-noise term alone: the paper's "larger variance" sampler
     of Table 1 keeps the mean of :math:`\sigma_t(1)` and draws the noise with :math:`\hat\sigma_t` (App. D.3).
+    ``x0_fn`` (x0 -> x0, e.g. :func:`course_lib.imagen.dynamic_threshold`) thresholds the predicted x0 like
+    ``clip_x0``, eps again kept consistent with it.
     """
     check_same_shape(eps, x_t, "eps", "x_t")
     alpha_bar_t = check_coef(alpha_bar_t, x_t, "alpha_bar_t")
@@ -191,8 +194,10 @@ def ddim_update(x_t, eps, alpha_bar_t, alpha_bar_prev, sigma, noise, clip_x0=Non
         noise_sigma = check_sigma_coef(noise_sigma, x_t)
     # 1. predicted x0, eq. 12 (4)'s first bracket: f_theta(x_t) = (x_t - sqrt(1 - alpha_t) eps) / sqrt(alpha_t)
     x0 = predicted_x0(x_t, eps, alpha_bar_t)
-    if clip_x0 is not None:  # not in the paper: clamp x0, and keep eps consistent with it (direction from x0 to x_t)
-        x0 = x0.clamp(-clip_x0, clip_x0)
+    if clip_x0 is not None or x0_fn is not None:  # not in the paper: clamp or threshold x0 (Imagen), and keep eps
+        #                                           consistent with it (the direction from the new x0 to x_t)
+        x0 = x0.clamp(-clip_x0, clip_x0) if clip_x0 is not None else x0
+        x0 = x0_fn(x0) if x0_fn is not None else x0
         eps = (x_t - alpha_bar_t**0.5 * x0) / at_least(1 - alpha_bar_t, 1e-24) ** 0.5
     # 2. direction pointing to x_t: sqrt(1 - alpha_{t-1} - sigma_t^2) eps (clamped at 0 against rounding: eq. 7 (2)
     #    keeps sigma_t^2 <= 1 - alpha_{t-1})
@@ -209,7 +214,8 @@ def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x
 @torch.no_grad()
 def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps, eta: float = 0.0,
                 generator: torch.Generator | None = None, return_trajectory: bool = False,
-                variance: str = "eta", clip_x0=None, progress: bool = False):
+                variance: str = "eta", clip_x0=None, progress: bool = False, threshold=None,
+                percentile: float = 0.995):
     r"""Run the generative process along the decreasing sub-sequence ``timesteps`` (:math:`\tau`), DDIM eq. 10 (3)
     with eq. 12 (4)'s update (:func:`ddim_update`) at every step:
 
@@ -225,8 +231,13 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
     "larger variance" DDPM sampler: the mean of :math:`\sigma_t(1)` (DDPM's posterior mean) with the noise drawn at
     :math:`\hat\sigma_t = \sqrt{1 - \alpha_t/\alpha_{t-1}}` (App. D.3; ``eta`` is then unused).
     eta = 1 over all T timesteps is DDPM's ancestral sampler.
+    threshold: ``None``, ``"static"`` or ``"dynamic"`` (at ``percentile``): Imagen's thresholding of the predicted
+    x0 at every step (:mod:`course_lib.imagen`).
     """
+    from .imagen import threshold_fn
+
     check_tensor(x_T, "x_T", floating=True)
+    x0_fn = threshold_fn(threshold, percentile)
     ac = check_alphas_cumprod(alphas_cumprod).to(x_T.device, torch.float64)
     ts = check_timesteps(timesteps, len(ac))
     if variance not in ("eta", "sigma_hat"):
@@ -256,7 +267,7 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
         noise = 0.0
         if noise_sigmas[i] > 0:  # drawn on the CPU from the generator: the same numbers on every device
             noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
-        x = ddim_update(x, eps, a_ts[i], a_prevs[i], sigmas[i], noise, clip_x0, noise_sigmas[i]).x_prev
+        x = ddim_update(x, eps, a_ts[i], a_prevs[i], sigmas[i], noise, clip_x0, noise_sigmas[i], x0_fn).x_prev
         if return_trajectory:
             traj.append(x)
     return (x, torch.stack(traj)) if return_trajectory else x

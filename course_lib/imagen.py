@@ -1,0 +1,125 @@
+r"""Imagen (Saharia et al., NeurIPS 2022): the pieces of its pipeline that are equations.
+
+- **Thresholding** of the predicted :math:`\hat x_0` at every sampling step. Static: :math:`\hat x_0 \leftarrow
+  \mathrm{clip}(\hat x_0, -1, 1)`. Dynamic (the paper's): per sample, :math:`s` = the ``percentile`` of
+  :math:`|\hat x_0|` over all its pixels and channels, :math:`s \leftarrow \max(s, 1)`,
+
+  .. math:: \hat x_0 \leftarrow \mathrm{clip}(\hat x_0, -s, s) / s
+
+  so a sample whose values stay in [-1, 1] is untouched, and one pushed out by a large guidance weight is pulled
+  back by shrinking instead of being flattened against ±1.
+- **Noise-conditioning augmentation** of a cascade's low-resolution input: the forward process at a level
+  :math:`u \in [0, 1]`, :math:`\tilde x = \sqrt{\bar\alpha(u)}\,x + \sqrt{1 - \bar\alpha(u)}\,\epsilon`, with the
+  super-resolution model told :math:`u`.
+- **The guidance convention**: :math:`\tilde\epsilon = w\,\epsilon(z, c) + (1 - w)\,\epsilon(z)`, w = 1 no guidance.
+  It is notebook 02's scale s (:func:`course_lib.guidance.cfg_eps`) under another letter: :func:`guidance_scale`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._checks import check_range, check_tensor
+from .guidance import cfg_eps, check_scale
+
+__all__ = ["static_threshold", "dynamic_threshold", "THRESHOLDS", "threshold_fn", "augmentation_alpha_bar",
+           "noise_augment", "GUIDANCE_CONVENTIONS", "guidance_scale", "imagen_guided_eps"]
+
+THRESHOLDS = (None, "static", "dynamic")
+
+
+def static_threshold(x0: torch.Tensor) -> torch.Tensor:
+    r"""Static thresholding: :math:`\hat x_0 \leftarrow \mathrm{clip}(\hat x_0, -1, 1)` (the data range)."""
+    check_tensor(x0, "x0", floating=True)
+    return x0.clamp(-1.0, 1.0)
+
+
+def dynamic_threshold(x0: torch.Tensor, percentile: float = 0.995) -> torch.Tensor:
+    r"""Imagen's dynamic thresholding, per sample: :math:`s = \mathrm{quantile}(|\hat x_0|, p)` over all of the
+    sample's pixels and channels (``torch.quantile``'s linear interpolation), :math:`s \leftarrow \max(s, 1)`,
+    :math:`\hat x_0 \leftarrow \mathrm{clip}(\hat x_0, -s, s) / s`. x0: (N, ...); percentile p in (0, 1]
+    (the paper's 99.5th is 0.995; diffusers' ``dynamic_thresholding_ratio``)."""
+    check_tensor(x0, "x0", floating=True)
+    if x0.ndim < 2:
+        raise ValueError(f"x0: expected a batch (N, ...) of predicted images, got shape {tuple(x0.shape)}")
+    percentile = _check_percentile(percentile)
+    # 1. s: the p-th quantile of |x0| per sample, over every pixel and channel
+    s = torch.quantile(x0.abs().flatten(1).float(), percentile, dim=1).to(x0.dtype)
+    # 2. s >= 1: a sample already inside [-1, 1] is left as it is
+    s = s.clamp_min(1.0).view(-1, *([1] * (x0.ndim - 1)))
+    # 3. clip to [-s, s], then divide by s: back into [-1, 1]
+    return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
+def _check_percentile(p) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)):
+        raise TypeError(f"percentile: expected a number in (0, 1] such as 0.995, got {type(p).__name__} {p!r}")
+    return float(check_range(p, "percentile", 0.0, 1.0, low_open=True))
+
+
+def threshold_fn(threshold, percentile: float = 0.995):
+    """The x0 -> x0 function a sampler applies at every step for ``threshold`` (None, "static" or "dynamic"), or
+    None for no thresholding."""
+    if threshold not in THRESHOLDS:
+        raise ValueError(f"threshold: expected one of {THRESHOLDS}, got {threshold!r}")
+    if threshold == "static":
+        return static_threshold
+    if threshold == "dynamic":
+        percentile = _check_percentile(percentile)
+        return lambda x0: dynamic_threshold(x0, percentile)
+    return None
+
+
+def augmentation_alpha_bar(aug_level) -> torch.Tensor:
+    r""":math:`\bar\alpha(u) = \cos^2(\pi u / 2)`: the signal kept at augmentation level u (1 at u = 0, no
+    corruption; 0 at u = 1, pure noise). A continuous cosine schedule (Nichol & Dhariwal without their offset), so
+    that level 0 is exactly the clean image; Imagen uses its own continuous schedule, the idea is the same."""
+    u = torch.as_tensor(aug_level, dtype=torch.float64)
+    if u.is_complex() or not bool(((u >= 0) & (u <= 1)).all()):
+        raise ValueError(f"aug_level: expected levels in [0, 1] (0 = no corruption), got {u.flatten()[:4].tolist()}")
+    return torch.cos(math.pi / 2 * u) ** 2
+
+
+def noise_augment(low_res: torch.Tensor, aug_level, generator: torch.Generator | None = None,
+                  noise: torch.Tensor | None = None):
+    r"""Noise-conditioning augmentation: :math:`\tilde x = \sqrt{\bar\alpha(u)}\,x + \sqrt{1-\bar\alpha(u)}\,\epsilon`
+    (:func:`augmentation_alpha_bar`). low_res: (N, C, h, w); aug_level: a number or (N,) levels in [0, 1].
+    Returns (the corrupted images, the (N,) levels the super-resolution model is conditioned on). Level 0 returns
+    the input unchanged."""
+    check_tensor(low_res, "low_res", ndim=4, floating=True)
+    n = low_res.shape[0]
+    u = torch.as_tensor(aug_level, dtype=torch.float32)
+    if u.ndim == 0:
+        u = u.expand(n)
+    if u.shape != (n,):
+        raise ValueError(f"aug_level: expected a number or one level per image ({n},), got shape {tuple(u.shape)}")
+    a = augmentation_alpha_bar(u).to(low_res.device, low_res.dtype).view(n, 1, 1, 1)
+    if noise is None:
+        noise = torch.randn(low_res.shape, generator=generator).to(low_res.device, low_res.dtype)
+    elif noise.shape != low_res.shape:
+        raise ValueError(f"noise: expected the shape of low_res {tuple(low_res.shape)}, got {tuple(noise.shape)}")
+    # at u = 0: sqrt(1) x + sqrt(0) eps = x exactly (the noise is finite)
+    return a.sqrt() * low_res + (1 - a).sqrt() * noise, u.to(low_res.device)
+
+
+# The three ways papers write classifier-free guidance, as the course's scale s of
+# eps_u + s (eps_c - eps_u) (course_lib.guidance.cfg_eps): name -> (formula, s from the paper's number)
+GUIDANCE_CONVENTIONS = {
+    "course": ("eps_u + s (eps_c - eps_u)", lambda v: v),
+    "imagen": ("w eps_c + (1 - w) eps_u", lambda w: w),            # Saharia et al.: w = 1 is no guidance
+    "ho_salimans": ("(1 + w) eps_c - w eps_u", lambda w: 1.0 + w),  # Ho & Salimans: w = 0 is no guidance
+}
+
+
+def guidance_scale(value: float, convention: str) -> float:
+    """The course's scale s for a guidance weight written in ``convention`` ("course", "imagen", "ho_salimans")."""
+    if convention not in GUIDANCE_CONVENTIONS:
+        raise ValueError(f"convention: expected one of {tuple(GUIDANCE_CONVENTIONS)}, got {convention!r}")
+    return GUIDANCE_CONVENTIONS[convention][1](check_scale(value, "value"))
+
+
+def imagen_guided_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, w: float) -> torch.Tensor:
+    r"""Imagen's :math:`\tilde\epsilon = w\,\epsilon(z, c) + (1 - w)\,\epsilon(z)`, computed by the course's one CFG
+    function (:func:`course_lib.guidance.cfg_eps`) at s = w."""
+    return cfg_eps(eps_uncond, eps_cond, guidance_scale(w, "imagen"))

@@ -1,0 +1,137 @@
+"""course_lib.imagen: static and dynamic thresholding (against a direct per-sample quantile and against diffusers),
+the samplers' threshold option, noise-conditioning augmentation and the three guidance conventions."""
+import pytest
+import torch
+
+from course_lib.data import ring_mixture
+from course_lib.diffusion import ddim_sample
+from course_lib.guidance import cfg_eps
+from course_lib.imagen import (GUIDANCE_CONVENTIONS, augmentation_alpha_bar, dynamic_threshold, guidance_scale,
+                               imagen_guided_eps, noise_augment, static_threshold, threshold_fn)
+from course_lib.schedules import linear_betas, timestep_subsequence
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _x0(shape, scale, seed=0):
+    return scale * torch.randn(shape, generator=gen(seed))
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 16, 16), (2, 4, 8, 8), (3, 1, 5, 7)])
+@pytest.mark.parametrize("p", [0.9, 0.995, 1.0])
+def test_dynamic_threshold_is_the_per_sample_quantile_rule(shape, p):
+    x0 = _x0(shape, 2.5)
+    x0[0] *= 0.2  # one sample inside [-1, 1]: left alone
+    got = dynamic_threshold(x0, p)
+    for i in range(shape[0]):
+        s = max(torch.quantile(x0[i].abs().flatten(), p).item(), 1.0)
+        assert torch.allclose(got[i], x0[i].clamp(-s, s) / s, atol=1e-6)
+    assert got.abs().max() <= 1.0 + 1e-6
+    assert torch.equal(got[0], x0[0]) or x0[0].abs().max() > 1
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 16, 16), (2, 4, 8, 8)])
+@pytest.mark.parametrize("p", [0.9, 0.995])
+def test_dynamic_threshold_agrees_with_diffusers(shape, p):
+    from diffusers import DDPMScheduler
+
+    # diffusers caps s at sample_max_value (1.0 by default, which would make it static): lifted to follow the paper
+    ref = DDPMScheduler(thresholding=True, dynamic_thresholding_ratio=p, sample_max_value=1e6)
+    x0 = _x0(shape, 3.0, seed=1)
+    assert torch.allclose(dynamic_threshold(x0, p), ref._threshold_sample(x0.clone()), atol=1e-6)
+
+
+def test_inside_the_data_range_nothing_changes_and_static_equals_dynamic_at_the_maximum():
+    x0 = torch.rand(3, 3, 8, 8, generator=gen(2)) * 2 - 1
+    assert torch.equal(dynamic_threshold(x0), x0)
+    assert torch.equal(static_threshold(x0), x0) and torch.equal(dynamic_threshold(x0, 1.0), static_threshold(x0))
+    big = _x0((2, 3, 8, 8), 4.0, seed=3)
+    assert torch.equal(static_threshold(big), big.clamp(-1, 1))
+    # at p = 1 dynamic divides by the largest |x0|: the sample shrinks, keeping its proportions, not flattened at 1
+    d = dynamic_threshold(big, 1.0)
+    assert torch.allclose(d * big.abs().flatten(1).amax(1).view(-1, 1, 1, 1), big, atol=1e-5)
+    assert (d.abs() >= 1 - 1e-6).float().mean() < 0.01 < (static_threshold(big).abs() == 1).float().mean()
+
+
+def test_bad_inputs_name_the_argument():
+    with pytest.raises(ValueError, match="percentile"):
+        dynamic_threshold(torch.randn(2, 3), 0.0)
+    with pytest.raises(TypeError, match="percentile"):
+        dynamic_threshold(torch.randn(2, 3), "0.99")
+    with pytest.raises(ValueError, match="x0"):
+        dynamic_threshold(torch.randn(5), 0.99)
+    with pytest.raises(ValueError, match="threshold"):
+        threshold_fn("soft")
+    with pytest.raises(ValueError, match="aug_level"):
+        noise_augment(torch.zeros(2, 3, 4, 4), 1.5)
+    with pytest.raises(ValueError, match="aug_level"):
+        noise_augment(torch.zeros(2, 3, 4, 4), torch.tensor([0.1, 0.2, 0.3]))
+    with pytest.raises(ValueError, match="convention"):
+        guidance_scale(2.0, "glide")
+
+
+def test_the_sampler_thresholds_the_predicted_x0_at_every_step():
+    ac = torch.cumprod(1 - linear_betas(1000), 0)
+    mix = ring_mixture(8, 2.0, 0.1)  # points at radius 2: outside [-1, 1], so thresholding changes the result
+    eps_fn, ts = mix.eps_fn(ac), timestep_subsequence(1000, 20)
+    x_T = torch.randn(256, 2, generator=gen(4))
+    plain = ddim_sample(eps_fn, x_T, ac, ts)
+    static = ddim_sample(eps_fn, x_T, ac, ts, threshold="static")
+    assert torch.equal(static, ddim_sample(eps_fn, x_T, ac, ts, clip_x0=1.0))  # static = the clamp
+    dynamic = ddim_sample(eps_fn, x_T, ac, ts, threshold="dynamic", percentile=0.995)
+    assert plain.abs().max() > 1.5 and static.abs().max() <= 1 + 1e-6 and dynamic.abs().max() <= 1 + 1e-6
+    assert not torch.allclose(static, dynamic)
+    assert torch.equal(ddim_sample(eps_fn, x_T, ac, ts, threshold=None), plain)
+
+
+def test_thresholded_ddim_agrees_with_diffusers_ddim_scheduler():
+    """diffusers' DDIMScheduler with thresholding and the clipped model output (eps re-derived from the thresholded
+    x0, as our sampler does): the same steps to 1e-5."""
+    from diffusers import DDIMScheduler
+
+    betas = linear_betas(1000).float()
+    ref = DDIMScheduler(num_train_timesteps=1000, trained_betas=betas.numpy(), clip_sample=False,
+                        set_alpha_to_one=True, timestep_spacing="leading", steps_offset=0, thresholding=True,
+                        dynamic_thresholding_ratio=0.9, sample_max_value=1e6)
+    ref.set_timesteps(10)
+    ts = timestep_subsequence(1000, 10)
+    ac = ref.alphas_cumprod
+    eps_fn = ring_mixture(8, 2.0, 0.1).eps_fn(ac)
+    x_T = torch.randn(64, 1, 1, 2, generator=gen(5))  # diffusers thresholds over dims 1.. of a 4-D sample
+    ours = ddim_sample(lambda x, t: eps_fn(x.view(-1, 2), t).view(x.shape), x_T, ac, ts, threshold="dynamic",
+                       percentile=0.9)
+    x = x_T
+    for t in ts.tolist():
+        eps = eps_fn(x.view(-1, 2), torch.full((64,), t)).view(x.shape)
+        x = ref.step(eps, t, x, eta=0.0, use_clipped_model_output=True).prev_sample
+    assert torch.allclose(ours, x, atol=1e-5), (ours - x).abs().max()
+
+
+def test_noise_augment_is_the_forward_process_at_the_level():
+    x = torch.rand(4, 3, 16, 16, generator=gen(6)) * 2 - 1
+    same, levels = noise_augment(x, 0.0, generator=gen(7))
+    assert torch.equal(same, x) and torch.equal(levels, torch.zeros(4))
+    noise = torch.randn(x.shape, generator=gen(8))
+    u = torch.tensor([0.0, 0.1, 0.3, 1.0])
+    out, levels = noise_augment(x, u, noise=noise)
+    a = augmentation_alpha_bar(u).float().view(4, 1, 1, 1)
+    assert torch.allclose(out, a.sqrt() * x + (1 - a).sqrt() * noise, atol=1e-6) and torch.equal(levels, u)
+    assert torch.allclose(out[3], noise[3], atol=1e-6)  # level 1: pure noise
+    assert augmentation_alpha_bar(0.0) == 1 and float(augmentation_alpha_bar(1.0)) < 1e-30
+    # the signal kept falls monotonically with the level
+    ab = augmentation_alpha_bar(torch.linspace(0, 1, 11))
+    assert bool((ab[1:] < ab[:-1]).all())
+
+
+def test_the_three_guidance_conventions_are_one_function():
+    u, c = torch.randn(3, 5, generator=gen(9)), torch.randn(3, 5, generator=gen(10))
+    for w in (0.0, 1.0, 1.35, 4.0, 16.0):
+        assert torch.allclose(imagen_guided_eps(u, c, w), w * c + (1 - w) * u, atol=1e-6)
+        assert torch.allclose(cfg_eps(u, c, guidance_scale(w, "ho_salimans")), (1 + w) * c - w * u, atol=1e-6)
+        assert guidance_scale(w, "course") == w
+    # Imagen's w = 1: no guidance, the conditional model (u + 1 (c - u): c up to one rounding)
+    assert torch.allclose(imagen_guided_eps(u, c, 1.0), c, atol=1e-6)
+    assert guidance_scale(0.0, "ho_salimans") == guidance_scale(1.0, "imagen") == 1.0
+    assert set(GUIDANCE_CONVENTIONS) == {"course", "imagen", "ho_salimans"}
