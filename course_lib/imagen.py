@@ -24,7 +24,8 @@ from ._checks import check_range, check_tensor
 from .guidance import cfg_eps, check_scale
 
 __all__ = ["static_threshold", "dynamic_threshold", "THRESHOLDS", "threshold_fn", "augmentation_alpha_bar",
-           "noise_augment", "GUIDANCE_CONVENTIONS", "guidance_scale", "imagen_guided_eps"]
+           "noise_augment", "GUIDANCE_CONVENTIONS", "guidance_scale", "imagen_guided_eps", "upsample", "LowResConditioned",
+           "ImagenCascade"]
 
 THRESHOLDS = (None, "static", "dynamic")
 
@@ -123,3 +124,92 @@ def imagen_guided_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, w: float
     r"""Imagen's :math:`\tilde\epsilon = w\,\epsilon(z, c) + (1 - w)\,\epsilon(z)`, computed by the course's one CFG
     function (:func:`course_lib.guidance.cfg_eps`) at s = w."""
     return cfg_eps(eps_uncond, eps_cond, guidance_scale(w, "imagen"))
+
+
+def upsample(low_res: torch.Tensor, size: int) -> torch.Tensor:
+    """The super-resolution model's view of the low-resolution image: bilinear upsampling to ``size`` (Imagen
+    conditions its super-resolution U-Nets on the upsampled image, stacked with the noisy one)."""
+    check_tensor(low_res, "low_res", ndim=4, floating=True)
+    return torch.nn.functional.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+
+
+class LowResConditioned(torch.nn.Module):
+    """A super-resolution UNet with its low-resolution condition bound: ``forward(x_t, t, tokens=None)`` runs the UNet
+    on [x_t, upsampled low-res] stacked on the channels, told the augmentation level, as every sampler and
+    :func:`~course_lib.diffusion.diffusion_loss` call a denoiser (guidance doubles the batch: the condition is tiled
+    to match). ``low_res_up`` (N, C, H, W) is already upsampled and augmented; ``levels`` (N,) its levels."""
+
+    def __init__(self, unet, low_res_up: torch.Tensor, levels: torch.Tensor):
+        super().__init__()
+        cfg = unet.config
+        if not getattr(cfg, "level_embedding", False) or cfg.in_channels != 2 * (cfg.out_channels or 0):
+            raise ValueError("unet: expected a super-resolution CaptionUNet (in_channels = 2 x out_channels, "
+                             f"level_embedding=True), got in {cfg.in_channels}, out {cfg.out_channels}, "
+                             f"level_embedding {getattr(cfg, 'level_embedding', None)}")
+        check_tensor(low_res_up, "low_res_up", ndim=4, floating=True)
+        if low_res_up.shape[1] != cfg.out_channels or levels.shape != (low_res_up.shape[0],):
+            raise ValueError(f"low_res_up, levels: expected (N, {cfg.out_channels}, H, W) and (N,), got "
+                             f"{tuple(low_res_up.shape)} and {tuple(levels.shape)}")
+        self.unet, self.low_res_up, self.levels = unet, low_res_up, levels
+
+    @property
+    def config(self):
+        return self.unet.config
+
+    def null_condition(self, n: int, device=None) -> torch.Tensor:
+        return self.unet.null_condition(n, device)
+
+    def forward(self, x_t, t, tokens=None):
+        n = self.low_res_up.shape[0]
+        if x_t.shape[0] % n:
+            raise ValueError(f"x_t: expected a multiple of the {n} bound low-resolution images, got {x_t.shape[0]}")
+        k = x_t.shape[0] // n
+        low = self.low_res_up.to(x_t.device).repeat(k, 1, 1, 1)
+        return self.unet(torch.cat([x_t, low], dim=1), t, tokens, level=self.levels.to(x_t.device).repeat(k))
+
+
+class ImagenCascade:
+    """Imagen's pipeline at toy scale: caption ids -> a caption-conditioned base model at ``base_size`` (pixel space)
+    -> a super-resolution model to ``size``, conditioned on the upsampled base sample after noise-conditioning
+    augmentation at ``aug_level``. Both stages: DDIM with classifier-free guidance in Imagen's convention
+    (:func:`guidance_scale`) and optional thresholding of the predicted x0."""
+
+    def __init__(self, base, sr, alphas_cumprod=None, base_size: int = 16, size: int = 32):
+        from .schedules import make_alphas_cumprod
+
+        self.base, self.sr, self.base_size, self.size = base, sr, base_size, size
+        self.alphas_cumprod = make_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
+
+    def _ddim(self, model, tokens, x_T, steps, w, threshold, percentile, generator):
+        from .diffusion import ddim_sample
+        from .guidance import cfg_eps_fn
+        from .schedules import timestep_subsequence
+
+        ts = timestep_subsequence(len(self.alphas_cumprod), steps, "uniform")
+        eps_fn = cfg_eps_fn(model, tokens, guidance_scale(w, "imagen"))
+        return ddim_sample(eps_fn, x_T, self.alphas_cumprod, ts, generator=generator, threshold=threshold,
+                           percentile=percentile)
+
+    @torch.no_grad()
+    def sample_base(self, tokens, steps: int = 20, w: float = 3.0, threshold=None, percentile: float = 0.995,
+                    generator=None, x_T=None) -> torch.Tensor:
+        """(N, 3, base_size, base_size) images for caption ids (N, L)."""
+        if x_T is None:
+            x_T = torch.randn((tokens.shape[0], 3, self.base_size, self.base_size), generator=generator)
+        return self._ddim(self.base, tokens, x_T, steps, w, threshold, percentile, generator).clamp(-1, 1)
+
+    @torch.no_grad()
+    def super_resolve(self, low_res, tokens, aug_level: float = 0.2, steps: int = 20, w: float = 1.0,
+                      threshold=None, percentile: float = 0.995, generator=None, x_T=None) -> torch.Tensor:
+        """(N, 3, size, size) from low-resolution images (N, 3, base_size, base_size): upsample, augment at
+        ``aug_level`` (the level the model is told), then DDIM."""
+        up, levels = noise_augment(upsample(low_res, self.size), aug_level, generator=generator)
+        if x_T is None:
+            x_T = torch.randn((low_res.shape[0], 3, self.size, self.size), generator=generator)
+        model = LowResConditioned(self.sr, up, levels)
+        return self._ddim(model, tokens, x_T, steps, w, threshold, percentile, generator).clamp(-1, 1)
+
+    def sample(self, tokens, aug_level: float = 0.2, generator=None, **kwargs) -> tuple:
+        """(base samples, super-resolved samples) for caption ids: the cascade end to end."""
+        low = self.sample_base(tokens, generator=generator, **kwargs)
+        return low, self.super_resolve(low, tokens, aug_level, generator=generator, **kwargs)

@@ -135,3 +135,40 @@ def test_the_three_guidance_conventions_are_one_function():
     assert torch.allclose(imagen_guided_eps(u, c, 1.0), c, atol=1e-6)
     assert guidance_scale(0.0, "ho_salimans") == guidance_scale(1.0, "imagen") == 1.0
     assert set(GUIDANCE_CONVENTIONS) == {"course", "imagen", "ho_salimans"}
+
+
+def _tiny(**kw):
+    from course_lib.nets import CaptionUNet, CaptionUNetConfig
+
+    torch.manual_seed(0)
+    unet = CaptionUNet(CaptionUNetConfig(base_channels=16, context_dim=16, **kw)).eval()
+    torch.nn.init.normal_(unet.conv_out.weight, std=0.05)
+    return unet
+
+
+def test_the_cascade_has_the_shapes_of_its_stages_and_the_sr_model_reads_the_level():
+    from course_lib.data import generate_shapes
+    from course_lib.imagen import ImagenCascade, LowResConditioned, upsample
+
+    base, sr = _tiny(in_channels=3), _tiny(in_channels=6, out_channels=3, level_embedding=True)
+    cascade = ImagenCascade(base, sr)
+    tokens = generate_shapes(3, 16, 1, seed=1).tokens
+    low, high = cascade.sample(tokens, aug_level=0.2, steps=3, w=2.0, threshold="dynamic", generator=gen(2))
+    assert low.shape == (3, 3, 16, 16) and high.shape == (3, 3, 32, 32)
+    assert low.abs().max() <= 1 and high.abs().max() <= 1
+    up = upsample(low, 32)
+    assert up.shape == (3, 3, 32, 32)
+    x_t, t = torch.randn(3, 3, 32, 32, generator=gen(3)), torch.tensor([10, 500, 990])
+    with torch.no_grad():
+        a = LowResConditioned(sr, up, torch.zeros(3))(x_t, t, tokens)
+        b = LowResConditioned(sr, up, torch.full((3,), 0.9))(x_t, t, tokens)
+        doubled = LowResConditioned(sr, up, torch.zeros(3))(torch.cat([x_t, x_t]), torch.cat([t, t]),
+                                                            torch.cat([tokens, tokens]))
+    assert a.shape == (3, 3, 32, 32) and not torch.allclose(a, b)  # the level is an input
+    assert torch.allclose(doubled[:3], a, atol=1e-6) and torch.allclose(doubled[3:], a, atol=1e-6)
+    with pytest.raises(ValueError, match="level"):
+        sr(torch.cat([x_t, up], 1), t, tokens)  # a level-conditioned UNet without a level
+    with pytest.raises(ValueError, match="level"):
+        base(torch.randn(3, 3, 16, 16), t, tokens, level=torch.zeros(3))
+    with pytest.raises(ValueError, match="super-resolution"):
+        LowResConditioned(base, up, torch.zeros(3))

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..attention import SpatialTransformer
-from .blocks import ResBlock, TimeEmbedding, _check_image_input, _timesteps_for
+from .blocks import NUM_TIMESTEPS, ResBlock, TimeEmbedding, _check_image_input, _timesteps_for
 from .caption import CaptionEncoder
 
 __all__ = ["UNetConfig", "UNet", "CaptionUNetConfig", "CaptionUNet", "encoder_pass"]
@@ -129,6 +129,10 @@ class CaptionUNetConfig:
     caption_length: int = 11           # CAPTION_LENGTH
     caption_layers: int = 2
     groups: int = 8
+    out_channels: int | None = None    # channels predicted (default in_channels); a super-resolution model sees
+    #                                    the noisy image and the upsampled low-resolution one stacked, in = 2 x out
+    level_embedding: bool = False      # a second sinusoidal embedding, of the augmentation level in [0, 1]
+    #                                    (Imagen's noise-conditioning augmentation), added to the time embedding
 
 
 class CaptionUNet(nn.Module):
@@ -176,9 +180,10 @@ class CaptionUNet(nn.Module):
                 **({"up": nn.Conv2d(ch[i], ch[i - 1], 3, padding=1)} if i > 0 else {})}))
             prev = ch[i - 1] if i > 0 else ch[i]
         self.norm_out = nn.GroupNorm(cfg.groups, ch[0])
-        self.conv_out = nn.Conv2d(ch[0], cfg.in_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(ch[0], cfg.out_channels or cfg.in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        self.level_mlp = TimeEmbedding(cfg.base_channels, emb_dim) if cfg.level_embedding else None
 
     def transformers(self) -> dict:
         """{name: SpatialTransformer} in the order the forward pass meets them (name says level and resolution);
@@ -193,14 +198,17 @@ class CaptionUNet(nn.Module):
         guidance's unconditional branch passes (``tokens=None`` means the same)."""
         return torch.zeros(n, self.config.caption_length, dtype=torch.long, device=device)
 
-    def forward(self, x, t, tokens=None, recorder=None, down_residuals=None, mid_residual=None):
+    def forward(self, x, t, tokens=None, recorder=None, down_residuals=None, mid_residual=None, level=None):
         """``recorder`` (:class:`course_lib.attention.AttentionRecorder`), if given, receives every cross-attention
         layer's weights of this call under the names of :meth:`transformers`.
 
         ``down_residuals`` (one tensor per level, shaped like that level's skip) and ``mid_residual`` (shaped like the
         middle block's output) are added to the skips and to the middle block, as diffusers'
         ``down_block_additional_residuals`` and ``mid_block_additional_residual``: where a
-        :class:`course_lib.controlnet.ControlNet` speaks to this frozen network."""
+        :class:`course_lib.controlnet.ControlNet` speaks to this frozen network.
+
+        ``level`` (one augmentation level in [0, 1] per sample) is required with ``config.level_embedding`` and
+        refused without it."""
         cfg = self.config
         _check_image_input(x, cfg.in_channels, levels=len(cfg.channel_mults))
         if tokens is None:
@@ -210,6 +218,19 @@ class CaptionUNet(nn.Module):
         context, mask = self.caption_encoder(tokens)
         record = self._record_fn(recorder)
         emb = self.time_mlp(_timesteps_for(t, x))
+        if self.level_mlp is not None:
+            if level is None:
+                raise ValueError("level: this UNet is conditioned on an augmentation level (config.level_embedding); "
+                                 "expected one level in [0, 1] per sample, got None")
+            u = torch.as_tensor(level, dtype=torch.float32, device=x.device)
+            u = u.expand(x.shape[0]) if u.ndim == 0 else u
+            if u.shape != (x.shape[0],) or float(u.min()) < 0 or float(u.max()) > 1:
+                raise ValueError(f"level: expected one augmentation level in [0, 1] per sample ({x.shape[0]},), got "
+                                 f"{tuple(u.shape)} {u.flatten()[:4].tolist()}")
+            emb = emb + self.level_mlp(u * (NUM_TIMESTEPS - 1))  # the time features, on the level scaled to 0..999
+        elif level is not None:
+            raise ValueError("level: this UNet has no level embedding (config.level_embedding is False), but a level "
+                             "was given")
         skips, h = encoder_pass(self, self.conv_in(x), emb, context, mask, record)
         if down_residuals is not None:
             _check_residuals(down_residuals, skips, "down_residuals")
