@@ -172,3 +172,32 @@ def test_the_cascade_has_the_shapes_of_its_stages_and_the_sr_model_reads_the_lev
         base(torch.randn(3, 3, 16, 16), t, tokens, level=torch.zeros(3))
     with pytest.raises(ValueError, match="super-resolution"):
         LowResConditioned(base, up, torch.zeros(3))
+
+
+def test_a_caption_encoder_learns_the_attributes_from_captions_alone_and_frozen_it_takes_no_gradient():
+    from course_lib.data import generate_shapes
+    from course_lib.nets import CaptionAttributes, CaptionAttributesConfig, CaptionUNet, CaptionUNetConfig
+
+    torch.manual_seed(0)
+    model = CaptionAttributes(CaptionAttributesConfig(dim=32, layers=1))
+    held = generate_shapes(500, 8, (1, 2), seed=123_456)
+    target = CaptionAttributes.targets(held.attributes)
+    assert int(target["shape"][held.num_objects == 1, 1].unique()) == 4  # a missing second object is "absent"
+    before = model.accuracy(held.tokens, held.attributes)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    for step in range(150):
+        b = generate_shapes(128, 8, (1, 2), seed=step)
+        opt.zero_grad()
+        model.loss(b.tokens, b.attributes).backward()
+        opt.step()
+    after = model.accuracy(held.tokens, held.attributes)
+    assert before < 0.01 and after > 0.3, (before, after)
+    # frozen inside a denoiser: the UNet trains, the encoder does not
+    unet = CaptionUNet(CaptionUNetConfig(in_channels=3, base_channels=16, context_dim=32, caption_layers=1))
+    unet.caption_encoder.load_state_dict(model.encoder.state_dict())
+    unet.caption_encoder.requires_grad_(False)
+    torch.nn.init.normal_(unet.conv_out.weight, std=0.05)
+    out = unet(torch.randn(4, 3, 16, 16), torch.tensor([1, 2, 3, 4]), held.tokens[:4])
+    out.square().mean().backward()
+    assert all(p.grad is None for p in unet.caption_encoder.parameters())
+    assert unet.conv_out.weight.grad is not None

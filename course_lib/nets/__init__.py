@@ -5,7 +5,8 @@ r"""The course's networks, one file per family: small enough to train on a CPU i
 - :mod:`.mlp`: :class:`MLPDenoiser` for 2-D points;
 - :mod:`.classifier`: :class:`Classifier`, noise-aware (classifier guidance) or clean (the metrics' features);
 - :mod:`.vqvae`: :class:`VQVAE`, the VQ/LFQ autoencoder; :mod:`.gpt`: :class:`GPTPrior`; :mod:`.caption`:
-  :class:`CaptionEncoder`; :mod:`.lpips_weights`: :class:`LPIPSWeights`, LPIPS' learned per-channel weights;
+  :class:`CaptionEncoder` (and :class:`CaptionAttributes`, one pretrained on captions alone);
+  :mod:`.lpips_weights`: :class:`LPIPSWeights`, LPIPS' learned per-channel weights;
   :mod:`.controlnet`: :class:`ControlNet`, a trainable copy of a CaptionUNet's encoder behind zero convolutions.
 
 Each model takes one config dataclass (as in nanoGPT), so a checkpoint stores its config as plain JSON and
@@ -19,7 +20,7 @@ from dataclasses import fields
 from torch import nn
 
 from .blocks import NUM_TIMESTEPS, ResBlock, TimeEmbedding, timestep_embedding
-from .caption import CaptionEncoder
+from .caption import CaptionAttributes, CaptionAttributesConfig, CaptionEncoder
 from .classifier import Classifier, ClassifierConfig
 from .controlnet import ControlNet, ControlNetConfig, HintEncoder, zero_conv
 from .gpt import GPTConfig, GPTPrior
@@ -31,7 +32,8 @@ from .vqvae import VQVAE, VQVAEConfig
 __all__ = ["timestep_embedding", "TimeEmbedding", "ResBlock", "NUM_TIMESTEPS", "UNetConfig", "UNet",
            "CaptionUNetConfig", "CaptionUNet", "CaptionEncoder", "MLPConfig", "MLPDenoiser", "ClassifierConfig",
            "Classifier", "VQVAEConfig", "VQVAE", "GPTConfig", "GPTPrior", "LPIPSWeightsConfig", "LPIPSWeights",
-           "ControlNetConfig", "ControlNet", "HintEncoder", "zero_conv", "MODELS", "build_model"]
+           "ControlNetConfig", "ControlNet", "HintEncoder", "zero_conv", "CaptionAttributesConfig", "CaptionAttributes",
+           "MODELS", "build_model"]
 
 MODELS = {
     "UNet": (UNet, UNetConfig),
@@ -41,7 +43,8 @@ MODELS = {
     "VQVAE": (VQVAE, VQVAEConfig),
     "GPTPrior": (GPTPrior, GPTConfig),
     "LPIPSWeights": (LPIPSWeights, LPIPSWeightsConfig),
-    "ControlNet": (ControlNet, ControlNetConfig),  # from_config: around a fresh base of the recorded config
+    "ControlNet": (ControlNet, ControlNetConfig),
+    "CaptionAttributes": (CaptionAttributes, CaptionAttributesConfig),  # from_config: around a fresh base of the recorded config
 }
 
 
