@@ -44,8 +44,8 @@ class Recipe:
     model: str
     config: dict
     task: str            # a key of train.tasks.TASKS: "diffusion", "classifier", "autoencoder", "vqgan", "prior",
-                         # "ldm", "lpips" or "controlnet"
-    data: str            # "shapes16", "shapes32", "ring8" or "2afc"
+                         # "ldm", "lpips", "controlnet" or "caption"
+    data: str            # "shapes16", "shapes32", "ring8", "2afc" or "captions"
     steps: int
     batch_size: int
     lr: float
@@ -147,6 +147,15 @@ RECIPES = {r.name: r for r in [
           ("shapes_controlnet32_lite", "lite", "zero",
            "ControlNet-lite on shapes_ldm32: one 3x3 convolution per block instead of the trainable copy (no time, no "
            "caption), the same zero convolutions"),
+      ]],
+    # notebook 08: caption encoders pretrained on captions alone (no images), frozen later inside the denoisers, at
+    # two sizes: Imagen's frozen T5 at toy scale
+    *[Recipe(name, "CaptionAttributes", dict(dim=dim, layers=layers, heads=heads), task="caption", data="captions",
+             steps=1500, batch_size=128, lr=2e-3, seed=12, description=desc)
+      for name, dim, layers, heads, desc in [
+          ("shapes_caption_small", 16, 1, 2, "caption encoder pretrained to name every attribute of every object "
+                                            "from captions alone: width 16, 1 layer"),
+          ("shapes_caption_large", 64, 2, 4, "the same objective at width 64, 2 layers"),
       ]],
     # notebook 04: the weights w_l of LPIPS(net="shapes"), the paper's "lin" set-up on the synthetic 2AFC set
     Recipe("shapes_lpips_lin", "LPIPSWeights", dict(channels=(32, 64, 64)), task="lpips", data="2afc", steps=400,

@@ -49,6 +49,13 @@ def test_every_shipped_model_loads_and_runs(name):
             weights = model()
             assert [w.shape[0] for w in weights] == list(model.config.channels)
             assert all(bool((w >= 0).all()) for w in weights)  # the paper's constraint held through training
+        elif e["model"] == "CaptionAttributes":
+            from course_lib.data import generate_shapes
+
+            b = generate_shapes(64, 8, (1, 2), seed=5)
+            logits = model(b.tokens)
+            assert logits["colour"].shape == (64, 2, 7)  # 6 colours + "absent", for each of two objects
+            assert model.accuracy(b.tokens, b.attributes) > 0.5  # trained: most captions fully named
         elif e["model"] == "ControlNet":
             down, mid = model(torch.randn(2, 4, 8, 8), torch.tensor([10, 900]), torch.rand(2, 1, 32, 32),
                               torch.zeros(2, 11, dtype=torch.long))

@@ -269,6 +269,37 @@ def _train_controlnet(recipe: Recipe, device, progress: bool = True):
     return cn.eval(), info, log
 
 
+def _caption_batch(recipe: Recipe, step: int, n: int | None = None):
+    """A "caption" recipe's step: captions of one or two objects (their images are not drawn: 8x8, the cheapest)."""
+    return generate_shapes(n or recipe.batch_size, 8, (1, 2), seed=recipe.seed * 1_000_003 + step)
+
+
+def _train_caption(recipe: Recipe, device, progress: bool = True):
+    """Pretrain a caption encoder on captions alone (:class:`course_lib.nets.CaptionAttributes`: every attribute of
+    every object named from the start token); notebook 08 freezes it inside a denoiser."""
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe.model, recipe.config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
+    steps_log, losses, t0 = [], [], time.time()
+
+    def loss_at(step):
+        b = _caption_batch(recipe, step)
+        return model.loss(b.tokens.to(device), {k: v.to(device) for k, v in b.attributes.items()})
+
+    running = fit(model, loss_at, recipe.steps, lambda step: _lr_at(step, recipe), opt, progress=progress,
+                  desc=recipe.name, on_step=_curve_logger(recipe, steps_log, losses))
+    info = {"final_loss": round(running, 5), "wall_time_s": round(time.time() - t0, 1)}
+    return model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
+
+
+@torch.no_grad()
+def _evaluate_caption(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
+    b = generate_shapes(2000, 8, (1, 2), seed=HELD_OUT_SEEDS["eval"])
+    attrs = {k: v.to(device) for k, v in b.attributes.items()}
+    return {"held_out_captions": 2000, "all_attributes_right": round(model.accuracy(b.tokens.to(device), attrs), 4),
+            "held_out_loss": round(float(model.loss(b.tokens.to(device), attrs)), 5)}
+
+
 def _evaluate_controlnet(recipe: Recipe, model, device, log=print, info: dict | None = None) -> dict:
     from ..controlnet import ControlledUNet, ControlPipeline, evaluate_controlnet
     from ..ldm import LatentDiffusion
@@ -343,6 +374,7 @@ TASKS = {
     "ldm": Task(_train_ldm, _evaluate_ldm),
     "lpips": Task(_train_lpips_weights, _evaluate_lpips_weights),
     "controlnet": Task(_train_controlnet, _evaluate_controlnet),
+    "caption": Task(_train_caption, _evaluate_caption),
 }
 
 
