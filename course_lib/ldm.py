@@ -37,9 +37,10 @@ def latent_scale(autoencoder, images: torch.Tensor) -> float:
 class LatentDiffusion:
     """Autoencoder + scale factor + caption-conditioned denoiser: encode, decode, guided DDIM sampling."""
 
-    def __init__(self, unet, autoencoder=None, scale: float = 1.0, alphas_cumprod=None):
+    def __init__(self, unet, autoencoder=None, scale: float = 1.0, alphas_cumprod=None, image_size: int = 32):
         self.unet, self.autoencoder, self.scale = unet, autoencoder, float(scale)
         self.alphas_cumprod = make_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
+        self.image_size = check_positive_int(image_size, "image_size", minimum=8)  # the images' side in pixels
 
     @classmethod
     def from_shipped(cls, name: str, device=None, source=None) -> "LatentDiffusion":
@@ -51,15 +52,16 @@ class LatentDiffusion:
         unet = checkpoints.load(name, device=device, source=folder)
         ae = (checkpoints.load(e["autoencoder"], device=device, source=checkpoints.parent_folder(e["autoencoder"], folder))
               if e.get("autoencoder") else None)
-        return cls(unet, ae, e.get("latent_scale", 1.0))
+        return cls(unet, ae, e.get("latent_scale", 1.0), image_size=e.get("image_size", 32))
 
     @property
     def latent_shape(self) -> tuple:
-        """(C, H, W) of what the denoiser sees for a 32x32 image."""
-        c = self.unet.config.in_channels
+        """(C, H, W) of what the denoiser sees for an ``image_size`` image (the image itself in pixel space)."""
+        c, side = self.unet.config.in_channels, self.image_size
         if self.autoencoder is None:
-            return (c, 32, 32)
-        return (c, 32 // 2 ** len(self.autoencoder.config.channel_mults), 32 // 2 ** len(self.autoencoder.config.channel_mults))
+            return (c, side, side)
+        f = 2 ** len(self.autoencoder.config.channel_mults)
+        return (c, side // f, side // f)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -113,7 +115,8 @@ class LatentDiffusion:
     def sample(self, tokens: torch.Tensor, steps: int = 20, guidance_scale: float = 3.0, eta: float = 0.0,
                generator: torch.Generator | None = None, z_T: torch.Tensor | None = None,
                return_latents: bool = False):
-        """Images (N, 3, 32, 32) for caption ids (N, L): DDIM with ``steps`` uniform steps in the denoiser's space."""
+        """Images (N, 3, image_size, image_size) for caption ids (N, L): DDIM with ``steps`` uniform steps in the
+        denoiser's space."""
         self._check_sampling(steps, guidance_scale)
         device = next(self.unet.parameters()).device
         tokens = self.check_tokens(tokens).to(device)

@@ -478,8 +478,9 @@ def evaluate_ldm(pipe, device, n: int = 256, steps: int = 20, guidance_scale: fl
     from .data import HELD_OUT_SEEDS, generate_shapes
 
     clf = checkpoints.load("shapes_classifier16", device=device)
-    ref = generate_shapes(n, 32, 1, seed=HELD_OUT_SEEDS["ldm_captions"])
-    real = generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["ldm_real"]).images
+    side = getattr(pipe, "image_size", 32)
+    ref = generate_shapes(n, side, 1, seed=HELD_OUT_SEEDS["ldm_captions"])
+    real = generate_shapes(1000, side, 1, seed=HELD_OUT_SEEDS["ldm_real"]).images
     out = {"num_samples": n, "ddim_steps": steps, "guidance_scale": guidance_scale,
            "real_images": caption_following(ref.images, ref.attributes, clf)}
     g = torch.Generator().manual_seed(0)

@@ -61,6 +61,7 @@ class Recipe:
     autoencoder: str | None = None      # "prior" and "ldm": the shipped autoencoder whose codes or latents it models
     vqgan: VQGANSection | None = None   # "vqgan" only
     base: str | None = None             # "controlnet": the shipped denoiser it controls (frozen, and copied)
+    caption_encoder: str | None = None  # "ldm": a shipped pretrained caption encoder, loaded and frozen (Imagen)
     control: ControlSection | None = None  # "controlnet" only
 
 
@@ -185,4 +186,6 @@ def recipe_parents(recipe: Recipe) -> dict:
         parents[recipe.autoencoder] = "autoencoder"
     if recipe.base:
         parents[recipe.base] = "base"                     # copied from it and trained against it, frozen
+    if recipe.caption_encoder:
+        parents[recipe.caption_encoder] = "base"          # its frozen encoder is part of the model
     return parents

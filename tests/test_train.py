@@ -178,3 +178,22 @@ def test_training_step_flops_counts_forward_backward_and_the_frozen_encoder():
     assert training_step_flops(RECIPES["shapes_ae32_f4"])["step"] > 0
     with pytest.raises(ValueError, match=r"recipe.task: expected an 'ldm' or 'vqgan' recipe, got 'diffusion'"):
         training_step_flops(RECIPES["shapes_ddpm16"])
+
+
+def test_a_pixel_model_at_16x16_trains_on_a_frozen_pretrained_caption_encoder(tmp_path):
+    from course_lib.ldm import LatentDiffusion
+
+    recipe = copy.deepcopy(RECIPES["shapes_pixel32"])
+    recipe.name, recipe.data, recipe.caption_encoder = "imagen_probe16", "shapes16", "shapes_caption_large"
+    recipe.config = dict(in_channels=3, base_channels=16, channel_mults=(1, 2), attention_levels=(True, True))
+    model, info = train(recipe, steps=3, weights_dir=tmp_path, progress=False, evaluate=False, log=lambda *a: None)
+    pretrained = checkpoints.load("shapes_caption_large").encoder.state_dict()
+    mine = model.caption_encoder.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in pretrained.items()), "the encoder stayed as pretrained"
+    assert info["image_size"] == 16 and info["caption_encoder"] == "shapes_caption_large"
+    assert info["parents"]["shapes_caption_large"]["use"] == "base"
+    pipe = LatentDiffusion.from_shipped("imagen_probe16", source=tmp_path)
+    assert pipe.latent_shape == (3, 16, 16)
+    from course_lib.data import generate_shapes
+    x = pipe.sample(generate_shapes(2, 16, 1, seed=0).tokens, steps=2)
+    assert x.shape == (2, 3, 16, 16)

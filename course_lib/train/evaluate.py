@@ -45,7 +45,8 @@ def _evaluate_ldm(recipe: Recipe, model, device, log=print, info: dict | None = 
 
     info = info or checkpoints.entry(recipe.name)
     ae = checkpoints.load(info["autoencoder"], device=device) if info.get("autoencoder") else None
-    return evaluate_ldm(LatentDiffusion(model, ae, info.get("latent_scale", 1.0)), device)
+    return evaluate_ldm(LatentDiffusion(model, ae, info.get("latent_scale", 1.0),
+                                        image_size=info.get("image_size", 32)), device)
 
 
 @torch.no_grad()

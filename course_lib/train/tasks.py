@@ -118,9 +118,24 @@ def _ldm_first_stage(recipe: Recipe, device):
     return ae, latent_scale(ae, generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["latent_scale"]).images.to(device))
 
 
+_IMAGE_SIZE = {"shapes16": 16, "shapes32": 32}
+
+
 def _ldm_batch(recipe: Recipe, step: int):
-    """The captioned 32x32 images of an "ldm" recipe's training step: a pure function of its seed and the step."""
-    return generate_shapes(recipe.batch_size, 32, 1, seed=recipe.seed * 1_000_003 + step)
+    """The captioned images (32x32, or 16x16 for data "shapes16") of an "ldm" recipe's training step: a pure
+    function of its seed and the step."""
+    return generate_shapes(recipe.batch_size, _IMAGE_SIZE[recipe.data], 1, seed=recipe.seed * 1_000_003 + step)
+
+
+def _frozen_caption_encoder(recipe: Recipe, model, device) -> None:
+    """Load a shipped pretrained caption encoder (``recipe.caption_encoder``, a CaptionAttributes) into ``model``'s
+    and freeze it: Imagen's frozen text encoder. Its width and depth must match the UNet's context_dim and
+    caption_layers."""
+    if not recipe.caption_encoder:
+        return
+    pre = checkpoints.load(recipe.caption_encoder, device=device)
+    model.caption_encoder.load_state_dict(pre.encoder.state_dict())
+    model.caption_encoder.requires_grad_(False)
 
 
 def _ldm_step_loss(recipe: Recipe, model, ae, scale, ac, gen, device, step):
@@ -166,7 +181,8 @@ def _train_ldm(recipe: Recipe, device, progress: bool = True, snapshot_steps=(),
     torch.manual_seed(recipe.seed)
     ae, scale = _ldm_first_stage(recipe, device)
     model = build_model(recipe.model, recipe.config).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
+    _frozen_caption_encoder(recipe, model, device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe.lr, weight_decay=0.0)
     ema = EMA(model, recipe.ema_decay)
     ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
     gen = torch.Generator().manual_seed(recipe.seed)
@@ -189,7 +205,9 @@ def _train_ldm(recipe: Recipe, device, progress: bool = True, snapshot_steps=(),
                   desc=recipe.name, on_step=on_step)
     wall = time.time() - t0 - pause[0]
     info = {"final_loss": round(running, 5), "wall_time_s": round(wall, 1), "autoencoder": recipe.autoencoder,
-            "latent_scale": round(scale, 6), "seconds_per_step": round(wall / recipe.steps, 4)}
+            "latent_scale": round(scale, 6), "seconds_per_step": round(wall / recipe.steps, 4),
+            **({"image_size": _IMAGE_SIZE[recipe.data]} if recipe.data != "shapes32" else {}),
+            **({"caption_encoder": recipe.caption_encoder} if recipe.caption_encoder else {})}
     return ema.model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
 
 
