@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from ._checks import check_tensor
 from .data import COLOURS, SHAPES, VOCAB
+from .guidance import tile_for_batch
 from .nets.controlnet import CONNECTOR_INITS, VARIANTS, ControlNet, ControlNetConfig, HintEncoder, zero_conv
 from .nets.unet import CaptionUNet
 
@@ -126,11 +127,7 @@ class HintedUNet(nn.Module):
         return self.controlled.null_condition(n, device)
 
     def forward(self, x_t, t, tokens=None):
-        n = self.hints[0].shape[0]
-        if x_t.shape[0] % n:
-            raise ValueError(f"x_t: expected a multiple of the {n} bound hints' batch, got {x_t.shape[0]} rows")
-        k = x_t.shape[0] // n
-        hints = [h.to(x_t.device).repeat(k, 1, 1, 1) if k > 1 else h.to(x_t.device) for h in self.hints]
+        hints = [tile_for_batch(h.to(x_t.device), x_t.shape[0], "hints") for h in self.hints]
         return self.controlled(x_t, t, hints, tokens)
 
 

@@ -20,7 +20,7 @@ from ._checks import check_alpha_bar, check_coefficient, check_same_shape, check
 from .diffusion import ddim_sample, ddpm_posterior, predicted_x0
 
 __all__ = ["guided_density", "classifier_log_prob_grad", "classifier_guided_mean", "classifier_guided_eps",
-           "cfg_eps", "guided_ddpm_sample", "guided_ddim_sample", "cfg_eps_fn", "cfg_sample"]
+           "cfg_eps", "guided_ddpm_sample", "guided_ddim_sample", "cfg_eps_fn", "cfg_sample", "tile_for_batch"]
 
 
 def check_scale(scale, name: str = "scale") -> float:
@@ -175,6 +175,17 @@ def cfg_eps_fn(model, cond: torch.Tensor, scale: float, recorder=None):
         return cfg_eps(eps_u, eps_c, scale)
 
     return eps_fn
+
+
+def tile_for_batch(cond: torch.Tensor, rows: int, name: str = "cond") -> torch.Tensor:
+    """A condition bound to a denoiser for N samples (a ControlNet's hint, a super-resolution model's low-resolution
+    image), repeated to the ``rows`` of the batch it is called with: :func:`cfg_eps_fn` stacks [unconditional,
+    conditional] into 2N rows, and both halves see the same condition, in the same order."""
+    n = cond.shape[0]
+    if rows % n:
+        raise ValueError(f"x_t: expected a multiple of the {n} rows of the bound {name}, got {rows} rows")
+    k = rows // n
+    return cond.repeat(k, *([1] * (cond.ndim - 1))) if k > 1 else cond
 
 
 def cfg_sample(model, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps, y, scale: float,

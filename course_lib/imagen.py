@@ -21,7 +21,7 @@ import math
 import torch
 
 from ._checks import check_range, check_tensor
-from .guidance import cfg_eps, check_scale
+from .guidance import cfg_eps, check_scale, tile_for_batch
 
 __all__ = ["static_threshold", "dynamic_threshold", "THRESHOLDS", "threshold_fn", "augmentation_alpha_bar",
            "noise_augment", "GUIDANCE_CONVENTIONS", "guidance_scale", "imagen_guided_eps", "upsample", "LowResConditioned",
@@ -160,12 +160,10 @@ class LowResConditioned(torch.nn.Module):
         return self.unet.null_condition(n, device)
 
     def forward(self, x_t, t, tokens=None):
-        n = self.low_res_up.shape[0]
-        if x_t.shape[0] % n:
-            raise ValueError(f"x_t: expected a multiple of the {n} bound low-resolution images, got {x_t.shape[0]}")
-        k = x_t.shape[0] // n
-        low = self.low_res_up.to(x_t.device).repeat(k, 1, 1, 1)
-        return self.unet(torch.cat([x_t, low], dim=1), t, tokens, level=self.levels.to(x_t.device).repeat(k))
+        rows = x_t.shape[0]
+        low = tile_for_batch(self.low_res_up.to(x_t.device), rows, "low-resolution images")
+        level = tile_for_batch(self.levels.to(x_t.device), rows, "levels")
+        return self.unet(torch.cat([x_t, low], dim=1), t, tokens, level=level)
 
 
 class ImagenCascade:
