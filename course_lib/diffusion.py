@@ -215,7 +215,7 @@ def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev, eta=0.0, noise=None, clip_x
 def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps, eta: float = 0.0,
                 generator: torch.Generator | None = None, return_trajectory: bool = False,
                 variance: str = "eta", clip_x0=None, progress: bool = False, threshold=None,
-                percentile: float = 0.995):
+                percentile: float = 0.995, on_x0=None):
     r"""Run the generative process along the decreasing sub-sequence ``timesteps`` (:math:`\tau`), DDIM eq. 10 (3)
     with eq. 12 (4)'s update (:func:`ddim_update`) at every step:
 
@@ -233,11 +233,18 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
     eta = 1 over all T timesteps is DDPM's ancestral sampler.
     threshold: ``None``, ``"static"`` or ``"dynamic"`` (at ``percentile``): Imagen's thresholding of the predicted
     x0 at every step (:mod:`course_lib.imagen`).
+    on_x0: called as ``on_x0(step, x0_predicted, x0_used)`` at every step with the predicted x0 before and after
+    thresholding (the same tensor without it): notebook 08's histograms watch the sampler through it. Without a
+    threshold, watching re-derives eps from the unchanged x0: the samples agree to float round-off.
     """
     from .imagen import threshold_fn
 
     check_tensor(x_T, "x_T", floating=True)
     x0_fn = threshold_fn(threshold, percentile)
+    if on_x0 is not None:
+        if not callable(on_x0):
+            raise TypeError(f"on_x0: expected a function (step, x0_predicted, x0_used), got {type(on_x0).__name__}")
+        x0_fn = _watched(x0_fn, on_x0)
     ac = check_alphas_cumprod(alphas_cumprod).to(x_T.device, torch.float64)
     ts = check_timesteps(timesteps, len(ac))
     if variance not in ("eta", "sigma_hat"):
@@ -271,6 +278,18 @@ def ddim_sample(eps_fn, x_T: torch.Tensor, alphas_cumprod: torch.Tensor, timeste
         if return_trajectory:
             traj.append(x)
     return (x, torch.stack(traj)) if return_trajectory else x
+
+
+def _watched(x0_fn, on_x0):
+    """``x0_fn`` (or the identity) reporting each call's input and output to ``on_x0`` with a step counter."""
+    calls = [0]
+
+    def watched(x0):
+        used = x0_fn(x0) if x0_fn is not None else x0
+        on_x0(calls[0], x0, used)
+        calls[0] += 1
+        return used
+    return watched
 
 
 @torch.no_grad()

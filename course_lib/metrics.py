@@ -17,7 +17,7 @@ from ._checks import check_positive_int, check_tensor
 
 __all__ = [
     "sliced_wasserstein", "mmd_rbf", "MMDToReference", "mixture_nll", "frechet_distance_from_stats", "frechet_distance",
-    "precision_recall", "psnr", "ssim", "shapes_features", "image_quality", "edge_sharpness", "reconstruction_report",
+    "precision_recall", "psnr", "ssim", "shapes_features", "image_quality", "gradient_energy", "edge_sharpness", "reconstruction_report",
     "Interval", "bootstrap_interval", "seed_range", "real_vs_real", "caption_following", "count_flops",
     "training_memory",
 ]
@@ -340,6 +340,14 @@ def real_vs_real(real: torch.Tensor, other_real: torch.Tensor, classifier, k: in
                          independent_classifier=independent_classifier, num_resamples=num_resamples)
 
 
+def gradient_energy(images: torch.Tensor) -> torch.Tensor:
+    r"""Per image, :math:`\sum |\nabla x|`: the absolute forward differences in both directions summed over pixels
+    and channels, (N,). Edges and noise raise it; blur and flat regions lower it."""
+    check_tensor(images, "images", ndim=4)
+    return (images[..., 1:, :] - images[..., :-1, :]).abs().sum(dim=(1, 2, 3)) + \
+        (images[..., :, 1:] - images[..., :, :-1]).abs().sum(dim=(1, 2, 3))
+
+
 def edge_sharpness(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     r"""Gradient energy of reconstructions relative to their originals, per image:
     :math:`\sum |\nabla \hat x| / \sum |\nabla x|` with forward differences in both directions.
@@ -348,11 +356,7 @@ def edge_sharpness(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     check_tensor(x_hat, "x_hat", ndim=4)
     if x_hat.shape != x.shape:
         raise ValueError(f"x_hat: expected the shape of x {tuple(x.shape)}, got {tuple(x_hat.shape)}")
-
-    def energy(im):
-        return (im[..., 1:, :] - im[..., :-1, :]).abs().sum(dim=(1, 2, 3)) + \
-            (im[..., :, 1:] - im[..., :, :-1]).abs().sum(dim=(1, 2, 3))
-    return energy(x_hat) / energy(x).clamp_min(1e-8)
+    return gradient_energy(x_hat) / gradient_energy(x).clamp_min(1e-8)
 
 
 @torch.no_grad()

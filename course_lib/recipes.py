@@ -44,7 +44,7 @@ class Recipe:
     model: str
     config: dict
     task: str            # a key of train.tasks.TASKS: "diffusion", "classifier", "autoencoder", "vqgan", "prior",
-                         # "ldm", "lpips", "controlnet" or "caption"
+                         # "ldm", "lpips", "controlnet", "caption" or "sr"
     data: str            # "shapes16", "shapes32", "ring8", "2afc" or "captions"
     steps: int
     batch_size: int
@@ -63,6 +63,7 @@ class Recipe:
     base: str | None = None             # "controlnet": the shipped denoiser it controls (frozen, and copied)
     caption_encoder: str | None = None  # "ldm": a shipped pretrained caption encoder, loaded and frozen (Imagen)
     control: ControlSection | None = None  # "controlnet" only
+    noise_augmentation: bool = False    # "sr": the low-resolution condition corrupted at a level U[0, 1] per image
 
 
 RECIPES = {r.name: r for r in [
@@ -157,6 +158,37 @@ RECIPES = {r.name: r for r in [
           ("shapes_caption_small", 16, 1, 2, "caption encoder pretrained to name every attribute of every object "
                                             "from captions alone: width 16, 1 layer"),
           ("shapes_caption_large", 64, 2, 4, "the same objective at width 64, 2 layers"),
+      ]],
+    # notebook 08: Imagen's base models, pixel space at 16x16, caption-conditioned (10% empty captions for guidance).
+    # The encoder/U-Net grid: each shipped caption encoder, frozen, under a U-Net of width 16 or 32 (attention at
+    # 8x8 only); and the width-32 U-Net with its encoder trained jointly (notebook 06's way). Same data, steps, seed.
+    *[Recipe(name, "CaptionUNet", dict(in_channels=3, base_channels=width, attention_levels=(False, True), **enc),
+             task="ldm", data="shapes16", steps=2500, batch_size=64, lr=1e-3, seed=13, ema_decay=0.999,
+             cond_drop_prob=0.1, description=desc, caption_encoder=frozen, log_every=25)
+      for name, width, frozen, enc, desc in [
+          (f"shapes_base16_{size}_c{width}", width, f"shapes_caption_{size}", enc,
+           f"Imagen base model: 16x16 pixel-space caption UNet of width {width}, its caption encoder the frozen "
+           f"shapes_caption_{size}")
+          for size, enc in (("small", dict(context_dim=16, caption_layers=1, num_heads=2)),
+                            ("large", dict(context_dim=64, caption_layers=2, num_heads=4)))
+          for width in (16, 32)
+      ] + [("shapes_base16_joint_c32", 32, None, dict(context_dim=64, caption_layers=2, num_heads=4),
+            "as shapes_base16_large_c32 but its caption encoder trained jointly with the UNet from scratch "
+            "(notebook 06's way), not pretrained and frozen")]],
+    # notebook 08: Imagen's super-resolution models 16 -> 32, trained on real 32x32 images and their 2x2-pooled
+    # 16x16 views (upsampled, stacked with the noisy image), with and without noise-conditioning augmentation; the
+    # frozen shapes_caption_large reads the caption (attention at 8x8 only). Same data, steps and seed.
+    *[Recipe(name, "CaptionUNet", dict(in_channels=6, out_channels=3, level_embedding=True, base_channels=16,
+                                       channel_mults=(1, 2, 2), attention_levels=(False, False, True), context_dim=64,
+                                       caption_layers=2, num_heads=4),
+             task="sr", data="shapes32", steps=3000, batch_size=32, lr=1e-3, seed=14, ema_decay=0.999,
+             cond_drop_prob=0.1, description=desc, caption_encoder="shapes_caption_large", log_every=25,
+             noise_augmentation=augment)
+      for name, augment, desc in [
+          ("shapes_sr32", True, "Imagen super-resolution 16 -> 32 with noise-conditioning augmentation: the "
+                                "upsampled low-resolution image corrupted at a level u ~ U[0, 1], the UNet told u"),
+          ("shapes_sr32_noaug", False, "as shapes_sr32 without augmentation: always the clean low-resolution image, "
+                                       "level 0"),
       ]],
     # notebook 04: the weights w_l of LPIPS(net="shapes"), the paper's "lin" set-up on the synthetic 2AFC set
     Recipe("shapes_lpips_lin", "LPIPSWeights", dict(channels=(32, 64, 64)), task="lpips", data="2afc", steps=400,

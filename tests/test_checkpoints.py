@@ -39,9 +39,16 @@ def test_every_shipped_model_loads_and_runs(name):
         elif e["model"] == "VQVAE":
             assert model(torch.randn(2, 3, 16, 16)).shape == (2, 3, 16, 16)
         elif e["model"] == "CaptionUNet":
-            c, side = model.config.in_channels, 8 if model.config.in_channels == 4 else 32
-            out = model(torch.randn(2, c, side, side), torch.tensor([10, 900]), torch.zeros(2, 11, dtype=torch.long))
-            assert out.shape == (2, c, side, side) and torch.isfinite(out).all()
+            cfg = model.config
+            c, out_c = cfg.in_channels, cfg.out_channels or cfg.in_channels
+            side = 8 if c == 4 else e.get("image_size", 32)
+            level = {"level": torch.tensor([0.0, 0.5])} if cfg.level_embedding else {}  # a super-resolution model
+            out = model(torch.randn(2, c, side, side), torch.tensor([10, 900]), torch.zeros(2, 11, dtype=torch.long),
+                        **level)
+            assert out.shape == (2, out_c, side, side) and torch.isfinite(out).all()
+            if e.get("caption_encoder"):  # Imagen's frozen encoder: the pretrained one, unchanged by the training
+                pre = checkpoints.load(e["caption_encoder"]).encoder.state_dict()
+                assert all(torch.equal(v, pre[k]) for k, v in model.caption_encoder.state_dict().items())
         elif e["model"] == "GPTPrior":
             codes = torch.randint(0, model.config.vocab_size, (2, model.config.block_size))
             assert model(codes).shape == (2, model.config.block_size, model.config.vocab_size)

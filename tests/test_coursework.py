@@ -421,6 +421,8 @@ LIBRARY_WRAPPERS = {
     "7.1": ("from course_lib.controlnet import zero_conv", ["lambda i, o: zero_conv(i, o)"]),
     "7.2": ("from course_lib.controlnet import ControlledUNet",
             ["lambda base, cns, scales, x_t, t, hints, tokens: ControlledUNet(base, cns, scales)(x_t, t, hints, tokens)"]),
+    "8.1": ("from course_lib.imagen import threshold_fn", ["lambda x0, percentile: threshold_fn('dynamic', percentile)(x0)"]),
+    "8.2": ("from course_lib.guidance import cfg_eps", ["lambda eps_uncond, eps_cond, w: cfg_eps(eps_uncond, eps_cond, w)"]),
 }
 
 
@@ -593,3 +595,61 @@ def test_first_step_prediction_reports_what_the_gradients_support(capsys):
         check_first_step_prediction(None, measured)
     with pytest.raises(CourseworkError, match="nonzero"):
         check_first_step_prediction("b", {"output zero convs": True})
+
+
+# -- notebook 08: dynamic thresholding, Imagen's guidance, static clipping, the augmentation drift ---------------
+def _dynamic(batch=False, absolute=True, floor=True, clip=True, divide=True):
+    def f(x0, percentile):
+        v = x0.abs() if absolute else x0
+        s = (torch.quantile(v.flatten(), percentile).repeat(len(x0)) if batch
+             else torch.stack([torch.quantile(row.flatten(), percentile) for row in v]))
+        s = torch.clamp(s, min=1.0) if floor else s
+        s = s.reshape(-1, *[1] * (x0.ndim - 1))
+        out = torch.where(x0 > s, s, torch.where(x0 < -s, -s, x0)) if clip else x0
+        return out / s if divide else out
+    return f
+
+
+def test_imagen_checks_accept_own_versions():
+    from course_lib.coursework import check_dynamic_threshold, check_imagen_guidance
+
+    assert check_dynamic_threshold(_dynamic()) == "dynamic_threshold: 5/5 cases match"
+    # another correct version: Imagen's expression rearranged, u + w (c - u)
+    assert check_imagen_guidance(lambda eps_uncond, eps_cond, w: eps_uncond + w * (eps_cond - eps_uncond)) == \
+        "Imagen guidance: 5/5 cases match"
+
+
+@pytest.mark.parametrize("label", ["batch", "absolute", "floor", "clip", "divide", "ho_salimans", "swapped",
+                                   "no_uncond"])
+def test_imagen_checks_name_the_mistake(label):
+    from course_lib.coursework import check_dynamic_threshold, check_imagen_guidance
+
+    wrong = {"batch": (check_dynamic_threshold, _dynamic(batch=True), "not one s for the whole batch"),
+             "absolute": (check_dynamic_threshold, _dynamic(absolute=False), "the absolute values"),
+             "floor": (check_dynamic_threshold, _dynamic(floor=False), "max\\(s, 1\\)"),
+             "clip": (check_dynamic_threshold, _dynamic(clip=False), "clip to \\[-s, s\\] before dividing"),
+             "divide": (check_dynamic_threshold, _dynamic(divide=False), "divide by s"),
+             "ho_salimans": (check_imagen_guidance, lambda eps_uncond, eps_cond, w: (1 + w) * eps_cond - w * eps_uncond,
+                             "Ho & Salimans"),
+             "swapped": (check_imagen_guidance, lambda eps_uncond, eps_cond, w: w * eps_uncond + (1 - w) * eps_cond,
+                         "swapped"),
+             "no_uncond": (check_imagen_guidance, lambda eps_uncond, eps_cond, w: w * (eps_cond - eps_uncond),
+                           "added back")}
+    check, fn, hint = wrong[label]
+    with pytest.raises(CourseworkError, match=hint):
+        check(fn)
+
+
+def test_static_prediction_reports_what_the_saturation_supports():
+    from course_lib.coursework import NotStarted, check_static_prediction
+
+    measured = {"w=1, none": 0.07, "w=16, static": 0.13, "w=16, dynamic": 0.01}
+    assert "it came true" in check_static_prediction("b", measured)
+    assert "what happened is (b)" in check_static_prediction("a", measured)
+    assert "what happened is (c)" in check_static_prediction("b", {**measured, "w=16, dynamic": 0.14})
+    assert "what happened is (d)" in check_static_prediction("b", {**measured, "w=16, static": 0.01})
+    assert "what happened is (a)" in check_static_prediction("b", {**measured, "w=16, static": 0.08})
+    with pytest.raises(NotStarted):
+        check_static_prediction(None, measured)
+    with pytest.raises(CourseworkError, match="saturation"):
+        check_static_prediction("b", {"w=1, none": 0.07})

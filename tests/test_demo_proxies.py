@@ -35,7 +35,8 @@ GROUPS = {"01-04": ["01 forward", "01 posterior", "01 terms", "01 sampling S<=50
                     "03 beta", "04 distortion lab"],
           "05": ["05 training snapshots", "05 lambda vs delta", "05 prior sampling (images)"],
           "06": ["06 attention maps", "06 caption to image (images)"],
-          "07": ["07 control (images)", "07 snapshots", "07 compose (images)"]}
+          "07": ["07 control (images)", "07 snapshots", "07 compose (images)"],
+          "08": ["08 threshold (images)", "08 cascade (images)"]}
 
 
 @pytest.mark.parametrize("group", sorted(GROUPS))

@@ -84,6 +84,18 @@ def test_the_sampler_thresholds_the_predicted_x0_at_every_step():
     assert plain.abs().max() > 1.5 and static.abs().max() <= 1 + 1e-6 and dynamic.abs().max() <= 1 + 1e-6
     assert not torch.allclose(static, dynamic)
     assert torch.equal(ddim_sample(eps_fn, x_T, ac, ts, threshold=None), plain)
+    # watching the sampler: every step's predicted x0 before and after, the samples unchanged
+    seen = []
+    watched = ddim_sample(eps_fn, x_T, ac, ts, threshold="dynamic", percentile=0.995,
+                          on_x0=lambda i, raw, used: seen.append((i, raw.clone(), used.clone())))
+    assert torch.equal(watched, dynamic) and [i for i, _, _ in seen] == list(range(20))
+    assert all(torch.equal(used, dynamic_threshold(raw, 0.995)) for _, raw, used in seen)
+    assert not torch.equal(seen[-1][1], seen[-1][2])  # the last prediction still leaves [-1, 1] before it
+    seen.clear()
+    unwatched = ddim_sample(eps_fn, x_T, ac, ts, on_x0=lambda i, raw, used: seen.append(torch.equal(raw, used)))
+    assert all(seen) and len(seen) == 20 and torch.allclose(unwatched, plain, atol=1e-5)
+    with pytest.raises(TypeError, match="on_x0"):
+        ddim_sample(eps_fn, x_T, ac, ts, on_x0="histogram")
 
 
 def test_thresholded_ddim_agrees_with_diffusers_ddim_scheduler():
@@ -201,3 +213,54 @@ def test_a_caption_encoder_learns_the_attributes_from_captions_alone_and_frozen_
     out.square().mean().backward()
     assert all(p.grad is None for p in unet.caption_encoder.parameters())
     assert unet.conv_out.weight.grad is not None
+
+
+def test_the_sr_condition_is_the_upsampled_low_res_image_augmented_and_downsample_pools():
+    from course_lib.data import generate_shapes
+    from course_lib.imagen import downsample, sr_condition, upsample
+
+    b32, b16 = generate_shapes(8, 32, 1, seed=4), generate_shapes(8, 16, 1, seed=4)
+    low = downsample(b32.images, 2)
+    assert low.shape == (8, 3, 16, 16)
+    # 2 x 2 average pooling, by hand
+    assert torch.allclose(low, b32.images.view(8, 3, 16, 2, 16, 2).mean(dim=(3, 5)), atol=1e-6)
+    # the same scene as rendering at 16x16 (anti-aliasing differs at the edges only)
+    assert (low - b16.images).abs().mean() < 0.01
+    clean, levels = sr_condition(low, 32, 0.0, gen(1))
+    assert torch.equal(clean, upsample(low, 32)) and torch.equal(levels, torch.zeros(8))
+    u = torch.linspace(0, 1, 8)
+    noisy, levels = sr_condition(low, 32, u, gen(2))
+    expected, _ = noise_augment(upsample(low, 32), u, generator=gen(2))
+    assert torch.equal(noisy, expected) and torch.equal(levels, u)
+    for bad in (0, 3, 2.0, True):
+        with pytest.raises(ValueError, match="factor"):
+            downsample(b32.images, bad)
+
+
+def test_saturation_counts_the_objects_extreme_values_not_the_background():
+    from course_lib.imagen import saturation_fraction
+
+    x = torch.full((3, 3, 4, 4), -1.0)        # black background everywhere
+    x[0, :, 0, 0] = torch.tensor([1.0, -1.0, -1.0])  # one pure red pixel: 3 of its 3 values at the ends
+    x[1, :, :2, :2] = torch.tensor([0.5, 0.2, 0.1]).view(3, 1, 1)  # four unsaturated pixels
+    x[1, 0, 0, 0] = 0.99                                              # one value at the end among 12
+    frac = saturation_fraction(x)
+    assert torch.allclose(frac, torch.tensor([1.0, 1 / 12, 0.0], dtype=torch.float64))
+    # the real shapes sit far below a clipped-to-the-extremes image
+    from course_lib.data import generate_shapes
+
+    real = saturation_fraction(generate_shapes(256, 16, 1, seed=5).images).mean()
+    assert 0.0 < real < 0.1
+    assert saturation_fraction(generate_shapes(256, 16, 1, seed=5).images.mul(4).clamp(-1, 1)).mean() > 0.5
+
+
+def test_gradient_energy_is_the_summed_absolute_differences():
+    from course_lib.metrics import edge_sharpness, gradient_energy
+
+    x = torch.zeros(2, 1, 3, 3)
+    x[0, 0, 1, 1] = 1.0  # one bright pixel: 4 unit steps
+    assert torch.equal(gradient_energy(x), torch.tensor([4.0, 0.0]))
+    y = torch.randn(4, 3, 8, 8, generator=gen(3))
+    assert torch.allclose(edge_sharpness(2 * y, y), torch.full((4,), 2.0))
+    with pytest.raises(ValueError, match="images"):
+        gradient_energy(torch.zeros(3, 8, 8))

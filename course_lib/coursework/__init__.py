@@ -4,7 +4,7 @@
   function runs, one verdict line printed once.
 - one module per notebook topic with its checks and their mistake catalogues: :mod:`.diffusion` (00, 01),
   :mod:`.guidance` (02), :mod:`.quantize` (03), :mod:`.perceptual` (04), :mod:`.gan` (05), :mod:`.ldm` (06),
-  :mod:`.controlnet` (07).
+  :mod:`.controlnet` (07), :mod:`.imagen` (08).
 - :mod:`.student`: ``./course student`` (solutions, revealing cells and stored verdicts removed).
 - :mod:`.grade`: ``./course check`` (one row per exercise, a total, ``student/report.json``).
 """
@@ -23,6 +23,7 @@ from .diffusion import (check_alphas_cumprod, check_consistency_prediction, chec
 from .gan import check_adaptive_weight, check_clamp_experiment, check_discriminator_prediction, check_hinge_d_loss
 from .guidance import (check_algorithms_experiment, check_cfg_eps, check_classifier_guided_eps,
                        check_classifier_guided_mean, check_sharpening_prediction)
+from .imagen import check_drift_experiment, check_dynamic_threshold, check_imagen_guidance, check_static_prediction
 from .ldm import check_cross_attention, check_latent_round_trip, check_steps_experiment, check_swap_prediction
 from .perceptual import (check_2afc_experiment, check_lpips_distance, check_normalize_channels,
                          check_shift_noise_prediction)
@@ -41,6 +42,7 @@ __all__ = ["Case", "CourseworkError", "NotStarted", "LearnerCodeRaised", "Librar
            "check_shift_noise_prediction", "check_2afc_experiment", "check_discriminator_prediction",
            "check_clamp_experiment", "check_swap_prediction", "check_steps_experiment", "check_zero_conv",
            "check_controlled_forward", "check_first_step_prediction", "check_strength_experiment",
+           "check_dynamic_threshold", "check_imagen_guidance", "check_static_prediction", "check_drift_experiment",
            "make_student_notebook", "strip_solutions", "main", "EXERCISES", "WRITE_THE_FUNCTION"]
 
 # exercise -> its check; the grader names rows by this table
@@ -50,7 +52,8 @@ WRITE_THE_FUNCTION = {  # the learner writes a function; its check switches the 
     "2.3": check_cfg_eps, "3.1": check_straight_through, "3.2": check_vq_losses, "3.3": check_lfq_index,
     "4.1": check_normalize_channels, "4.2": check_lpips_distance, "5.1": check_adaptive_weight,
     "5.2": check_hinge_d_loss, "6.1": check_cross_attention, "6.2": check_latent_round_trip,
-    "7.1": check_zero_conv, "7.2": check_controlled_forward}
+    "7.1": check_zero_conv, "7.2": check_controlled_forward, "8.1": check_dynamic_threshold,
+    "8.2": check_imagen_guidance}
 THINK = {  # N.0: predict, then run (placed before its experiment); the last: a small experiment, checked numerically
     "1.0": check_consistency_prediction, "1.4": check_sigma_hat_experiment,
     "2.0": check_sharpening_prediction, "2.4": check_algorithms_experiment,
@@ -58,7 +61,8 @@ THINK = {  # N.0: predict, then run (placed before its experiment); the last: a 
     "4.0": check_shift_noise_prediction, "4.3": check_2afc_experiment,
     "5.0": check_discriminator_prediction, "5.3": check_clamp_experiment,
     "6.0": check_swap_prediction, "6.3": check_steps_experiment,
-    "7.0": check_first_step_prediction, "7.3": check_strength_experiment}
+    "7.0": check_first_step_prediction, "7.3": check_strength_experiment,
+    "8.0": check_static_prediction, "8.3": check_drift_experiment}
 EXERCISES = {**WRITE_THE_FUNCTION, **THINK}
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -10,6 +10,7 @@
     ./course experiments lpips           # LPIPS lin / tune / scratch on the synthetic 2AFC set
     ./course experiments ldm-compute     # FD against training FLOPs, latent vs pixel, 6 snapshots each (~45 min)
     ./course experiments controlnet      # notebook 07: the base without control, the strength sweep, composition
+    ./course experiments imagen          # notebook 08: thresholding sweep, augmentation in the cascade, encoder grid
 
 Output: ``course_lib/results/ddim_tables.json`` (numbers) and ``course_lib/results/ddim_samples.safetensors``
 (16 shapes samples per sampler configuration, for the notebook's slider).
@@ -599,6 +600,128 @@ def controlnet_table(n: int = 256, steps: int = 20, strengths=(0.0, 0.25, 0.5, 0
     return out, samples
 
 
+IMAGEN_GRID = ("shapes_base16_small_c16", "shapes_base16_small_c32", "shapes_base16_large_c16",
+               "shapes_base16_large_c32", "shapes_base16_joint_c32")
+
+
+def imagen_table(n: int = 256, steps: int = 20, weights=(1.0, 2.0, 4.0, 8.0, 16.0),
+                 aug_levels=(0.0, 0.1, 0.2, 0.4, 0.6), cascade_w: float = 4.0, cascade_threshold: str = "static",
+                 grid_w: float = 3.0, grid=IMAGEN_GRID, log=print) -> tuple[dict, dict]:
+    """Notebook 08's measurements, on the captions of n held-out images (DDIM with ``steps`` steps, the same noise
+    everywhere, 95% bootstrap intervals over the samples):
+
+    1. thresholding: shapes_base16_large_c32 at each Imagen guidance weight w of ``weights`` with no, static and
+       dynamic (p = 0.995) thresholding: saturation of the objects' colours, mean |x| (the shapes' black
+       background keeps it near 1; a washed-out sample has less), caption following, FD at 16x16;
+    2. noise-conditioning augmentation: the base model's own samples (w = ``cascade_w``, ``cascade_threshold``)
+       super-resolved to 32x32 by shapes_sr32 at each of ``aug_levels`` and by shapes_sr32_noaug (level 0), beside
+       the same models given the real images' pooled 16x16 views and plain bilinear upsampling: FD of the 16x16
+       pooled result (the content), FD of the full 32x32 result in the same classifier (fine detail) and gradient
+       energy against real 32x32 images (1 = as much edge and texture; noise raises it, blur lowers it);
+    3. the encoder / U-Net grid: each of ``grid`` at w = ``grid_w``, no thresholding: caption following and FD.
+
+    Returns (results, samples: 8 per row)."""
+    from torch.nn import functional as F
+
+    from ..imagen import ImagenCascade, downsample, saturation_fraction, upsample
+    from ..metrics import bootstrap_interval, caption_following, gradient_energy, image_quality
+
+    clf = checkpoints.load("shapes_classifier16")
+    ref = generate_shapes(n, 32, 1, seed=HELD_OUT_SEEDS["ldm_captions"])
+    real32 = generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["ldm_real"]).images
+    real16 = generate_shapes(1000, 16, 1, seed=HELD_OUT_SEEDS["ldm_real"]).images
+    z16 = torch.randn((n, 3, 16, 16), generator=torch.Generator().manual_seed(0))
+    z32 = torch.randn((n, 3, 32, 32), generator=torch.Generator().manual_seed(1))
+    ac = make_alphas_cumprod()
+    pool = lambda im: F.adaptive_avg_pool2d(im, 16)  # noqa: E731
+
+    def mean_interval(values, digits=4):
+        iv = bootstrap_interval(lambda v: v.mean(), values.double())
+        return round(float(values.double().mean()), digits), [round(iv.low, digits), round(iv.high, digits)]
+
+    def base_row(x):
+        sat, sat_iv = mean_interval(saturation_fraction(x))
+        contrast, contrast_iv = mean_interval(x.abs().mean(dim=(1, 2, 3)))
+        follow = caption_following(x, ref.attributes, clf, intervals=True)
+        return {"saturation": sat, "saturation_interval": sat_iv, "mean_abs": contrast, "mean_abs_interval": contrast_iv,
+                "caption_following": follow,
+                "quality": image_quality(x, real16, clf, intervals=True)}
+
+    out = {"config": {"num_samples": n, "ddim_steps": steps, "guidance": "Imagen's w (w = 1: none)",
+                      "percentile": 0.995, "weights": list(weights), "aug_levels": list(aug_levels),
+                      "cascade_w": cascade_w, "cascade_threshold": cascade_threshold, "grid_w": grid_w}}
+    real_sat, real_sat_iv = mean_interval(saturation_fraction(real16[:n]))
+    out["real_images"] = {"saturation": real_sat, "saturation_interval": real_sat_iv,
+                          "mean_abs": round(float(real16[:n].abs().mean()), 4),
+                          "caption_following": caption_following(generate_shapes(n, 16, 1, seed=HELD_OUT_SEEDS[
+                              "ldm_captions"]).images, ref.attributes, clf)}
+    samples = {}
+
+    # 1. thresholding
+    base = checkpoints.load("shapes_base16_large_c32").eval()
+    cascade = ImagenCascade(base, None, ac)
+    table = {}
+    for thr in (None, "static", "dynamic"):
+        for w in weights:
+            x = cascade.sample_base(ref.tokens, steps, w, thr, x_T=z16.clone())
+            key = f"{thr or 'none'}|{w:g}"
+            table[key] = base_row(x)
+            samples[f"threshold|{key}"] = x[:8].contiguous()
+            log(f"threshold {key}: saturation {table[key]['saturation']}, all-right "
+                f"{table[key]['caption_following']['all']}, FD {table[key]['quality']['fd']}")
+    out["thresholding"] = table
+
+    # 2. noise-conditioning augmentation on the base model's own samples
+    low = cascade.sample_base(ref.tokens, steps, cascade_w, cascade_threshold, x_T=z16.clone())
+    real_low = downsample(ref.images, 2)
+    samples["cascade|base samples"] = low[:8].contiguous()
+    samples["cascade|real low-res"] = real_low[:8].contiguous()
+    energy_real = gradient_energy(real32).mean()
+
+    def sr_row(y):
+        energy, energy_iv = mean_interval(gradient_energy(y) / energy_real, 3)
+        q16 = image_quality(pool(y), real16, clf, intervals=True)
+        q32 = image_quality(y, real32, clf, intervals=True)
+        follow = caption_following(y, ref.attributes, clf, intervals=True)
+        return {"fd16": q16["fd"], "fd16_interval": q16["fd_interval"], "fd32": q32["fd"],
+                "fd32_interval": q32["fd_interval"], "gradient_energy": energy, "gradient_energy_interval": energy_iv,
+                "all_right": follow["all"], "all_right_interval": follow["all_interval"]}
+
+    sr_models = {name: checkpoints.load(name).eval() for name in ("shapes_sr32", "shapes_sr32_noaug")}
+    rows = {}
+    for source, lows in (("base samples", low), ("real low-res", real_low)):
+        y = upsample(lows, 32).clamp(-1, 1)
+        rows[f"{source}|bilinear upsampling"] = sr_row(y)
+        samples[f"cascade|{source}|bilinear upsampling"] = y[:8].contiguous()
+        for name, model in sr_models.items():
+            levels = aug_levels if name == "shapes_sr32" else (0.0,)
+            for level in levels:
+                sr = ImagenCascade(None, model, ac)
+                y = sr.super_resolve(lows, ref.tokens, level, steps, 1.0, generator=torch.Generator().manual_seed(2),
+                                     x_T=z32.clone())
+                key = f"{source}|{name}|{level:g}"
+                rows[key] = sr_row(y)
+                samples[f"cascade|{key}"] = y[:8].contiguous()
+                log(f"cascade {key}: FD16 {rows[key]['fd16']}, FD32 {rows[key]['fd32']}, "
+                    f"energy {rows[key]['gradient_energy']}")
+    out["augmentation"] = rows
+
+    # 3. the encoder / U-Net grid
+    grid_rows = {}
+    for name in grid:
+        model = checkpoints.load(name).eval()
+        x = ImagenCascade(model, None, ac).sample_base(ref.tokens, steps, grid_w, None, x_T=z16.clone())
+        enc = sum(p.numel() for p in model.caption_encoder.parameters())
+        grid_rows[name] = {**base_row(x), "encoder_params": enc,
+                           "unet_params": sum(p.numel() for p in model.parameters()) - enc,
+                           "caption_encoder": checkpoints.entry(name).get("caption_encoder") or "trained jointly"}
+        samples[f"grid|{name}"] = x[:8].contiguous()
+        log(f"grid {name}: all-right {grid_rows[name]['caption_following']['all']}, "
+            f"FD {grid_rows[name]['quality']['fd']}")
+    out["grid"] = grid_rows
+    return out, samples
+
+
 # name -> (run(quick) -> (results, samples or None), file stem of the results, file stem of the samples)
 SWEEPS = {
     "ddim": (lambda quick, carry=None: ddim_tables(QUICK if quick else FULL, carry=carry), "ddim_tables",
@@ -616,6 +739,8 @@ SWEEPS = {
                     "ldm_compute", "ldm_compute_samples"),
     "controlnet": (lambda quick: controlnet_table(**(dict(n=16, steps=4, strengths=(0.0, 1.0), n_compose=8)
                                                      if quick else {})), "controlnet_table", "controlnet_samples"),
+    "imagen": (lambda quick: imagen_table(**(dict(n=16, steps=4, weights=(1.0, 16.0), aug_levels=(0.0, 0.4))
+                                             if quick else {})), "imagen_table", "imagen_samples"),
     "vq": (lambda quick, carry=None, parts=("beta", "vocabulary", "health"): vq_sweeps(
         **(dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8), seeds=(11, 12)) if quick else {}),
         parts=parts, carry=carry), "vq_sweeps", "vq_samples"),

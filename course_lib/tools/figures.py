@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 
 from .. import checkpoints, viz  # noqa: E402
 from ..data import HELD_OUT_SEEDS, generate_shapes  # noqa: E402
@@ -199,11 +200,37 @@ def controlnet_masks(path: Path):
     plt.close(fig)
 
 
+def imagen_cascade(path: Path):
+    """Notebook 08: the base model at w = 16 without, with static and with dynamic thresholding (the same captions
+    and noise), and the cascade's 32x32 results from the w = 4 static samples."""
+    from ..imagen import ImagenCascade, saturation_fraction
+
+    cascade = ImagenCascade(checkpoints.load("shapes_base16_large_c32"), checkpoints.load("shapes_sr32"))
+    ref = generate_shapes(8, 16, 1, seed=HELD_OUT_SEEDS["ldm_captions"])
+    z16 = torch.randn((8, 3, 16, 16), generator=torch.Generator().manual_seed(0))
+    rows = []
+    for thr in (None, "static", "dynamic"):
+        x = cascade.sample_base(ref.tokens, 20, 16.0, thr, x_T=z16.clone())
+        rows.append((F.interpolate(x, size=32, mode="nearest"),
+                     f"16x16 base, w = 16, {thr or 'no'} thresholding: saturation {saturation_fraction(x).mean():.2f}, "
+                     f"mean |x| {x.abs().mean():.2f}"))
+    low = cascade.sample_base(ref.tokens, 20, 4.0, "static", x_T=z16.clone())
+    high = cascade.super_resolve(low, ref.tokens, 0.2, 20, generator=torch.Generator().manual_seed(1))
+    rows += [(F.interpolate(low, size=32, mode="nearest"), "16x16 base, w = 4, static"),
+             (high, "32x32: shapes_sr32 on those samples, augmentation level 0.2")]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.3 * len(rows)))
+    for ax, (x, title) in zip(axes, rows):
+        viz.show_images(x, nrow=8, ax=ax, title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 FIGURES = {"shapes_world.png": shapes_world, "shapes_ddpm16_samples.png": ddpm_samples,
            "ddim_trajectories.png": ddim_trajectories, "guidance_sweep.png": guidance_sweep,
            "codebook_usage.png": codebook_usage, "lpips_maps.png": lpips_maps,
            "vqgan_reconstructions.png": vqgan_reconstructions, "attention_maps.png": attention_maps,
-           "controlnet_masks.png": controlnet_masks}
+           "controlnet_masks.png": controlnet_masks, "imagen_cascade.png": imagen_cascade}
 
 
 def main(argv=None):

@@ -19,7 +19,7 @@ from ..nets import build_model
 from ..recipes import Recipe
 from ..schedules import make_alphas_cumprod
 from .evaluate import (TWO_AFC_SETS, _evaluate_classifier, _evaluate_diffusion, _evaluate_ldm,
-                       _evaluate_lpips_weights, _evaluate_prior)
+                       _evaluate_lpips_weights, _evaluate_prior, _evaluate_sr)
 from .loops import (EMA, _autoencoder_step_loss, _batch, _classifier_step_loss, _diffusion_step_loss, _lr_at,
                     _prior_codes, _train_loop, fit)
 
@@ -146,6 +146,23 @@ def _ldm_step_loss(recipe: Recipe, model, ae, scale, ac, gen, device, step):
     return diffusion_loss(model, z0, ac, b.tokens.to(device), recipe.cond_drop_prob, gen)
 
 
+SR_LOW_RES = 16  # an "sr" recipe's low-resolution side: its 32x32 images pooled 2 x 2
+
+
+def _sr_step_loss(recipe: Recipe, model, ae, scale, ac, gen, device, step):
+    """Imagen's super-resolution loss on the step's batch: the real 32x32 images x_0 denoised given their pooled,
+    upsampled 16x16 views, corrupted at u ~ U[0, 1] per image with ``recipe.noise_augmentation`` (else u = 0)."""
+    from ..imagen import LowResConditioned, downsample, sr_condition
+
+    b = _ldm_batch(recipe, step)
+    x0 = b.images.to(device)
+    n, side = x0.shape[0], x0.shape[-1]
+    levels = torch.rand(n, generator=gen) if recipe.noise_augmentation else torch.zeros(n)
+    low_up, levels = sr_condition(downsample(x0, side // SR_LOW_RES), side, levels.to(device), gen)
+    return diffusion_loss(LowResConditioned(model, low_up, levels), x0, ac, b.tokens.to(device),
+                          recipe.cond_drop_prob, gen)
+
+
 def training_step_flops(recipe: Recipe, device=None) -> dict:
     """The FLOPs of one training step of ``recipe`` (:func:`course_lib.metrics.count_flops`, forward and backward),
     for "ldm" and "vqgan" recipes: {"step": all of it, "first_stage": the frozen encoder's share (ldm)}. A step's
@@ -172,8 +189,10 @@ def training_step_flops(recipe: Recipe, device=None) -> dict:
     raise ValueError(f"recipe.task: expected an 'ldm' or 'vqgan' recipe, got {recipe.task!r} ({recipe.name})")
 
 
-def _train_ldm(recipe: Recipe, device, progress: bool = True, snapshot_steps=(), on_snapshot=None):
-    """Train a caption-conditioned denoiser on scaled latents (or pixels) with L_LDM; returns (EMA model, info, log).
+def _train_ldm(recipe: Recipe, device, progress: bool = True, snapshot_steps=(), on_snapshot=None,
+               step_loss=_ldm_step_loss):
+    """Train a caption-conditioned denoiser on scaled latents (or pixels) with L_LDM (an "sr" recipe: with
+    ``step_loss=_sr_step_loss``, conditioned on the low-resolution image too); returns (EMA model, info, log).
 
     ``on_snapshot(steps_done, ema_model)`` is called once the number of steps done reaches each of
     ``snapshot_steps`` (the training-compute curve of notebook 06 evaluates those snapshots); it must not change
@@ -187,7 +206,7 @@ def _train_ldm(recipe: Recipe, device, progress: bool = True, snapshot_steps=(),
     ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
     gen = torch.Generator().manual_seed(recipe.seed)
     steps_log, losses, t0 = [], [], time.time()
-    loss_at = partial(_ldm_step_loss, recipe, model, ae, scale, ac, gen, device)
+    loss_at = partial(step_loss, recipe, model, ae, scale, ac, gen, device)
 
     bad = [s for s in snapshot_steps if not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= recipe.steps]
     if bad:
@@ -207,7 +226,9 @@ def _train_ldm(recipe: Recipe, device, progress: bool = True, snapshot_steps=(),
     info = {"final_loss": round(running, 5), "wall_time_s": round(wall, 1), "autoencoder": recipe.autoencoder,
             "latent_scale": round(scale, 6), "seconds_per_step": round(wall / recipe.steps, 4),
             **({"image_size": _IMAGE_SIZE[recipe.data]} if recipe.data != "shapes32" else {}),
-            **({"caption_encoder": recipe.caption_encoder} if recipe.caption_encoder else {})}
+            **({"caption_encoder": recipe.caption_encoder} if recipe.caption_encoder else {}),
+            **({"low_res_size": SR_LOW_RES, "noise_augmentation": recipe.noise_augmentation}
+               if recipe.task == "sr" else {})}
     return ema.model.eval(), info, {"curve_steps": torch.tensor(steps_log), "curve_loss": torch.tensor(losses)}
 
 
@@ -393,6 +414,7 @@ TASKS = {
     "lpips": Task(_train_lpips_weights, _evaluate_lpips_weights),
     "controlnet": Task(_train_controlnet, _evaluate_controlnet),
     "caption": Task(_train_caption, _evaluate_caption),
+    "sr": Task(partial(_train_ldm, step_loss=_sr_step_loss), _evaluate_sr),
 }
 
 

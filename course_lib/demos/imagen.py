@@ -1,0 +1,172 @@
+"""The slider demos of notebook 08 (Imagen): the predicted x0 at every sampling step before and after thresholding,
+and the cascade end to end (caption -> 16x16 base sample -> augmented condition -> 32x32 result)."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import torch
+from torch.nn import functional as F
+
+from .. import viz
+from ..data import COLOURS, COLUMNS, ROWS, SHAPES, SIZES, encode_caption
+from ..imagen import ImagenCascade, dynamic_threshold_s, sr_condition
+from ..widgets import moving, slider_demo
+from . import Measured, NotebookDemos
+
+__all__ = ["MODES", "HISTOGRAM_RANGE", "threshold_demo", "cascade_demo", "notebook_demos"]
+
+DPI = 80
+MODES = ("none", "static", "dynamic")  # the pickers' names of ddim_sample's threshold=None | "static" | "dynamic"
+HISTOGRAM_RANGE = 4.0                   # the histograms span [-4, 4]; values beyond are counted in the title
+
+
+def _caption(colour, shape, row, column, size, n):
+    return encode_caption(f"{size} {colour} {shape} {row} {column}")[None].repeat(n, 1)
+
+
+def _threshold(mode):
+    return None if mode == "none" else mode
+
+
+def _nearest(images, size):
+    """16x16 samples shown at ``size`` without smoothing, so the pixels stay visible beside the 32x32 result."""
+    return F.interpolate(images, size=(size, size), mode="nearest")
+
+
+def threshold_demo(cascade: ImagenCascade, n: int = 4, seed: int = 0, steps: int = 20):
+    """Pickers for the caption and the thresholding mode, sliders for Imagen's guidance weight w, the dynamic
+    percentile p and the sampling step shown. Left: the histogram of the base model's predicted x0 at that step,
+    over the n samples' pixels and channels, before thresholding (grey) and after (colour), the data range and
+    the dynamic thresholds s marked; right: the n final samples. One sampling run per (caption, mode, w, p): moving
+    the step slider redraws from it."""
+    z_T = torch.randn((n, 3, cascade.base_size, cascade.base_size), generator=torch.Generator().manual_seed(seed))
+    runs: dict = {}
+    edges = torch.linspace(-HISTOGRAM_RANGE, HISTOGRAM_RANGE, 81)
+
+    def run(colour, shape, row, column, size, mode, w, percentile):
+        key = (colour, shape, row, column, size, mode, w, percentile)
+        if key not in runs:
+            seen = []
+
+            def watch(i, raw, used):
+                s = dynamic_threshold_s(raw, percentile)  # what dynamic thresholding would divide by at this step
+                seen.append((torch.histogram(raw.flatten().float(), edges)[0],
+                             torch.histogram(used.flatten().float(), edges)[0],
+                             int((raw.abs() > HISTOGRAM_RANGE).sum()), s.tolist(), float(raw.abs().max())))
+
+            images = cascade.sample_base(_caption(colour, shape, row, column, size, n), steps, w, _threshold(mode),
+                                         percentile, x_T=z_T.clone(), on_x0=watch)
+            runs[key] = (seen, images)
+        return runs[key]
+
+    def compute(colour, shape, row, column, size, mode, w, percentile, step):
+        seen, images = run(colour, shape, row, column, size, mode, w, percentile)
+        before, after, beyond, s, top = seen[min(step, len(seen) - 1)]
+        return {"before": before, "after": after, "beyond": beyond, "s": s, "max": top, "images": images}
+
+    centres = ((edges[1:] + edges[:-1]) / 2).tolist()
+    width = float(edges[1] - edges[0])
+
+    def draw(r, v):
+        fig, (ax_h, ax_i) = plt.subplots(1, 2, figsize=(9.4, 2.8), dpi=DPI, gridspec_kw={"width_ratios": [1.5, 1]})
+        bars_b = ax_h.bar(centres, r["before"].tolist(), width=width, color="0.7", label="predicted x0")
+        bars_a = ax_h.bar(centres, r["after"].tolist(), width=width * 0.5, color="C3", label="after thresholding")
+        for x in (-1, 1):
+            ax_h.axvline(x, color="k", lw=0.8, ls="--")
+        ax_h.set_yscale("log")
+        ax_h.set_ylim(0.8, 3 * n * 3 * cascade.base_size ** 2)
+        ax_h.set_xlabel("value of the predicted x0 (data range [-1, 1] dashed)", fontsize=8)
+        ax_h.set_ylabel("count (log)", fontsize=8)
+        ax_h.legend(fontsize=7, loc="upper left")
+        ax_h.tick_params(labelsize=7)
+        fig.artists_ = {"before": bars_b, "after": bars_a, "title_h": moving(ax_h.set_title("", fontsize=8)),
+                        "img": moving(ax_i.imshow(viz.image_grid(r["images"], nrow=2), interpolation="nearest")),
+                        "title_i": moving(ax_i.set_title("", fontsize=8))}
+        ax_i.set_axis_off()
+        fig.tight_layout()
+        update(fig, r, v)
+        return fig
+
+    def update(fig, r, v):
+        art = fig.artists_
+        for bar, h in zip(art["before"], r["before"].tolist()):
+            bar.set_height(h)
+        for bar, h in zip(art["after"], r["after"].tolist()):
+            bar.set_height(h)
+        s = ", ".join(f"{x:.2f}" for x in r["s"])
+        art["title_h"].set_text(f"step {v['step'] + 1}/{steps}: max |x0| {r['max']:.2f}, {r['beyond']} values beyond "
+                                f"+-{HISTOGRAM_RANGE:g}; dynamic s at p = {v['percentile']:.3f}: {s}")
+        art["img"].set_data(viz.image_grid(r["images"], nrow=2))
+        art["title_i"].set_text(f"w = {v['w']:g}, {v['mode']}: the {n} samples")
+
+    return slider_demo(compute, draw, update=update, colour=list(COLOURS), shape=list(SHAPES), row=list(ROWS),
+                       column=list(COLUMNS), size=list(SIZES), mode=list(MODES), w=(1.0, 16.0, 0.5, 8.0),
+                       percentile=(0.9, 1.0, 0.005, 0.995), step=(0, steps - 1, 1, steps - 1))
+
+
+def cascade_demo(cascade_models: dict, base, n: int = 4, seed: int = 0, steps: int = 20):
+    """The cascade end to end: pickers for the caption, the thresholding mode and the super-resolution model
+    (``cascade_models``: {name: super-resolution UNet}), sliders for the base model's guidance weight w and the
+    augmentation level u at sampling. Rows: the 16x16 base samples (pixels enlarged), the super-resolution model's
+    condition (upsampled, corrupted at u), the 32x32 results. The base samples are kept per (caption, w, mode):
+    moving u or the model runs the super-resolution stage only."""
+    names = list(cascade_models)
+    cascades = {k: ImagenCascade(base, sr) for k, sr in cascade_models.items()}
+    first = cascades[names[0]]
+    z16 = torch.randn((n, 3, first.base_size, first.base_size), generator=torch.Generator().manual_seed(seed))
+    z32 = torch.randn((n, 3, first.size, first.size), generator=torch.Generator().manual_seed(seed + 1))
+    lows: dict = {}
+
+    def compute(colour, shape, row, column, size, w, mode, model, aug_level):
+        tokens = _caption(colour, shape, row, column, size, n)
+        key = (colour, shape, row, column, size, w, mode)
+        if key not in lows:
+            lows[key] = first.sample_base(tokens, steps, w, _threshold(mode), x_T=z16.clone())
+        low = lows[key]
+        c = cascades[model]
+        # the condition as the model sees it: the same generator seed as the sampler's own draw below
+        seen, _ = sr_condition(low, c.size, aug_level, torch.Generator().manual_seed(seed + 2))
+        high = c.super_resolve(low, tokens, aug_level, steps, 1.0, generator=torch.Generator().manual_seed(seed + 2),
+                               x_T=z32.clone())
+        return {"images": torch.cat([_nearest(low, c.size), seen.clamp(-1, 1), high])}
+
+    def title(r, v):
+        return (f"'{v['size']} {v['colour']} {v['shape']} {v['row']} {v['column']}', w = {v['w']:g}, {v['mode']}\n"
+                f"{v['model']} at u = {v['aug_level']:.2f}\nrows: 16x16 base, its condition, 32x32 result")
+
+    def draw(r, v):
+        fig, ax = plt.subplots(1, 1, figsize=(4.6, 4.4), dpi=DPI)
+        fig.artists_ = {"img": moving(viz.show_images(r["images"], nrow=n, ax=ax)),
+                        "title": moving(fig.suptitle(title(r, v), fontsize=8))}
+        return fig
+
+    def update(fig, r, v):
+        fig.artists_["img"].set_data(viz.image_grid(r["images"], nrow=n))
+        fig.artists_["title"].set_text(title(r, v))
+
+    return slider_demo(compute, draw, update=update, colour=list(COLOURS), shape=list(SHAPES), row=list(ROWS),
+                       column=list(COLUMNS), size=list(SIZES), w=(1.0, 16.0, 0.5, 4.0),
+                       mode=["static", "none", "dynamic"],
+                       model=names, aug_level=(0.0, 1.0, 0.05, 0.2))
+
+
+def notebook_demos(base=None, sr_models: dict | None = None) -> NotebookDemos:
+    """Notebook 08's demos from its ``base`` (``checkpoints.load("shapes_base16_large_c32")``) and ``sr_models``
+    ({"shapes_sr32": ..., "shapes_sr32_noaug": ...}), loaded here when not passed."""
+    from .. import checkpoints
+
+    if base is None:
+        base = checkpoints.load("shapes_base16_large_c32")
+    if sr_models is None:
+        sr_models = {k: checkpoints.load(k) for k in ("shapes_sr32", "shapes_sr32_noaug")}
+    builders = {"threshold": lambda: threshold_demo(ImagenCascade(base, None)),
+                "cascade": lambda: cascade_demo(sr_models, base)}
+    caption = dict(colour="red", shape="circle", row="top", column="left", size="large")
+    measured = {
+        "08 threshold (images)": Measured("threshold", tuple(
+            dict(caption, mode=m, w=w, percentile=p, step=st) for m in MODES for w in (1.0, 16.0)
+            for p, st in ((0.995, 19), (0.9, 0), (1.0, 10))), "images"),
+        "08 cascade (images)": Measured("cascade", tuple(
+            dict(caption, w=w, mode=m, model=k, aug_level=u) for w, m in ((4.0, "dynamic"), (16.0, "static"))
+            for k in sr_models for u in (0.0, 0.2, 1.0)), "images"),
+    }
+    return NotebookDemos("08", builders, measured)
