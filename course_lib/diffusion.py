@@ -20,6 +20,7 @@ from ._checks import (as_tensor, at_least, check_alpha_bar, check_alphas_cumprod
 __all__ = [
     "q_sample", "predicted_x0", "sigma_eta", "sigma_hat", "q_sigma_posterior", "ddpm_posterior", "DDIMTerms",
     "ddim_update", "ddim_step_terms", "ddim_step", "ddim_sample", "ddim_invert", "slerp", "diffusion_loss",
+    "PREDICTIONS", "v_target", "eps_from_v", "eps_fn_from_v",
 ]
 
 
@@ -47,6 +48,44 @@ def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t) -> torch.Ten
     check_same_shape(eps, x_t, "eps", "x_t")
     alpha_bar_t = check_coef(alpha_bar_t, x_t, "alpha_bar_t")
     return (x_t - (1 - alpha_bar_t) ** 0.5 * eps) / alpha_bar_t**0.5
+
+
+PREDICTIONS = ("eps", "v")  # what a denoiser outputs: the noise, or Salimans & Ho's velocity v
+
+
+def v_target(x0: torch.Tensor, noise: torch.Tensor, alpha_bar_t) -> torch.Tensor:
+    r"""The v-parameterisation's target (Salimans & Ho, *Progressive Distillation*, ICLR 2022, eq. 4 ff.):
+
+    .. math:: v = \sqrt{\alpha_t}\,\epsilon - \sqrt{1-\alpha_t}\,x_0
+
+    At high noise (:math:`\alpha_t \to 0`) v is :math:`-x_0`: a network predicting v predicts the image itself
+    where an :math:`\epsilon`-predictor would have to reproduce its input to a precision of
+    :math:`\sqrt{\alpha_t}` for :math:`\hat x_0` to mean anything. Shapes as :func:`q_sample`."""
+    check_tensor(x0, "x0", floating=True)
+    check_same_shape(noise, x0, "noise", "x0")
+    alpha_bar_t = check_coef_tensor(alpha_bar_t, x0, "alpha_bar_t")
+    return alpha_bar_t.sqrt() * noise - (1 - alpha_bar_t).sqrt() * x0
+
+
+def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha_bar_t) -> torch.Tensor:
+    r"""The noise a v-prediction implies, from :math:`x_t = \sqrt{\alpha_t}x_0 + \sqrt{1-\alpha_t}\epsilon` and
+    :func:`v_target`: :math:`\epsilon = \sqrt{1-\alpha_t}\,x_t + \sqrt{\alpha_t}\,v`. Every sampler of the course
+    takes an eps function; this turns a v-predictor into one."""
+    check_tensor(x_t, "x_t", floating=True)
+    check_same_shape(v, x_t, "v", "x_t")
+    alpha_bar_t = check_coef_tensor(alpha_bar_t, x_t, "alpha_bar_t")
+    return (1 - alpha_bar_t).sqrt() * x_t + alpha_bar_t.sqrt() * v
+
+
+def eps_fn_from_v(v_fn, alphas_cumprod: torch.Tensor):
+    """An ``eps_fn(x_t, t)`` for the samplers from a ``v_fn(x_t, t)`` (a v-predicting model, guided or not:
+    classifier-free guidance is linear and :func:`eps_from_v` affine with the same coefficients for both
+    predictions, so guiding v and then converting equals converting and then guiding)."""
+    ac = check_alphas_cumprod(alphas_cumprod)
+
+    def eps_fn(x_t, t):
+        return eps_from_v(x_t, v_fn(x_t, t), ac.to(x_t.device)[t].to(x_t.dtype))
+    return eps_fn
 
 
 def sigma_eta(alpha_bar_t, alpha_bar_prev, eta) -> torch.Tensor:
@@ -357,7 +396,7 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, alpha) -> torch.Tensor:
 
 
 def diffusion_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, cond=None, drop_prob: float = 0.0,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, prediction: str = "eps") -> torch.Tensor:
     r"""DDPM's simple objective (Ho et al. eq. 14), which is also Latent Diffusion's :math:`L_{LDM}` (eq. 2 there)
     when ``x0`` are scaled latents and ``cond`` caption ids:
 
@@ -366,17 +405,22 @@ def diffusion_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, cond=N
 
     ``model(x_t, t, cond)`` predicts eps; with ``cond``, a fraction ``drop_prob`` of the conditions is replaced by
     ``model.null_condition(n)`` (the model owns its null condition), which trains the unconditional model that
-    classifier-free guidance needs.
+    classifier-free guidance needs. ``prediction="v"``: the model predicts :func:`v_target` instead of
+    :math:`\epsilon`, and the loss is :math:`\|v - v_\theta\|^2` (the same t, noise and dropout).
     """
     check_tensor(x0, "x0", floating=True)
     check_alphas_cumprod(alphas_cumprod)
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction: expected one of {PREDICTIONS}, got {prediction!r}")
     n = x0.shape[0]
     t = torch.randint(0, len(alphas_cumprod), (n,), generator=generator).to(x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-    x_t = q_sample(x0, alphas_cumprod.to(x0.device)[t], noise)
+    alpha_bar = alphas_cumprod.to(x0.device)[t]
+    x_t = q_sample(x0, alpha_bar, noise)
+    target = noise if prediction == "eps" else v_target(x0, noise, alpha_bar)
     if cond is None:
-        return torch.nn.functional.mse_loss(model(x_t, t).float(), noise)
+        return torch.nn.functional.mse_loss(model(x_t, t).float(), target)
     drop = (torch.rand(n, generator=generator) < drop_prob).to(x0.device)  # condition dropout
     null = model.null_condition(n, x0.device)
     cond = torch.where(drop.reshape(-1, *([1] * (cond.ndim - 1))), null, cond)
-    return torch.nn.functional.mse_loss(model(x_t, t, cond).float(), noise)
+    return torch.nn.functional.mse_loss(model(x_t, t, cond).float(), target)

@@ -23,8 +23,8 @@ import torch
 from ._checks import check_range, check_tensor
 from .guidance import cfg_eps, check_scale, tile_for_batch
 
-__all__ = ["static_threshold", "dynamic_threshold", "dynamic_threshold_s", "THRESHOLDS", "threshold_fn", "augmentation_alpha_bar",
-           "noise_augment", "GUIDANCE_CONVENTIONS", "guidance_scale", "imagen_guided_eps", "upsample", "downsample",
+__all__ = ["static_threshold", "dynamic_threshold", "dynamic_threshold_s", "THRESHOLDS", "threshold_fn",
+           "augmentation_alpha_bar", "noise_augment", "GUIDANCE_CONVENTIONS", "guidance_scale", "imagen_guided_eps", "upsample", "downsample",
            "sr_condition", "LowResConditioned", "ImagenCascade", "saturation_fraction"]
 
 THRESHOLDS = (None, "static", "dynamic")
@@ -201,12 +201,14 @@ class ImagenCascade:
         self.alphas_cumprod = make_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
 
     def _ddim(self, model, tokens, x_T, steps, w, threshold, percentile, generator, on_x0=None):
-        from .diffusion import ddim_sample
+        from .diffusion import ddim_sample, eps_fn_from_v
         from .guidance import cfg_eps_fn
         from .schedules import timestep_subsequence
 
         ts = timestep_subsequence(len(self.alphas_cumprod), steps, "uniform")
         eps_fn = cfg_eps_fn(model, tokens, guidance_scale(w, "imagen"))
+        if getattr(model.config, "prediction", "eps") == "v":  # a v-predictor (the super-resolution models here)
+            eps_fn = eps_fn_from_v(eps_fn, self.alphas_cumprod)
         return ddim_sample(eps_fn, x_T, self.alphas_cumprod, ts, generator=generator, threshold=threshold,
                            percentile=percentile, on_x0=on_x0)
 

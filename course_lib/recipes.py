@@ -177,18 +177,22 @@ RECIPES = {r.name: r for r in [
             "(notebook 06's way), not pretrained and frozen")]],
     # notebook 08: Imagen's super-resolution models 16 -> 32, trained on real 32x32 images and their 2x2-pooled
     # 16x16 views (upsampled, stacked with the noisy image), with and without noise-conditioning augmentation; the
-    # frozen shapes_caption_large reads the caption (attention at 8x8 only). Same data, steps and seed.
+    # frozen shapes_caption_large reads the caption (attention at 8x8 only). Same data, steps and seed. They predict
+    # v (Salimans & Ho 2022): the eps-predicting shapes_sr32_eps, otherwise the same as shapes_sr32, samples garbage
+    # (its eps error ~0.002 at every t makes x0-hat meaningless above t ~ 800; notebook 08 measures it).
     *[Recipe(name, "CaptionUNet", dict(in_channels=6, out_channels=3, level_embedding=True, base_channels=16,
                                        channel_mults=(1, 2, 2), attention_levels=(False, False, True), context_dim=64,
-                                       caption_layers=2, num_heads=4),
+                                       caption_layers=2, num_heads=4, prediction=prediction),
              task="sr", data="shapes32", steps=3000, batch_size=32, lr=1e-3, seed=14, ema_decay=0.999,
              cond_drop_prob=0.1, description=desc, caption_encoder="shapes_caption_large", log_every=25,
              noise_augmentation=augment)
-      for name, augment, desc in [
-          ("shapes_sr32", True, "Imagen super-resolution 16 -> 32 with noise-conditioning augmentation: the "
-                                "upsampled low-resolution image corrupted at a level u ~ U[0, 1], the UNet told u"),
-          ("shapes_sr32_noaug", False, "as shapes_sr32 without augmentation: always the clean low-resolution image, "
-                                       "level 0"),
+      for name, augment, prediction, desc in [
+          ("shapes_sr32", True, "v", "Imagen super-resolution 16 -> 32 with noise-conditioning augmentation: the "
+                                     "upsampled low-resolution image corrupted at a level u ~ U[0, 1], the UNet told "
+                                     "u; predicts v"),
+          ("shapes_sr32_noaug", False, "v", "as shapes_sr32 without augmentation: always the clean low-resolution "
+                                            "image, level 0"),
+          ("shapes_sr32_eps", True, "eps", "as shapes_sr32 but predicting eps, the ablation that shows why v"),
       ]],
     # notebook 04: the weights w_l of LPIPS(net="shapes"), the paper's "lin" set-up on the synthetic 2AFC set
     Recipe("shapes_lpips_lin", "LPIPSWeights", dict(channels=(32, 64, 64)), task="lpips", data="2afc", steps=400,

@@ -21,7 +21,7 @@ def test_every_recipe_is_shipped_and_the_manifest_is_complete():
         assert (checkpoints.WEIGHTS_DIR / e["file"]).stat().st_size == e["size_bytes"]
         assert e["size_bytes"] < 5 * 2**20, f"{name} is over 5 MB"
     total = sum(e["size_bytes"] for e in SHIPPED.values())
-    assert total < 50 * 2**20
+    assert total < 100 * 2**20  # COURSE_DESIGN.md, "Weights": a few MB each, all together under 100 MB
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))

@@ -121,6 +121,53 @@ def test_thresholded_ddim_agrees_with_diffusers_ddim_scheduler():
     assert torch.allclose(ours, x, atol=1e-5), (ours - x).abs().max()
 
 
+def test_v_prediction_round_trips_and_its_ddim_agrees_with_diffusers():
+    """v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho): eps_from_v inverts it; a v-predictor's samples through
+    eps_fn_from_v equal diffusers' DDIMScheduler(prediction_type="v_prediction") on the same model."""
+    from diffusers import DDIMScheduler
+
+    from course_lib.diffusion import diffusion_loss, eps_fn_from_v, eps_from_v, q_sample, v_target
+
+    ac = torch.cumprod(1 - linear_betas(1000), 0)
+    x0, eps = torch.randn(6, 3, 4, 4, generator=gen(20)), torch.randn(6, 3, 4, 4, generator=gen(21))
+    a = ac[torch.tensor([0, 10, 300, 600, 900, 999])].view(-1, 1, 1, 1)
+    x_t, v = q_sample(x0, a, eps), v_target(x0, eps, a)
+    assert torch.allclose(eps_from_v(x_t, v, a), eps, atol=1e-5)
+    assert torch.allclose(v[-1], -x0[-1], atol=0.03)  # at the last step v is -x0 up to sqrt(4e-5) eps
+    # the loss: the same draws as the eps loss, the v target
+    model = lambda x, t: 0.5 * x  # noqa: E731
+    g_eps, g_v = gen(22), gen(22)
+    got = diffusion_loss(model, x0, ac, generator=g_v, prediction="v")
+    g = gen(22)
+    t = torch.randint(0, 1000, (6,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    at = ac[t].view(-1, 1, 1, 1)
+    expected = ((0.5 * q_sample(x0, at, noise) - v_target(x0, noise, at)) ** 2).mean()
+    assert torch.allclose(got, expected, atol=1e-6) and not torch.allclose(
+        got, diffusion_loss(model, x0, ac, generator=g_eps))
+    with pytest.raises(ValueError, match="prediction"):
+        diffusion_loss(model, x0, ac, prediction="x0")
+    # sampling: a v-predictor from the ring's exact eps, through our sampler and through diffusers'
+    ref = DDIMScheduler(num_train_timesteps=1000, trained_betas=linear_betas(1000).float().numpy(),
+                        clip_sample=False, set_alpha_to_one=True, timestep_spacing="leading", steps_offset=0,
+                        prediction_type="v_prediction")
+    ref.set_timesteps(10)
+    acf = ref.alphas_cumprod
+    eps_fn = ring_mixture(8, 2.0, 0.1).eps_fn(acf)
+
+    def v_fn(x, t):  # v from the exact eps: x0 = (x - sqrt(1-a) eps)/sqrt(a), v = sqrt(a) eps - sqrt(1-a) x0
+        a_t = acf[t].view(-1, 1)
+        e = eps_fn(x, t)
+        return v_target((x - (1 - a_t).sqrt() * e) / a_t.sqrt(), e, a_t)
+    x_T = torch.randn(64, 2, generator=gen(23))
+    ours = ddim_sample(eps_fn_from_v(v_fn, acf), x_T, acf, timestep_subsequence(1000, 10))
+    x = x_T
+    for step in ref.timesteps.tolist():
+        x = ref.step(v_fn(x, torch.full((64,), step)), step, x, eta=0.0).prev_sample
+    assert torch.allclose(ours, x, atol=1e-4), (ours - x).abs().max()
+    assert torch.allclose(ours, ddim_sample(eps_fn, x_T, acf, timestep_subsequence(1000, 10)), atol=1e-3)
+
+
 def test_noise_augment_is_the_forward_process_at_the_level():
     x = torch.rand(4, 3, 16, 16, generator=gen(6)) * 2 - 1
     same, levels = noise_augment(x, 0.0, generator=gen(7))
@@ -264,3 +311,47 @@ def test_gradient_energy_is_the_summed_absolute_differences():
     assert torch.allclose(edge_sharpness(2 * y, y), torch.full((4,), 2.0))
     with pytest.raises(ValueError, match="images"):
         gradient_energy(torch.zeros(3, 8, 8))
+
+
+class _RecordingSR(torch.nn.Module):
+    """A stand-in super-resolution UNet that records what the training step feeds it and predicts 0."""
+
+    def __init__(self):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(in_channels=6, out_channels=3, level_embedding=True, prediction="eps")
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.seen = []
+
+    def null_condition(self, n, device=None):
+        return torch.zeros(n, 11, dtype=torch.long)
+
+    def forward(self, x, t, tokens, level=None):
+        self.seen.append((x.detach().clone(), level.clone()))
+        return self.w * x[:, :3]
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_the_sr_training_step_conditions_on_the_real_images_pooled_view_augmented_at_random_levels(augment):
+    from dataclasses import replace
+
+    from course_lib.imagen import downsample, upsample
+    from course_lib.recipes import RECIPES
+    from course_lib.schedules import make_alphas_cumprod
+    from course_lib.train.tasks import _ldm_batch, _sr_step_loss
+
+    recipe = replace(RECIPES["shapes_sr32" if augment else "shapes_sr32_noaug"], batch_size=6)
+    assert recipe.noise_augmentation is augment
+    model = _RecordingSR()
+    loss = _sr_step_loss(recipe, model, None, 1.0, make_alphas_cumprod(), gen(0), "cpu", 5)
+    assert torch.isfinite(loss)
+    (x, level), = model.seen
+    x0 = _ldm_batch(recipe, 5).images
+    clean_low = upsample(downsample(x0, 2), 32)
+    assert x.shape == (6, 6, 32, 32)
+    if augment:  # u ~ U[0, 1] per image, and the condition is the forward process at u
+        assert level.unique().numel() == 6 and bool(((level > 0) & (level < 1)).all())
+        assert not torch.allclose(x[:, 3:], clean_low)
+    else:
+        assert torch.equal(level, torch.zeros(6)) and torch.equal(x[:, 3:], clean_low)

@@ -133,6 +133,8 @@ class CaptionUNetConfig:
     #                                    the noisy image and the upsampled low-resolution one stacked, in = 2 x out
     level_embedding: bool = False      # a second sinusoidal embedding, of the augmentation level in [0, 1]
     #                                    (Imagen's noise-conditioning augmentation), added to the time embedding
+    prediction: str = "eps"            # what the output is: the noise ("eps") or the velocity v ("v",
+    #                                    course_lib.diffusion.v_target); samplers convert v with eps_fn_from_v
 
 
 class CaptionUNet(nn.Module):
@@ -148,6 +150,8 @@ class CaptionUNet(nn.Module):
         routes = {"standard": None, "swapped": "mean", "swapped_scatter": "scatter"}  # SwappedCrossAttention's route
         if cfg.attention not in routes:
             raise ValueError(f"attention: expected one of {tuple(routes)}, got {cfg.attention!r}")
+        if cfg.prediction not in ("eps", "v"):
+            raise ValueError(f"prediction: expected 'eps' or 'v', got {cfg.prediction!r}")
         if len(cfg.attention_levels) != len(cfg.channel_mults):
             raise ValueError(f"attention_levels: expected one flag per level ({len(cfg.channel_mults)}), got "
                              f"{cfg.attention_levels}")

@@ -614,7 +614,8 @@ def imagen_table(n: int = 256, steps: int = 20, weights=(1.0, 2.0, 4.0, 8.0, 16.
        dynamic (p = 0.995) thresholding: saturation of the objects' colours, mean |x| (the shapes' black
        background keeps it near 1; a washed-out sample has less), caption following, FD at 16x16;
     2. noise-conditioning augmentation: the base model's own samples (w = ``cascade_w``, ``cascade_threshold``)
-       super-resolved to 32x32 by shapes_sr32 at each of ``aug_levels`` and by shapes_sr32_noaug (level 0), beside
+       super-resolved to 32x32 by shapes_sr32 at each of ``aug_levels``, by shapes_sr32_noaug and by the
+       eps-predicting shapes_sr32_eps (level 0), beside
        the same models given the real images' pooled 16x16 views and plain bilinear upsampling: FD of the 16x16
        pooled result (the content), FD of the full 32x32 result in the same classifier (fine detail) and gradient
        energy against real 32x32 images (1 = as much edge and texture; noise raises it, blur lowers it);
@@ -643,7 +644,8 @@ def imagen_table(n: int = 256, steps: int = 20, weights=(1.0, 2.0, 4.0, 8.0, 16.
         sat, sat_iv = mean_interval(saturation_fraction(x))
         contrast, contrast_iv = mean_interval(x.abs().mean(dim=(1, 2, 3)))
         follow = caption_following(x, ref.attributes, clf, intervals=True)
-        return {"saturation": sat, "saturation_interval": sat_iv, "mean_abs": contrast, "mean_abs_interval": contrast_iv,
+        return {"saturation": sat, "saturation_interval": sat_iv, "mean_abs": contrast,
+                "mean_abs_interval": contrast_iv,
                 "caption_following": follow,
                 "quality": image_quality(x, real16, clf, intervals=True)}
 
@@ -687,7 +689,8 @@ def imagen_table(n: int = 256, steps: int = 20, weights=(1.0, 2.0, 4.0, 8.0, 16.
                 "fd32_interval": q32["fd_interval"], "gradient_energy": energy, "gradient_energy_interval": energy_iv,
                 "all_right": follow["all"], "all_right_interval": follow["all_interval"]}
 
-    sr_models = {name: checkpoints.load(name).eval() for name in ("shapes_sr32", "shapes_sr32_noaug")}
+    sr_models = {name: checkpoints.load(name).eval()
+                 for name in ("shapes_sr32", "shapes_sr32_noaug", "shapes_sr32_eps")}
     rows = {}
     for source, lows in (("base samples", low), ("real low-res", real_low)):
         y = upsample(lows, 32).clamp(-1, 1)

@@ -151,7 +151,8 @@ SR_LOW_RES = 16  # an "sr" recipe's low-resolution side: its 32x32 images pooled
 
 def _sr_step_loss(recipe: Recipe, model, ae, scale, ac, gen, device, step):
     """Imagen's super-resolution loss on the step's batch: the real 32x32 images x_0 denoised given their pooled,
-    upsampled 16x16 views, corrupted at u ~ U[0, 1] per image with ``recipe.noise_augmentation`` (else u = 0)."""
+    upsampled 16x16 views, corrupted at u ~ U[0, 1] per image with ``recipe.noise_augmentation`` (else u = 0); the
+    target is the model's parameterisation (its config's ``prediction``: eps or v)."""
     from ..imagen import LowResConditioned, downsample, sr_condition
 
     b = _ldm_batch(recipe, step)
@@ -160,7 +161,7 @@ def _sr_step_loss(recipe: Recipe, model, ae, scale, ac, gen, device, step):
     levels = torch.rand(n, generator=gen) if recipe.noise_augmentation else torch.zeros(n)
     low_up, levels = sr_condition(downsample(x0, side // SR_LOW_RES), side, levels.to(device), gen)
     return diffusion_loss(LowResConditioned(model, low_up, levels), x0, ac, b.tokens.to(device),
-                          recipe.cond_drop_prob, gen)
+                          recipe.cond_drop_prob, gen, prediction=model.config.prediction)
 
 
 def training_step_flops(recipe: Recipe, device=None) -> dict:
