@@ -653,3 +653,21 @@ def test_static_prediction_reports_what_the_saturation_supports():
         check_static_prediction(None, measured)
     with pytest.raises(CourseworkError, match="saturation"):
         check_static_prediction("b", {"w=1, none": 0.07})
+
+
+def test_drift_experiment_takes_the_first_level_that_drops_drift_db(monkeypatch):
+    from course_lib.coursework import NotStarted, check_drift_experiment
+    from course_lib.coursework import imagen as ex
+
+    measured = {0.0: 28.2, 0.2: 28.0, 0.4: 27.4, 0.6: 26.4, 0.8: 25.4}  # a drop of 2 dB first at 0.8
+    monkeypatch.setattr(ex, "consistency_by_level", lambda: measured)
+    assert ex.DRIFT_DB == 2.0
+    assert "right" in check_drift_experiment(28.23, 0.8)
+    with pytest.raises(ex.CourseworkError, match="level_that_drifts = 0.6"):
+        check_drift_experiment(28.2, 0.6)
+    with pytest.raises(ex.CourseworkError, match="psnr_at_zero"):
+        check_drift_experiment(30.0, 0.8)
+    with pytest.raises(NotStarted):
+        check_drift_experiment(None, None)
+    monkeypatch.setattr(ex, "consistency_by_level", lambda: {**measured, 0.8: 26.5})  # no level drops 2 dB
+    assert "right" in check_drift_experiment(28.2, None)

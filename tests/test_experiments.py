@@ -246,3 +246,76 @@ def test_shipped_controlnet_results_back_notebook_07s_claims():
     # the full caption tells the base the cell and size in words: better than no position, worse than the mask
     full = r["base"]["base, full caption"]
     assert sweep["0.0"]["iou_interval"][1] < full["iou_interval"][0] and full["iou_interval"][1] < m["iou_interval"][0]
+
+
+def test_quick_imagen_table_measures_thresholding_the_cascade_and_the_grid():
+    from course_lib.tools.experiments import imagen_table
+
+    res, samples = imagen_table(n=16, steps=4, weights=(1.0, 16.0), aug_levels=(0.0, 0.4),
+                                grid=("shapes_base16_small_c16", "shapes_base16_large_c32"), log=lambda *a: None)
+    assert set(res["thresholding"]) == {f"{m}|{w}" for m in ("none", "static", "dynamic") for w in (1, 16)}
+    for r in res["thresholding"].values():
+        assert r["saturation_interval"][0] <= r["saturation"] <= r["saturation_interval"][1]
+        assert r["quality"]["fd_interval"][0] <= r["quality"]["fd"] <= r["quality"]["fd_interval"][1]
+    # static thresholding only clips: nothing it returns lies outside [-1, 1], and at w = 16 it clips something
+    assert samples["threshold|static|16"].abs().max() <= 1.0
+    assert not torch.equal(samples["threshold|static|16"], samples["threshold|none|16"])
+    aug = res["augmentation"]
+    assert {"base samples|shapes_sr32|0.4", "real low-res|shapes_sr32_noaug|0", "real low-res|shapes_sr32_eps|0",
+            "base samples|bilinear upsampling"} <= set(aug)
+    for r in aug.values():
+        assert r["psnr_to_input_interval"][0] <= r["psnr_to_input"] <= r["psnr_to_input_interval"][1]
+    # bilinear upsampling pooled back to 16x16 is close to its input (not equal: bilinear is not the pool's inverse)
+    assert aug["real low-res|bilinear upsampling"]["psnr_to_input"] > 25
+    assert samples["cascade|base samples|shapes_sr32|0.4"].shape == (8, 3, 32, 32)
+    grid = res["grid"]
+    assert grid["shapes_base16_small_c16"]["encoder_params"] < grid["shapes_base16_large_c32"]["encoder_params"]
+    assert grid["shapes_base16_large_c32"]["caption_encoder"] == "shapes_caption_large"
+
+
+def test_quick_imagen_flawed_super_resolves_three_flawed_sources():
+    from course_lib.tools.experiments import imagen_flawed
+
+    res, samples = imagen_flawed(n=16, steps=4, aug_levels=(0.0, 0.4), log=lambda *a: None)
+    sources = list(res["config"]["sources"])
+    assert len(sources) == 3 and set(res["rows"]) == {
+        f"{s}|{m}" for s in sources for m in ("bilinear upsampling", "shapes_sr32_noaug|0", "shapes_sr32|0",
+                                               "shapes_sr32|0.4")}
+    assert all(samples[f"flawed|{s}"].shape == (8, 3, 16, 16) for s in sources)
+    # the saturated and the washed-out sources come from the same model and noise: they differ only by w and threshold
+    assert not torch.equal(samples[f"flawed|{sources[1]}"], samples[f"flawed|{sources[2]}"])
+
+
+def test_shipped_imagen_results_back_notebook_08s_claims():
+    from course_lib import checkpoints, results_path
+
+    r = json.loads(results_path("imagen_table.json").read_text())
+    T = r["thresholding"]
+    # static clipping at w = 16 saturates more than w = 1 (intervals apart), no thresholding more still
+    assert T["none|1"]["saturation_interval"][1] < T["static|16"]["saturation_interval"][0]
+    assert T["static|16"]["saturation_interval"][1] < T["none|16"]["saturation_interval"][0]
+    # dynamic thresholding washes the black background out here: mean |x| falls with w, below static's
+    assert T["dynamic|16"]["mean_abs_interval"][1] < T["dynamic|1"]["mean_abs_interval"][0]
+    assert T["dynamic|4"]["mean_abs_interval"][1] < T["static|4"]["mean_abs_interval"][0]
+    # the grid's shapes_base16_large_c32 row is the shipped model's own evaluation again (same captions and noise)
+    m = checkpoints.manifest()["shapes_base16_large_c32"]["metrics"]
+    g = r["grid"]
+    assert g["shapes_base16_large_c32"]["caption_following"]["all"] == m["caption_following"]["all"]
+    assert abs(g["shapes_base16_large_c32"]["quality"]["fd"] - m["quality"]["fd"]) < 1e-3
+    # the UNet's width matters more than the encoder's size here: c16 -> c32 moves caption following more than
+    # small -> large does, for either encoder
+    for enc in ("small", "large"):
+        widen = g[f"shapes_base16_{enc}_c32"]["caption_following"]["all"] - g[f"shapes_base16_{enc}_c16"][
+            "caption_following"]["all"]
+        for unet in ("c16", "c32"):
+            grow = g[f"shapes_base16_large_{unet}"]["caption_following"]["all"] - g[f"shapes_base16_small_{unet}"][
+                "caption_following"]["all"]
+            assert widen > grow
+    # the eps-predicting super-resolution model fails where the v-predicting one works
+    A = r["augmentation"]
+    assert A["base samples|shapes_sr32|0"]["fd32_interval"][1] < A["base samples|shapes_sr32_eps|0"]["fd32_interval"][0]
+    f = json.loads(results_path("imagen_flawed.json").read_text())["rows"]
+    # on the weak base's samples, augmentation repairs what the model without it copies
+    weak = "weak base (small_c16, w = 3)"
+    assert f[f"{weak}|shapes_sr32|0.6"]["fd32_interval"][1] < f[f"{weak}|shapes_sr32_noaug|0"]["fd32_interval"][0]
+    assert f[f"{weak}|shapes_sr32|0.6"]["psnr_to_input"] < f[f"{weak}|shapes_sr32_noaug|0"]["psnr_to_input"]

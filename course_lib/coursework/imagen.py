@@ -117,7 +117,7 @@ def check_static_prediction(prediction, saturation: dict) -> Verdict:
 
 # -- Exercise 8.3: how far does augmentation let the super-resolution model drift? --------------------------------
 AUG_LEVELS = (0.0, 0.2, 0.4, 0.6, 0.8)
-DRIFT_DB = 3.0  # the drop from level 0 that counts as "no longer following the low-resolution input"
+DRIFT_DB = 2.0  # the drop from level 0 that counts as "no longer following the low-resolution input"
 
 
 @functools.lru_cache(maxsize=None)
@@ -125,7 +125,8 @@ def consistency_by_level() -> dict:
     """Exercise 8.3's measurement: shapes_base16_large_c32's samples for the first 32 held-out captions (w = 4,
     static thresholding, 20 DDIM steps from ``torch.Generator().manual_seed(0)``), super-resolved by shapes_sr32
     at each of AUG_LEVELS (20 steps, generator seeded 1): the mean PSNR (dB) of the result pooled back to 16x16
-    against the base sample it was given."""
+    against the base sample it was given. Computed on one thread (a learner's version on more threads differs in
+    the last digits only, well inside the check's 0.1 dB)."""
     from .. import checkpoints
     from ..data import HELD_OUT_SEEDS, generate_shapes
     from ..imagen import ImagenCascade, downsample
@@ -133,11 +134,16 @@ def consistency_by_level() -> dict:
 
     cascade = ImagenCascade(checkpoints.load("shapes_base16_large_c32"), checkpoints.load("shapes_sr32"))
     tokens = generate_shapes(32, 16, 1, seed=HELD_OUT_SEEDS["ldm_captions"]).tokens
-    low = cascade.sample_base(tokens, 20, 4.0, "static", generator=torch.Generator().manual_seed(0))
-    out = {}
-    for u in AUG_LEVELS:
-        high = cascade.super_resolve(low, tokens, u, 20, generator=torch.Generator().manual_seed(1))
-        out[u] = float(psnr(downsample(high, 2), low).mean())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same sums in the same order on any machine, so the verdict line repeats
+    try:
+        low = cascade.sample_base(tokens, 20, 4.0, "static", generator=torch.Generator().manual_seed(0))
+        out = {}
+        for u in AUG_LEVELS:
+            high = cascade.super_resolve(low, tokens, u, 20, generator=torch.Generator().manual_seed(1))
+            out[u] = float(psnr(downsample(high, 2), low).mean())
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 

@@ -616,25 +616,19 @@ def imagen_table(n: int = 256, steps: int = 20, weights=(1.0, 2.0, 4.0, 8.0, 16.
     2. noise-conditioning augmentation: the base model's own samples (w = ``cascade_w``, ``cascade_threshold``)
        super-resolved to 32x32 by shapes_sr32 at each of ``aug_levels``, by shapes_sr32_noaug and by the
        eps-predicting shapes_sr32_eps (level 0), beside
-       the same models given the real images' pooled 16x16 views and plain bilinear upsampling: FD of the 16x16
-       pooled result (the content), FD of the full 32x32 result in the same classifier (fine detail) and gradient
-       energy against real 32x32 images (1 = as much edge and texture; noise raises it, blur lowers it);
+       the same models given the real images' pooled 16x16 views and plain bilinear upsampling
+       (:func:`_super_resolution_rows`: content and detail FD, edge energy, caption following, PSNR to the input);
     3. the encoder / U-Net grid: each of ``grid`` at w = ``grid_w``, no thresholding: caption following and FD.
 
     Returns (results, samples: 8 per row)."""
-    from torch.nn import functional as F
-
-    from ..imagen import ImagenCascade, downsample, saturation_fraction, upsample
-    from ..metrics import bootstrap_interval, caption_following, gradient_energy, image_quality
+    from ..imagen import ImagenCascade, downsample, saturation_fraction
+    from ..metrics import bootstrap_interval, caption_following, image_quality
 
     clf = checkpoints.load("shapes_classifier16")
     ref = generate_shapes(n, 32, 1, seed=HELD_OUT_SEEDS["ldm_captions"])
-    real32 = generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["ldm_real"]).images
     real16 = generate_shapes(1000, 16, 1, seed=HELD_OUT_SEEDS["ldm_real"]).images
     z16 = torch.randn((n, 3, 16, 16), generator=torch.Generator().manual_seed(0))
-    z32 = torch.randn((n, 3, 32, 32), generator=torch.Generator().manual_seed(1))
     ac = make_alphas_cumprod()
-    pool = lambda im: F.adaptive_avg_pool2d(im, 16)  # noqa: E731
 
     def mean_interval(values, digits=4):
         iv = bootstrap_interval(lambda v: v.mean(), values.double())
@@ -678,36 +672,10 @@ def imagen_table(n: int = 256, steps: int = 20, weights=(1.0, 2.0, 4.0, 8.0, 16.
     real_low = downsample(ref.images, 2)
     samples["cascade|base samples"] = low[:8].contiguous()
     samples["cascade|real low-res"] = real_low[:8].contiguous()
-    energy_real = gradient_energy(real32).mean()
-
-    def sr_row(y):
-        energy, energy_iv = mean_interval(gradient_energy(y) / energy_real, 3)
-        q16 = image_quality(pool(y), real16, clf, intervals=True)
-        q32 = image_quality(y, real32, clf, intervals=True)
-        follow = caption_following(y, ref.attributes, clf, intervals=True)
-        return {"fd16": q16["fd"], "fd16_interval": q16["fd_interval"], "fd32": q32["fd"],
-                "fd32_interval": q32["fd_interval"], "gradient_energy": energy, "gradient_energy_interval": energy_iv,
-                "all_right": follow["all"], "all_right_interval": follow["all_interval"]}
-
-    sr_models = {name: checkpoints.load(name).eval()
+    sr_models = {name: (checkpoints.load(name).eval(), aug_levels if name == "shapes_sr32" else (0.0,))
                  for name in ("shapes_sr32", "shapes_sr32_noaug", "shapes_sr32_eps")}
-    rows = {}
-    for source, lows in (("base samples", low), ("real low-res", real_low)):
-        y = upsample(lows, 32).clamp(-1, 1)
-        rows[f"{source}|bilinear upsampling"] = sr_row(y)
-        samples[f"cascade|{source}|bilinear upsampling"] = y[:8].contiguous()
-        for name, model in sr_models.items():
-            levels = aug_levels if name == "shapes_sr32" else (0.0,)
-            for level in levels:
-                sr = ImagenCascade(None, model, ac)
-                y = sr.super_resolve(lows, ref.tokens, level, steps, 1.0, generator=torch.Generator().manual_seed(2),
-                                     x_T=z32.clone())
-                key = f"{source}|{name}|{level:g}"
-                rows[key] = sr_row(y)
-                samples[f"cascade|{key}"] = y[:8].contiguous()
-                log(f"cascade {key}: FD16 {rows[key]['fd16']}, FD32 {rows[key]['fd32']}, "
-                    f"energy {rows[key]['gradient_energy']}")
-    out["augmentation"] = rows
+    out["augmentation"] = _super_resolution_rows({"base samples": low, "real low-res": real_low}, ref, sr_models,
+                                                 steps, clf, samples, "cascade", log)
 
     # 3. the encoder / U-Net grid
     grid_rows = {}
@@ -722,6 +690,86 @@ def imagen_table(n: int = 256, steps: int = 20, weights=(1.0, 2.0, 4.0, 8.0, 16.
         log(f"grid {name}: all-right {grid_rows[name]['caption_following']['all']}, "
             f"FD {grid_rows[name]['quality']['fd']}")
     out["grid"] = grid_rows
+    return out, samples
+
+
+def _super_resolution_rows(sources: dict, ref, sr_models: dict, steps: int, clf, samples: dict, prefix: str,
+                           log=print) -> dict:
+    """Each source's 16x16 images ({name: (n, 3, 16, 16)}, for the captions of ``ref``) brought to 32x32 by plain
+    bilinear upsampling and by each super-resolution model ({name: (model, levels)}) at each of its augmentation
+    levels (DDIM with ``steps`` steps, w = 1, the same x_T for every row): FD of the result pooled to 16x16 (the
+    content), FD at 32x32 (fine detail), gradient energy against real 32x32 images (1 = as much edge and texture;
+    noise raises it, blur lowers it), caption following, and PSNR of the pooled result to the input it was given
+    (how closely it keeps it), with 95% bootstrap intervals. Adds 8 images per row to ``samples``."""
+    from torch.nn import functional as F
+
+    from ..imagen import ImagenCascade, downsample, upsample
+    from ..metrics import bootstrap_interval, caption_following, gradient_energy, image_quality, psnr
+
+    n = ref.tokens.shape[0]
+    real32 = generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["ldm_real"]).images
+    real16 = generate_shapes(1000, 16, 1, seed=HELD_OUT_SEEDS["ldm_real"]).images
+    z32 = torch.randn((n, 3, 32, 32), generator=torch.Generator().manual_seed(1))
+    energy_real = gradient_energy(real32).mean()
+
+    def mean_interval(values, digits):
+        iv = bootstrap_interval(lambda v: v.mean(), values.double())
+        return round(float(values.double().mean()), digits), [round(iv.low, digits), round(iv.high, digits)]
+
+    def row(y, low):
+        energy, energy_iv = mean_interval(gradient_energy(y) / energy_real, 3)
+        kept, kept_iv = mean_interval(psnr(downsample(y, 2), low), 2)
+        q16 = image_quality(F.adaptive_avg_pool2d(y, 16), real16, clf, intervals=True)
+        q32 = image_quality(y, real32, clf, intervals=True)
+        follow = caption_following(y, ref.attributes, clf, intervals=True)
+        return {"fd16": q16["fd"], "fd16_interval": q16["fd_interval"], "fd32": q32["fd"],
+                "fd32_interval": q32["fd_interval"], "gradient_energy": energy, "gradient_energy_interval": energy_iv,
+                "psnr_to_input": kept, "psnr_to_input_interval": kept_iv,
+                "all_right": follow["all"], "all_right_interval": follow["all_interval"]}
+
+    rows = {}
+    for source, lows in sources.items():
+        y = upsample(lows, 32).clamp(-1, 1)
+        rows[f"{source}|bilinear upsampling"] = row(y, lows)
+        samples[f"{prefix}|{source}|bilinear upsampling"] = y[:8].contiguous()
+        for name, (model, levels) in sr_models.items():
+            for level in levels:
+                sr = ImagenCascade(None, model)
+                y = sr.super_resolve(lows, ref.tokens, level, steps, 1.0, generator=torch.Generator().manual_seed(2),
+                                     x_T=z32.clone())
+                key = f"{source}|{name}|{level:g}"
+                rows[key] = row(y, lows)
+                samples[f"{prefix}|{key}"] = y[:8].contiguous()
+                log(f"{prefix} {key}: FD16 {rows[key]['fd16']}, FD32 {rows[key]['fd32']}, "
+                    f"energy {rows[key]['gradient_energy']}, PSNR to input {rows[key]['psnr_to_input']}")
+    return rows
+
+
+def imagen_flawed(n: int = 256, steps: int = 20, aug_levels=(0.0, 0.2, 0.4, 0.6), log=print) -> tuple[dict, dict]:
+    """Notebook 08's test of when noise-conditioning augmentation matters: the super-resolution models given
+    *flawed* 16x16 samples, on the captions of n held-out images — the weak base shapes_base16_small_c16 at w = 3
+    (FD 63 at 16x16), and the good base shapes_base16_large_c32 at w = 16 without thresholding (saturated) and at
+    w = 4 with dynamic thresholding (washed out) — each brought to 32x32 by bilinear upsampling, by
+    shapes_sr32_noaug and by shapes_sr32 at each of ``aug_levels`` (:func:`_super_resolution_rows`). Returns
+    (results, samples: 8 per row)."""
+    from ..imagen import ImagenCascade
+
+    clf = checkpoints.load("shapes_classifier16")
+    ref = generate_shapes(n, 32, 1, seed=HELD_OUT_SEEDS["ldm_captions"])
+    z16 = torch.randn((n, 3, 16, 16), generator=torch.Generator().manual_seed(0))
+    flawed = {"weak base (small_c16, w = 3)": ("shapes_base16_small_c16", 3.0, None),
+              "saturated (large_c32, w = 16, none)": ("shapes_base16_large_c32", 16.0, None),
+              "washed out (large_c32, w = 4, dynamic)": ("shapes_base16_large_c32", 4.0, "dynamic")}
+    sources, samples = {}, {}
+    for source, (name, w, threshold) in flawed.items():
+        sources[source] = ImagenCascade(checkpoints.load(name).eval(), None).sample_base(ref.tokens, steps, w, threshold,
+                                                                                        x_T=z16.clone())
+        samples[f"flawed|{source}"] = sources[source][:8].contiguous()
+    sr_models = {"shapes_sr32_noaug": (checkpoints.load("shapes_sr32_noaug").eval(), (0.0,)),
+                 "shapes_sr32": (checkpoints.load("shapes_sr32").eval(), aug_levels)}
+    out = {"config": {"num_samples": n, "ddim_steps": steps, "aug_levels": list(aug_levels),
+                      "sources": {k: {"model": m, "w": w, "threshold": t} for k, (m, w, t) in flawed.items()}},
+           "rows": _super_resolution_rows(sources, ref, sr_models, steps, clf, samples, "flawed", log)}
     return out, samples
 
 
@@ -744,6 +792,8 @@ SWEEPS = {
                                                      if quick else {})), "controlnet_table", "controlnet_samples"),
     "imagen": (lambda quick: imagen_table(**(dict(n=16, steps=4, weights=(1.0, 16.0), aug_levels=(0.0, 0.4))
                                              if quick else {})), "imagen_table", "imagen_samples"),
+    "imagen-flawed": (lambda quick: imagen_flawed(**(dict(n=16, steps=4, aug_levels=(0.0, 0.4)) if quick else {})),
+                      "imagen_flawed", "imagen_flawed_samples"),
     "vq": (lambda quick, carry=None, parts=("beta", "vocabulary", "health"): vq_sweeps(
         **(dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8), seeds=(11, 12)) if quick else {}),
         parts=parts, carry=carry), "vq_sweeps", "vq_samples"),
