@@ -146,3 +146,49 @@ def test_control_demo_runs_one_controlnet_and_one_base_call_per_ddim_step_and_no
     base_calls.clear()
     demo.set(**setting, strength=2.0, steps=10)
     assert base_calls == [], "a cached move evaluates nothing"
+
+
+def test_cascade_demo_reuses_the_base_samples_when_only_the_super_resolution_stage_changes():
+    from course_lib import checkpoints
+    from course_lib.demos.imagen import cascade_demo
+
+    base = checkpoints.load("shapes_base16_large_c32")
+    sr = {k: checkpoints.load(k) for k in ("shapes_sr32", "shapes_sr32_noaug")}
+    base_calls, sr_calls = [], []
+    base.register_forward_hook(lambda m, args, out: base_calls.append(args[0].shape[0]))
+    for model in sr.values():
+        model.register_forward_hook(lambda m, args, out: sr_calls.append(args[0].shape[0]))
+    demo = cascade_demo(sr, base, n=2, steps=4)
+    caption = dict(colour="red", shape="circle", row="top", column="left", size="large")
+    demo.set(**caption, w=4.0, mode="static", model="shapes_sr32", aug_level=0.2)
+    assert base_calls == [4] * 4 and sr_calls == [2] * 4  # base guided (2n rows), SR at w = 1 (n rows)
+    for change in (dict(aug_level=0.6), dict(model="shapes_sr32_noaug")):
+        base_calls.clear(), sr_calls.clear()
+        demo.set(**{**caption, "w": 4.0, "mode": "static", "model": "shapes_sr32", "aug_level": 0.2, **change})
+        assert base_calls == [], (change, "the base samples are kept per caption, w and mode")
+        assert sr_calls == [2] * 4, change
+    base_calls.clear(), sr_calls.clear()
+    demo.set(**caption, w=8.0, mode="static", model="shapes_sr32", aug_level=0.2)
+    assert base_calls == [4] * 4 and sr_calls == [2] * 4, "a new w samples the base again"
+
+
+def test_threshold_demo_samples_once_per_setting_and_walks_the_steps_from_its_record():
+    from course_lib import checkpoints
+    from course_lib.demos.imagen import threshold_demo
+    from course_lib.imagen import ImagenCascade
+
+    base = checkpoints.load("shapes_base16_large_c32")
+    calls = []
+    base.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    demo = threshold_demo(ImagenCascade(base, None), n=2, steps=5)
+    setting = dict(colour="red", shape="circle", row="top", column="left", size="large", mode="dynamic", w=16.0,
+                   percentile=0.995)
+    demo.set(**setting, step=4)
+    assert calls == [4] * 5  # one guided sampling run
+    for step in (0, 2, 3):
+        calls.clear()
+        demo.set(**setting, step=step)
+        assert calls == [], "moving the step slider samples nothing"
+    calls.clear()
+    demo.set(**{**setting, "mode": "static"}, step=0)
+    assert calls == [4] * 5

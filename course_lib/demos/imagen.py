@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from .. import viz
 from ..data import COLOURS, COLUMNS, ROWS, SHAPES, SIZES, encode_caption
 from ..imagen import ImagenCascade, dynamic_threshold_s, sr_condition
-from ..widgets import moving, slider_demo
+from ..widgets import image_strip_demo, moving, slider_demo
 from . import Measured, NotebookDemos
 
 __all__ = ["MODES", "HISTOGRAM_RANGE", "threshold_demo", "cascade_demo", "notebook_demos"]
@@ -133,20 +133,10 @@ def cascade_demo(cascade_models: dict, base, n: int = 4, seed: int = 0, steps: i
         return (f"'{v['size']} {v['colour']} {v['shape']} {v['row']} {v['column']}', w = {v['w']:g}, {v['mode']}\n"
                 f"{v['model']} at u = {v['aug_level']:.2f}\nrows: 16x16 base, its condition, 32x32 result")
 
-    def draw(r, v):
-        fig, ax = plt.subplots(1, 1, figsize=(4.6, 4.4), dpi=DPI)
-        fig.artists_ = {"img": moving(viz.show_images(r["images"], nrow=n, ax=ax)),
-                        "title": moving(fig.suptitle(title(r, v), fontsize=8))}
-        return fig
-
-    def update(fig, r, v):
-        fig.artists_["img"].set_data(viz.image_grid(r["images"], nrow=n))
-        fig.artists_["title"].set_text(title(r, v))
-
-    return slider_demo(compute, draw, update=update, colour=list(COLOURS), shape=list(SHAPES), row=list(ROWS),
-                       column=list(COLUMNS), size=list(SIZES), w=(1.0, 16.0, 0.5, 4.0),
-                       mode=["static", "none", "dynamic"],
-                       model=names, aug_level=(0.0, 1.0, 0.05, 0.2))
+    return image_strip_demo(compute, title, nrow=n, figsize=(4.6, 4.4), dpi=DPI, colour=list(COLOURS),
+                            shape=list(SHAPES), row=list(ROWS), column=list(COLUMNS), size=list(SIZES),
+                            w=(1.0, 16.0, 0.5, 4.0), mode=["static", "none", "dynamic"], model=names,
+                            aug_level=(0.0, 1.0, 0.05, 0.2))
 
 
 def notebook_demos(base=None, sr_models: dict | None = None) -> NotebookDemos:
