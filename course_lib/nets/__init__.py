@@ -7,7 +7,9 @@ r"""The course's networks, one file per family: small enough to train on a CPU i
 - :mod:`.vqvae`: :class:`VQVAE`, the VQ/LFQ autoencoder; :mod:`.gpt`: :class:`GPTPrior`; :mod:`.caption`:
   :class:`CaptionEncoder` (and :class:`CaptionAttributes`, one pretrained on captions alone);
   :mod:`.lpips_weights`: :class:`LPIPSWeights`, LPIPS' learned per-channel weights;
-  :mod:`.controlnet`: :class:`ControlNet`, a trainable copy of a CaptionUNet's encoder behind zero convolutions.
+  :mod:`.controlnet`: :class:`ControlNet`, a trainable copy of a CaptionUNet's encoder behind zero convolutions;
+  :mod:`.dit`: :class:`DiT`, the Diffusion Transformer on latent patches (patchify, the 2-D position table,
+  adaLN-Zero and the paper's other conditioning blocks).
 
 Each model takes one config dataclass (as in nanoGPT), so a checkpoint stores its config as plain JSON and
 :func:`build_model` (the registry below) rebuilds it.
@@ -23,6 +25,7 @@ from .blocks import NUM_TIMESTEPS, ResBlock, TimeEmbedding, timestep_embedding
 from .caption import CaptionAttributes, CaptionAttributesConfig, CaptionEncoder
 from .classifier import Classifier, ClassifierConfig
 from .controlnet import ControlNet, ControlNetConfig, HintEncoder, zero_conv
+from .dit import DiT, DiTBlock, DiTConfig
 from .gpt import GPTConfig, GPTPrior
 from .lpips_weights import LPIPSWeights, LPIPSWeightsConfig
 from .mlp import MLPConfig, MLPDenoiser
@@ -33,7 +36,7 @@ __all__ = ["timestep_embedding", "TimeEmbedding", "ResBlock", "NUM_TIMESTEPS", "
            "CaptionUNetConfig", "CaptionUNet", "CaptionEncoder", "MLPConfig", "MLPDenoiser", "ClassifierConfig",
            "Classifier", "VQVAEConfig", "VQVAE", "GPTConfig", "GPTPrior", "LPIPSWeightsConfig", "LPIPSWeights",
            "ControlNetConfig", "ControlNet", "HintEncoder", "zero_conv", "CaptionAttributesConfig", "CaptionAttributes",
-           "MODELS", "build_model"]
+           "DiTConfig", "DiT", "DiTBlock", "MODELS", "build_model"]
 
 MODELS = {
     "UNet": (UNet, UNetConfig),
@@ -45,6 +48,7 @@ MODELS = {
     "LPIPSWeights": (LPIPSWeights, LPIPSWeightsConfig),
     "ControlNet": (ControlNet, ControlNetConfig),
     "CaptionAttributes": (CaptionAttributes, CaptionAttributesConfig),  # from_config: around a fresh base of the recorded config
+    "DiT": (DiT, DiTConfig),
 }
 
 
