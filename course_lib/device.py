@@ -1,11 +1,12 @@
 """One place that picks the device: CUDA when present, CPU otherwise."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 
-__all__ = ["default_device"]
+__all__ = ["default_device", "one_thread"]
 
 
 def default_device(prefer: str | None = None) -> torch.device:
@@ -29,3 +30,15 @@ def default_device(prefer: str | None = None) -> torch.device:
                              f"available here: use 'cpu'")
         return dev
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block on one CPU thread, then restore the thread count: the same sums in the same order on any machine,
+    so a printed number repeats under nbval whatever the load (with several threads the last digits can move)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-__all__ = ["TERM_COLORS", "to_image", "attention_overlay", "image_grid", "show_images", "compare_samples", "scatter_2d", "density_grid", "density_contours",
+__all__ = ["TERM_COLORS", "to_image", "attention_overlay", "image_grid", "enlarge", "show_images", "compare_samples", "scatter_2d", "density_grid", "density_contours",
            "plot_trajectories", "class_colors", "interval_errorbar"]
 
 TERM_COLORS = {
@@ -63,6 +63,12 @@ def interval_errorbar(ax, x, values, intervals, **style):
     below = [v - low for v, (low, _) in zip(values, intervals)]
     above = [high - v for v, (_, high) in zip(values, intervals)]
     return ax.errorbar(x, values, yerr=[below, above], **style)
+
+
+def enlarge(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images (N, C, h, w) shown at ``size`` x ``size`` without smoothing (nearest neighbour), so that a small sample's
+    pixels stay visible beside a larger image."""
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="nearest")
 
 
 def show_images(images: torch.Tensor, nrow: int = 8, title: str | None = None, ax=None, scale: float = 0.5):

@@ -129,21 +129,18 @@ def consistency_by_level() -> dict:
     the last digits only, well inside the check's 0.1 dB)."""
     from .. import checkpoints
     from ..data import HELD_OUT_SEEDS, generate_shapes
+    from ..device import one_thread
     from ..imagen import ImagenCascade, downsample
     from ..metrics import psnr
 
     cascade = ImagenCascade(checkpoints.load("shapes_base16_large_c32"), checkpoints.load("shapes_sr32"))
     tokens = generate_shapes(32, 16, 1, seed=HELD_OUT_SEEDS["ldm_captions"]).tokens
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the same sums in the same order on any machine, so the verdict line repeats
-    try:
+    with one_thread():  # the verdict line repeats on any machine
         low = cascade.sample_base(tokens, 20, 4.0, "static", generator=torch.Generator().manual_seed(0))
         out = {}
         for u in AUG_LEVELS:
             high = cascade.super_resolve(low, tokens, u, 20, generator=torch.Generator().manual_seed(1))
             out[u] = float(psnr(downsample(high, 2), low).mean())
-    finally:
-        torch.set_num_threads(threads)
     return out
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import torch
-from torch.nn import functional as F
 
 from .. import viz
 from ..data import COLOURS, COLUMNS, ROWS, SHAPES, SIZES, encode_caption
@@ -25,11 +24,6 @@ def _caption(colour, shape, row, column, size, n):
 
 def _threshold(mode):
     return None if mode == "none" else mode
-
-
-def _nearest(images, size):
-    """16x16 samples shown at ``size`` without smoothing, so the pixels stay visible beside the 32x32 result."""
-    return F.interpolate(images, size=(size, size), mode="nearest")
 
 
 def threshold_demo(cascade: ImagenCascade, n: int = 4, seed: int = 0, steps: int = 20):
@@ -127,7 +121,7 @@ def cascade_demo(cascade_models: dict, base, n: int = 4, seed: int = 0, steps: i
         seen, _ = sr_condition(low, c.size, aug_level, torch.Generator().manual_seed(seed + 2))
         high = c.super_resolve(low, tokens, aug_level, steps, 1.0, generator=torch.Generator().manual_seed(seed + 2),
                                x_T=z32.clone())
-        return {"images": torch.cat([_nearest(low, c.size), seen.clamp(-1, 1), high])}
+        return {"images": torch.cat([viz.enlarge(low, c.size), seen.clamp(-1, 1), high])}
 
     def title(r, v):
         return (f"'{v['size']} {v['colour']} {v['shape']} {v['row']} {v['column']}', w = {v['w']:g}, {v['mode']}\n"

@@ -48,6 +48,14 @@ def _check_patch(x: torch.Tensor, patch_size) -> int:
     return p
 
 
+def _xavier(module: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases for a linear layer (the reference code's ``_basic_init``)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     r"""(B, C, H, W) -> (B, N, p·p·C) tokens, :math:`N = (H/p)(W/p)` in raster order (row by row), each token's
     values in (p, p, C) order: the inverse of the reference code's ``unpatchify`` (``nhwpqc -> nchpwq``)."""
@@ -133,9 +141,10 @@ class DiTBlock(nn.Module):
         if adaptive:
             chunks = 6 if conditioning == "adaln_zero" else 4
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, chunks * d))
-            if conditioning == "adaln_zero":  # alpha = gamma = beta = 0: the block starts as the identity
-                nn.init.zeros_(self.adaLN_modulation[-1].weight)
-                nn.init.zeros_(self.adaLN_modulation[-1].bias)
+        self.apply(_xavier)  # the reference code's initialisation of every linear layer
+        if conditioning == "adaln_zero":  # alpha = gamma = beta = 0: the block starts as the identity
+            nn.init.zeros_(self.adaLN_modulation[-1].weight)
+            nn.init.zeros_(self.adaLN_modulation[-1].bias)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         if self.conditioning == "adaln_zero":
@@ -223,16 +232,9 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(d, cfg.num_heads, cfg.mlp_ratio, cfg.conditioning)
                                     for _ in range(cfg.depth))
         self.final_layer = _FinalLayer(d, p, cfg.in_channels, cfg.conditioning.startswith("adaln"))
-        self._init_weights()
-
-    def _init_weights(self):
-        """The reference code's initialisation where it is not zero: Xavier-uniform linear layers, N(0, 0.02) for the
-        label table and the time MLP; the zeros (adaLN-Zero's modulation, the final layer) stay zero."""
-        zero = {id(m) for m in self.modules() if isinstance(m, nn.Linear) and not m.weight.any()}
-        for m in self.modules():
-            if isinstance(m, nn.Linear) and id(m) not in zero:
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias) if m.bias is not None else None
+        # the reference code's initialisation of the embeddings (the blocks and the final layer set their own)
+        _xavier(self.x_embedder)
+        self.t_embedder.apply(_xavier)
         nn.init.normal_(self.t_embedder[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder[2].weight, std=0.02)
         if self.y_embedder is not None:

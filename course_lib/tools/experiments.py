@@ -600,6 +600,14 @@ def controlnet_table(n: int = 256, steps: int = 20, strengths=(0.0, 0.25, 0.5, 0
     return out, samples
 
 
+def _mean_interval(values: torch.Tensor, digits: int = 4) -> tuple:
+    """The mean of per-sample values and its 95% bootstrap interval, rounded to ``digits``: (mean, [low, high])."""
+    from ..metrics import bootstrap_interval
+
+    iv = bootstrap_interval(lambda v: v.mean(), values.double())
+    return round(float(values.double().mean()), digits), [round(iv.low, digits), round(iv.high, digits)]
+
+
 IMAGEN_GRID = ("shapes_base16_small_c16", "shapes_base16_small_c32", "shapes_base16_large_c16",
                "shapes_base16_large_c32", "shapes_base16_joint_c32")
 
@@ -622,7 +630,7 @@ def imagen_table(n: int = 256, steps: int = 20, weights=(1.0, 2.0, 4.0, 8.0, 16.
 
     Returns (results, samples: 8 per row)."""
     from ..imagen import ImagenCascade, downsample, saturation_fraction
-    from ..metrics import bootstrap_interval, caption_following, image_quality
+    from ..metrics import caption_following, image_quality
 
     clf = checkpoints.load("shapes_classifier16")
     ref = generate_shapes(n, 32, 1, seed=HELD_OUT_SEEDS["ldm_captions"])
@@ -630,9 +638,7 @@ def imagen_table(n: int = 256, steps: int = 20, weights=(1.0, 2.0, 4.0, 8.0, 16.
     z16 = torch.randn((n, 3, 16, 16), generator=torch.Generator().manual_seed(0))
     ac = make_alphas_cumprod()
 
-    def mean_interval(values, digits=4):
-        iv = bootstrap_interval(lambda v: v.mean(), values.double())
-        return round(float(values.double().mean()), digits), [round(iv.low, digits), round(iv.high, digits)]
+    mean_interval = _mean_interval
 
     def base_row(x):
         sat, sat_iv = mean_interval(saturation_fraction(x))
@@ -704,7 +710,7 @@ def _super_resolution_rows(sources: dict, ref, sr_models: dict, steps: int, clf,
     from torch.nn import functional as F
 
     from ..imagen import ImagenCascade, downsample, upsample
-    from ..metrics import bootstrap_interval, caption_following, gradient_energy, image_quality, psnr
+    from ..metrics import caption_following, gradient_energy, image_quality, psnr
 
     n = ref.tokens.shape[0]
     real32 = generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["ldm_real"]).images
@@ -712,9 +718,7 @@ def _super_resolution_rows(sources: dict, ref, sr_models: dict, steps: int, clf,
     z32 = torch.randn((n, 3, 32, 32), generator=torch.Generator().manual_seed(1))
     energy_real = gradient_energy(real32).mean()
 
-    def mean_interval(values, digits):
-        iv = bootstrap_interval(lambda v: v.mean(), values.double())
-        return round(float(values.double().mean()), digits), [round(iv.low, digits), round(iv.high, digits)]
+    mean_interval = _mean_interval
 
     def row(y, low):
         energy, energy_iv = mean_interval(gradient_energy(y) / energy_real, 3)

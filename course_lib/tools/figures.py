@@ -9,7 +9,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
 
 from .. import checkpoints, viz  # noqa: E402
 from ..data import HELD_OUT_SEEDS, generate_shapes  # noqa: E402
@@ -211,12 +210,12 @@ def imagen_cascade(path: Path):
     rows = []
     for thr in (None, "static", "dynamic"):
         x = cascade.sample_base(ref.tokens, 20, 16.0, thr, x_T=z16.clone())
-        rows.append((F.interpolate(x, size=32, mode="nearest"),
+        rows.append((viz.enlarge(x, 32),
                      f"16x16 base, w = 16, {thr or 'no'} thresholding: saturation {saturation_fraction(x).mean():.2f}, "
                      f"mean |x| {x.abs().mean():.2f}"))
     low = cascade.sample_base(ref.tokens, 20, 4.0, "static", x_T=z16.clone())
     high = cascade.super_resolve(low, ref.tokens, 0.2, 20, generator=torch.Generator().manual_seed(1))
-    rows += [(F.interpolate(low, size=32, mode="nearest"), "16x16 base, w = 4, static"),
+    rows += [(viz.enlarge(low, 32), "16x16 base, w = 4, static"),
              (high, "32x32: shapes_sr32 on those samples, augmentation level 0.2")]
     fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.3 * len(rows)))
     for ax, (x, title) in zip(axes, rows):
