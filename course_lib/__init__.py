@@ -9,17 +9,20 @@ compute and are shared across notebooks. Each ``demos`` module's ``notebook_demo
 demos; the notebook shows them and ``./course latency`` measures the same objects, at the budget kind each carries.
 Notebook 00 writes its one demo in the open, to show how ``widgets.slider_demo`` works.
 
-========================  =============================  ===============  ======================  ===================
-notebook                  maths                          demos            coursework (checks)     models (nets/)
-========================  =============================  ===============  ======================  ===================
-00 welcome                schedules, diffusion.q_sample  widgets          coursework.diffusion    (data only)
-01 DDIM                   diffusion, schedules           demos.ddim       coursework.diffusion    mlp, unet
-02 classifier guidance    guidance                       demos.guidance   coursework.guidance     classifier, unet
-03 VQ-VAE + LFQ           quantize                       demos.vq         coursework.quantize     vqvae
-04 LPIPS                  perceptual                     demos.lpips      coursework.perceptual   lpips_weights
-05 VQGAN                  gan (+ quantize, perceptual)   demos.vqgan      coursework.gan          vqvae, gpt
-06 Latent Diffusion       ldm, attention (+ diffusion)   demos.ldm        coursework.ldm          unet, caption
-========================  =============================  ===============  ======================  ===================
+========================  ==============================  ================  =====================  ================
+notebook                  maths                           demos             coursework (checks)    models (nets/)
+========================  ==============================  ================  =====================  ================
+00 welcome                schedules, diffusion.q_sample   widgets           coursework.diffusion   (data only)
+01 DDIM                   diffusion, schedules            demos.ddim        coursework.diffusion   mlp, unet
+02 classifier guidance    guidance                        demos.guidance    coursework.guidance    classifier, unet
+03 VQ-VAE + LFQ           quantize                        demos.vq          coursework.quantize    vqvae
+04 LPIPS                  perceptual                      demos.lpips       coursework.perceptual  lpips_weights
+05 VQGAN                  gan (+ quantize, perceptual)    demos.vqgan       coursework.gan         vqvae, gpt
+06 Latent Diffusion       ldm, attention (+ diffusion)    demos.ldm         coursework.ldm         unet, caption
+07 ControlNet             controlnet (+ ldm)              demos.controlnet  coursework.controlnet  controlnet, unet
+08 Imagen                 imagen (+ diffusion, guidance)  demos.imagen      coursework.imagen      unet, caption
+09 DiT                    dit (+ ldm, diffusion)          demos.dit         coursework.dit         dit
+========================  ==============================  ================  =====================  ================
 
 Around them: ``train`` (the one loop, the recipes' tasks), ``recipes`` (data), ``checkpoints`` (the hashed
 manifest), ``metrics`` (FD, precision/recall, PSNR/SSIM and the evaluations), ``tools`` (benchmark, figures,
@@ -55,6 +58,16 @@ VQGAN eq. 7: lambda = ||grad L_rec|| / (||grad L_GAN|| + d)  gan.adaptive_weight
 LDM eq. 3: Q = W_Q phi(z_t), K = W_K tau(y), V = W_V tau(y)  attention.CrossAttention                          06
 LDM eq. 2: L_LDM                                             diffusion.diffusion_loss                          06
 the notes' red question: swap Q and K, V                     attention.SwappedCrossAttention                   06
+ControlNet eq. 1: zero convolution Z, weight = bias = 0      nets.controlnet.zero_conv                         07
+ControlNet eq. 2: y_c = F(x) + Z(F(x + Z(c)); Theta_z2)      nets.ControlNet                                   07
+Imagen: dynamic thresholding of x0 (static: clip to [-1,1])  imagen.dynamic_threshold                          08
+Imagen: noise-conditioning augmentation at level u           imagen.noise_augment                              08
+Imagen / Salimans & Ho: v = sqrt(a) eps - sqrt(1 - a) x0     diffusion.v_target                                08
+DiT: patchify, N = (H/p)(W/p) tokens of p p C values         nets.dit.patchify                                 09
+DiT / MAE: 2-D sine-cosine position table                    nets.dit.sincos_pos_embed_2d                      09
+DiT: adaLN modulate, x (1 + gamma) + beta                    nets.dit.modulate                                 09
+DiT: adaLN-Zero x + alpha F(LN(x)(1 + gamma) + beta)         nets.dit.gated_residual                           09
+DiT Fig. 8: Pearson r of FID with log Gflops                 dit.pearson                                       09
 ===========================================================  ================================================  ========
 
 LPIPS' lin / tune / scratch are the three set-ups of ``perceptual.lpips_variant``, trained by ``train.tasks.train_2afc``

@@ -75,6 +75,32 @@ class LatentDiffusion:
             raise ValueError(f"steps: expected at most {len(self.alphas_cumprod)} (the schedule's T), got {steps}")
         check_scale(guidance_scale, "guidance_scale")
 
+    @property
+    def class_conditional(self) -> bool:
+        """Whether the denoiser is conditioned on class labels (a :class:`course_lib.nets.DiT` with ``num_classes``)
+        rather than on caption ids."""
+        return getattr(self.unet.config, "num_classes", None) is not None
+
+    def condition_of(self, batch) -> torch.Tensor:
+        """What the denoiser is conditioned on for a :func:`course_lib.data.generate_shapes` batch: its shape labels
+        (the first object's) for a class-conditional denoiser, else its caption ids."""
+        return batch.attributes["shape"][:, 0] if self.class_conditional else batch.tokens
+
+    def check_condition(self, cond) -> torch.Tensor:
+        """Caption ids (:meth:`check_tokens`) or, for a class-conditional denoiser, labels (N,) long in
+        [0, num_classes): checked before guidance doubles the batch."""
+        if not self.class_conditional:
+            return self.check_tokens(cond)
+        n = self.unet.config.num_classes
+        check_tensor(cond, "labels")
+        if cond.is_floating_point() or cond.dtype == torch.bool or cond.ndim != 1:
+            raise ValueError(f"labels: expected (N,) long class labels (one per sample), got {cond.dtype} "
+                             f"{tuple(cond.shape)}")
+        if int(cond.min()) < 0 or int(cond.max()) >= n:
+            raise ValueError(f"labels: expected labels in [0, {n}) (course_lib.data.SHAPES' indices), got "
+                             f"{int(cond.min())}..{int(cond.max())}")
+        return cond
+
     def check_tokens(self, tokens) -> torch.Tensor:
         """Caption ids as the caller passed them, (B, L) long in [0, vocab): checked here, before classifier-free
         guidance doubles the batch, so a message shows the shape that was given."""
@@ -115,16 +141,16 @@ class LatentDiffusion:
     def sample(self, tokens: torch.Tensor, steps: int = 20, guidance_scale: float = 3.0, eta: float = 0.0,
                generator: torch.Generator | None = None, z_T: torch.Tensor | None = None,
                return_latents: bool = False):
-        """Images (N, 3, image_size, image_size) for caption ids (N, L): DDIM with ``steps`` uniform steps in the
-        denoiser's space."""
+        """Images (N, 3, image_size, image_size) for caption ids (N, L) (or class labels (N,) for a class-conditional
+        denoiser): DDIM with ``steps`` uniform steps in the denoiser's space."""
         self._check_sampling(steps, guidance_scale)
         device = next(self.unet.parameters()).device
-        tokens = self.check_tokens(tokens).to(device)
+        tokens = self.check_condition(tokens).to(device)
         if z_T is None:
             z_T = torch.randn((tokens.shape[0], *self.latent_shape), generator=generator).to(device)
         check_tensor(z_T, "z_T", floating=True)
         if tuple(z_T.shape) != (tokens.shape[0], *self.latent_shape):
-            raise ValueError(f"z_T: expected shape {(tokens.shape[0], *self.latent_shape)} (one latent per caption), "
+            raise ValueError(f"z_T: expected shape {(tokens.shape[0], *self.latent_shape)} (one latent per condition), "
                              f"got {tuple(z_T.shape)}")
         ts = timestep_subsequence(len(self.alphas_cumprod), steps, "uniform")
         z0 = ddim_sample(self.guided_eps(guidance_scale, tokens), z_T, self.alphas_cumprod, ts, eta=eta,

@@ -473,7 +473,8 @@ def training_memory(loss_fn, trainable, frozen=()) -> dict:
 @torch.no_grad()
 def evaluate_ldm(pipe, device, n: int = 256, steps: int = 20, guidance_scale: float = 3.0, intervals: bool = False,
                  samples_out: dict | None = None) -> dict:
-    """Captions of n held-out images -> samples (DDIM, classifier-free guidance); caption-following rates, FD to
+    """Captions (or shape labels, for a class-conditional denoiser) of n held-out images -> samples (DDIM,
+    classifier-free guidance); caption-following rates (only "shape" is asked of a class model), FD to
     real images (clean classifier features at 16x16), and sampling time per step (batch n). ``intervals=True``
     adds the 95% bootstrap intervals over the n samples; a ``samples_out`` dict receives the samples ("samples")."""
     import time
@@ -489,7 +490,7 @@ def evaluate_ldm(pipe, device, n: int = 256, steps: int = 20, guidance_scale: fl
            "real_images": caption_following(ref.images, ref.attributes, clf)}
     g = torch.Generator().manual_seed(0)
     t0 = time.time()
-    x = pipe.sample(ref.tokens, steps=steps, guidance_scale=guidance_scale, generator=g).cpu()
+    x = pipe.sample(pipe.condition_of(ref), steps=steps, guidance_scale=guidance_scale, generator=g).cpu()
     out["seconds_per_step"] = round((time.time() - t0) / steps, 4)
     out["network_evaluations"] = steps * (2 if guidance_scale != 1.0 else 1)
     out["caption_following"] = caption_following(x, ref.attributes, clf, intervals=intervals)

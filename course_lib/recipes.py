@@ -44,7 +44,7 @@ class Recipe:
     model: str
     config: dict
     task: str            # a key of train.tasks.TASKS: "diffusion", "classifier", "autoencoder", "vqgan", "prior",
-                         # "ldm", "lpips", "controlnet", "caption" or "sr"
+                         # "ldm", "lpips", "controlnet", "caption", "sr" or "dit"
     data: str            # "shapes16", "shapes32", "ring8", "2afc" or "captions"
     steps: int
     batch_size: int
@@ -194,6 +194,16 @@ RECIPES = {r.name: r for r in [
                                             "image, level 0"),
           ("shapes_sr32_eps", True, "eps", "as shapes_sr32 but predicting eps, the ablation that shows why v"),
       ]],
+    # notebook 09: DiT on shapes_ae32_f4's 8x8x4 latents, conditioned on the shape class by adaLN-Zero (10% null
+    # labels for guidance); shapes_ldm32's data, batch and seed. The learning rate from a 1000-step sweep (5e-4,
+    # 1e-3, 2e-3: final loss 0.077, 0.071, 0.064); twice the UNet's steps, for the notebook's demos (the
+    # comparison at the UNet's own budget is `./course experiments dit`'s)
+    Recipe("shapes_dit", "DiT", dict(input_size=8, patch_size=2, in_channels=4, hidden_size=128, depth=4, num_heads=4,
+                                     num_classes=4, class_dropout_prob=0.1),
+           task="dit", data="shapes32", steps=6000, batch_size=64, lr=2e-3, seed=9, ema_decay=0.999,
+           autoencoder="shapes_ae32_f4", log_every=25,
+           description="DiT-B/2 at toy scale (width 128, 4 blocks, 2x2 patches: 16 tokens) on shapes_ae32_f4's "
+                       "scaled latents, conditioned on the shape class by adaLN-Zero, 10% null labels"),
     # notebook 04: the weights w_l of LPIPS(net="shapes"), the paper's "lin" set-up on the synthetic 2AFC set
     Recipe("shapes_lpips_lin", "LPIPSWeights", dict(channels=(32, 64, 64)), task="lpips", data="2afc", steps=400,
            batch_size=64, lr=1e-2, seed=3,
@@ -210,7 +220,7 @@ def recipe_parents(recipe: Recipe) -> dict:
     """The models a recipe's weights or metrics depend on, name -> use ("autoencoder": trained on its latents or
     codes; "perceptual": its features are in the loss; "metrics": its features measure the model's FD)."""
     parents = {}
-    if recipe.task in ("diffusion", "ldm", "controlnet") and recipe.data != "ring8":
+    if recipe.task in ("diffusion", "ldm", "controlnet", "dit") and recipe.data != "ring8":
         parents["shapes_classifier16"] = "metrics"       # FD and caption-following in its features
     if recipe.task == "vqgan":                            # metrics.reconstruction_report: FD in both classifiers
         parents.update({"shapes_classifier16": "metrics", "shapes_noisy_classifier16": "metrics"})

@@ -423,6 +423,12 @@ LIBRARY_WRAPPERS = {
             ["lambda base, cns, scales, x_t, t, hints, tokens: ControlledUNet(base, cns, scales)(x_t, t, hints, tokens)"]),
     "8.1": ("from course_lib.imagen import threshold_fn", ["lambda x0, percentile: threshold_fn('dynamic', percentile)(x0)"]),
     "8.2": ("from course_lib.guidance import cfg_eps", ["lambda eps_uncond, eps_cond, w: cfg_eps(eps_uncond, eps_cond, w)"]),
+    "9.1": ("from course_lib.nets.dit import patchify, unpatchify",
+            ["lambda x, patch_size: patchify(x, patch_size)",
+             "lambda tokens, patch_size, channels, height, width: unpatchify(tokens, patch_size, channels, height, "
+             "width)"]),
+    "9.2": ("from course_lib.nets.dit import modulate",
+            ["lambda x, branch, norm, shift, scale, gate: x + gate[:, None] * branch(modulate(norm(x), shift, scale))"]),
 }
 
 

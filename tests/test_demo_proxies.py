@@ -1,4 +1,4 @@
-"""Slider demos of notebooks 01-07 held to deterministic proxies of their speed, not to the wall clock.
+"""Slider demos of notebooks 01-09 held to deterministic proxies of their speed, not to the wall clock.
 
 A test that times itself fails on any busy laptop or loaded CI; the budgets in milliseconds are the benchmark's
 (`./course bench --check`). What is asserted here does not depend on the machine:
@@ -36,7 +36,8 @@ GROUPS = {"01-04": ["01 forward", "01 posterior", "01 terms", "01 sampling S<=50
           "05": ["05 training snapshots", "05 lambda vs delta", "05 prior sampling (images)"],
           "06": ["06 attention maps", "06 caption to image (images)"],
           "07": ["07 control (images)", "07 snapshots", "07 compose (images)"],
-          "08": ["08 threshold (images)", "08 cascade (images)"]}
+          "08": ["08 threshold (images)", "08 cascade (images)"],
+          "09": ["09 adaln", "09 class to image (images)"]}
 
 
 @pytest.mark.parametrize("group", sorted(GROUPS))
@@ -192,3 +193,37 @@ def test_threshold_demo_samples_once_per_setting_and_walks_the_steps_from_its_re
     calls.clear()
     demo.set(**{**setting, "mode": "static"}, step=0)
     assert calls == [4] * 5
+
+
+def test_the_class_demo_samples_once_per_setting_with_one_doubled_batch_per_step():
+    from course_lib.demos.dit import class_demo
+    from course_lib.ldm import LatentDiffusion
+
+    pipe = LatentDiffusion.from_shipped("shapes_dit")
+    calls = []
+    pipe.unet.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    demo = class_demo(pipe, n=3)
+    demo.set(shape="circle", guidance=3.0, steps=5)
+    assert calls == [6] * 5  # guided: the null label and the class in one 2n batch
+    calls.clear()
+    demo.set(shape="circle", guidance=1.0, steps=4)
+    assert calls == [3] * 4, "guidance 1 is the conditional model alone"
+    calls.clear()
+    demo.set(shape="circle", guidance=3.0, steps=5)
+    assert calls == [], "a cached move evaluates nothing"
+
+
+def test_the_adaln_demo_runs_the_network_once_per_setting():
+    from course_lib.demos.dit import adaln_demo, class_latents
+    from course_lib.ldm import LatentDiffusion
+
+    pipe = LatentDiffusion.from_shipped("shapes_dit")
+    calls = []
+    for block in pipe.unet.blocks:
+        block.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    demo = adaln_demo(pipe.unet, class_latents(pipe, n=4), pipe.alphas_cumprod)
+    demo.set(t=999, shape="square")
+    assert calls == [4] * len(pipe.unet.blocks)  # one pass through the blocks for the 4 latents
+    calls.clear()
+    demo.set(t=999, shape="square")
+    assert calls == []

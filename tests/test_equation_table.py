@@ -42,7 +42,8 @@ def test_every_row_names_functions_that_exist_and_show_their_formula():
 def test_the_table_covers_each_paper_of_the_notes():
     text = " ".join(e for e, _ in _rows())
     for paper in ("DDIM eq. 1", "DDIM eq. 7", "DDIM eq. 10", "DDIM eq. 12", "Guided Diffusion eq. 2", "VQ-VAE",
-                  "MAGVIT-v2", "LPIPS eq. 1", "VQGAN eq. 4", "VQGAN eq. 7", "LDM eq. 3", "LDM eq. 2", "swap"):
+                  "MAGVIT-v2", "LPIPS eq. 1", "VQGAN eq. 4", "VQGAN eq. 7", "LDM eq. 3", "LDM eq. 2", "swap",
+                  "ControlNet eq. 2", "Imagen", "DiT: patchify", "DiT: adaLN-Zero", "DiT Fig. 8"):
         assert paper in text, paper
 
 
@@ -51,7 +52,7 @@ def test_the_topic_map_names_modules_that_exist_for_every_notebook():
     borders = [k for k, line in enumerate(lines) if line.startswith("====")][:3]
     starts = [m.start() for m in re.finditer(r"=+", lines[borders[0]])]  # column starts, from the border line
     rows = [[row[a:b].strip() for a, b in zip(starts, starts[1:] + [None])] for row in lines[borders[1] + 1:borders[2]]]
-    assert [r[0][:2] for r in rows] == ["00", "01", "02", "03", "04", "05", "06"]
+    assert [r[0][:2] for r in rows] == ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09"]
     found = 0
     for notebook, maths, demos, checks, models in rows:
         for name in re.findall(r"\b([a-z_]+)(?:\.[a-z_]+)?", re.sub(r"\(.*?\)", "", maths) + " " +

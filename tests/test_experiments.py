@@ -319,3 +319,33 @@ def test_shipped_imagen_results_back_notebook_08s_claims():
     weak = "weak base (small_c16, w = 3)"
     assert f[f"{weak}|shapes_sr32|0.6"]["fd32_interval"][1] < f[f"{weak}|shapes_sr32_noaug|0"]["fd32_interval"][0]
     assert f[f"{weak}|shapes_sr32|0.6"]["psnr_to_input"] < f[f"{weak}|shapes_sr32_noaug|0"]["psnr_to_input"]
+
+
+def test_quick_dit_table_trains_the_grid_the_ablation_and_compares_steps_and_the_unet():
+    from course_lib.tools.experiments import dit_table
+
+    res, samples = dit_table(steps=20, n=16, sizes=("S",), patch_sizes=(4, 2), ablation_size="S",
+                             sampling_steps=(5, 10), match_width=64, match_steps=20, log=lambda *a: None)
+    grid = res["grid"]
+    assert set(grid) == {"S/4", "S/2"}
+    # four times the tokens, about four times the compute; the parameters barely move
+    assert grid["S/2"]["tokens"] == 4 * grid["S/4"]["tokens"]
+    assert 3.0 < grid["S/2"]["gflops"] / grid["S/4"]["gflops"] < 5.0
+    assert abs(grid["S/2"]["params"] - grid["S/4"]["params"]) < 0.1 * grid["S/2"]["params"]
+    for r in grid.values():
+        assert r["fd_interval"][0] <= r["fd"] <= r["fd_interval"][1]
+        assert len(r["curve_steps"]) == len(r["curve_loss"]) > 0
+    assert set(res["ablation"]) == {"adaln_zero", "adaln", "cross_attention", "in_context"}
+    assert res["ablation"]["adaln_zero"]["fd"] == grid["S/2"]["fd"]  # the same model, measured once
+    ab = res["ablation"]
+    # the paper's Table 4: in-context adds a token, cross-attention an attention per block; adaLN-Zero's gates cost
+    # parameters but almost no compute
+    assert ab["in_context"]["gflops"] > ab["adaln_zero"]["gflops"] and ab["cross_attention"]["gflops"] > ab["adaln"]["gflops"]
+    assert ab["adaln_zero"]["params"] > ab["adaln"]["params"]
+    assert res["correlation"]["paper_pearson_log_gflops_fid"] == pytest.approx(-0.93, abs=0.001)
+    assert res["correlation"]["interval"] is None  # two models: no interval
+    rows = res["sampling_steps"]["S/2"]
+    assert [r["ddim_steps"] for r in rows] == [5, 10]
+    assert rows[1]["sampling_gflops"] == pytest.approx(2 * rows[0]["sampling_gflops"])
+    assert set(res["versus_unet"]) == {"shapes_ldm32", "shapes_dit", "DiT D64/2, 20 steps"}
+    assert samples["S/2"].shape == (8, 3, 32, 32)

@@ -13,7 +13,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 CONSTRUCTORS = r"\b(forward_demo|posterior_demo|terms_demo|sampling_demo|shapes_sampler_demo|taylor_demo|" \
                r"posterior_field_demo|exact_guidance_demo|shapes_guidance_demo|voronoi_demo|" \
                r"sweep_reconstruction_demo|distortion_lab|snapshot_scrubber|lambda_demo|prior_sampler|" \
-               r"attention_explorer|caption_demo)\("
+               r"attention_explorer|caption_demo|adaln_demo|class_demo)\("
 
 
 def code_cells(number: str) -> list[str]:
@@ -53,7 +53,7 @@ def test_every_demo_of_a_notebook_is_measured_and_the_notebook_builds_it_through
     assert {name for pair in shown for name in pair if name} == set(sliders), "the notebook shows every demo"
 
 
-@pytest.mark.parametrize("number", ["00", "01", "02", "03", "04", "05", "06", "07", "08"])
+@pytest.mark.parametrize("number", ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09"])
 def test_the_retrained_flag_comes_before_the_first_model_a_notebook_loads(number):
     cells = code_cells(number)
     flag = next(i for i, c in enumerate(cells) if "use_retrained(RETRAINED)" in c)

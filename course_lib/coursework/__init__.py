@@ -4,7 +4,7 @@
   function runs, one verdict line printed once.
 - one module per notebook topic with its checks and their mistake catalogues: :mod:`.diffusion` (00, 01),
   :mod:`.guidance` (02), :mod:`.quantize` (03), :mod:`.perceptual` (04), :mod:`.gan` (05), :mod:`.ldm` (06),
-  :mod:`.controlnet` (07), :mod:`.imagen` (08).
+  :mod:`.controlnet` (07), :mod:`.imagen` (08), :mod:`.dit` (09).
 - :mod:`.student`: ``./course student`` (solutions, revealing cells and stored verdicts removed).
 - :mod:`.grade`: ``./course check`` (one row per exercise, a total, ``student/report.json``).
 """
@@ -18,6 +18,7 @@ from .core import (Case, CourseworkError, LearnerCodeRaised, LibraryCalled, NotS
                    library_unavailable)
 from .controlnet import (check_controlled_forward, check_first_step_prediction, check_strength_experiment,
                          check_zero_conv)
+from .dit import check_correlation_experiment, check_gated_residual, check_patch_prediction, check_patchify
 from .diffusion import (check_alphas_cumprod, check_consistency_prediction, check_ddim_step, check_predicted_x0,
                         check_q_sample_at, check_sigma_eta, check_sigma_hat_experiment)
 from .gan import check_adaptive_weight, check_clamp_experiment, check_discriminator_prediction, check_hinge_d_loss
@@ -43,6 +44,7 @@ __all__ = ["Case", "CourseworkError", "NotStarted", "LearnerCodeRaised", "Librar
            "check_clamp_experiment", "check_swap_prediction", "check_steps_experiment", "check_zero_conv",
            "check_controlled_forward", "check_first_step_prediction", "check_strength_experiment",
            "check_dynamic_threshold", "check_imagen_guidance", "check_static_prediction", "check_drift_experiment",
+           "check_patchify", "check_gated_residual", "check_patch_prediction", "check_correlation_experiment",
            "make_student_notebook", "strip_solutions", "main", "EXERCISES", "WRITE_THE_FUNCTION"]
 
 # exercise -> its check; the grader names rows by this table
@@ -53,7 +55,7 @@ WRITE_THE_FUNCTION = {  # the learner writes a function; its check switches the 
     "4.1": check_normalize_channels, "4.2": check_lpips_distance, "5.1": check_adaptive_weight,
     "5.2": check_hinge_d_loss, "6.1": check_cross_attention, "6.2": check_latent_round_trip,
     "7.1": check_zero_conv, "7.2": check_controlled_forward, "8.1": check_dynamic_threshold,
-    "8.2": check_imagen_guidance}
+    "8.2": check_imagen_guidance, "9.1": check_patchify, "9.2": check_gated_residual}
 THINK = {  # N.0: predict, then run (placed before its experiment); the last: a small experiment, checked numerically
     "1.0": check_consistency_prediction, "1.4": check_sigma_hat_experiment,
     "2.0": check_sharpening_prediction, "2.4": check_algorithms_experiment,
@@ -62,7 +64,8 @@ THINK = {  # N.0: predict, then run (placed before its experiment); the last: a 
     "5.0": check_discriminator_prediction, "5.3": check_clamp_experiment,
     "6.0": check_swap_prediction, "6.3": check_steps_experiment,
     "7.0": check_first_step_prediction, "7.3": check_strength_experiment,
-    "8.0": check_static_prediction, "8.3": check_drift_experiment}
+    "8.0": check_static_prediction, "8.3": check_drift_experiment,
+    "9.0": check_patch_prediction, "9.3": check_correlation_experiment}
 EXERCISES = {**WRITE_THE_FUNCTION, **THINK}
 
 ROOT = Path(__file__).resolve().parent.parent.parent

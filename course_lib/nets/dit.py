@@ -34,8 +34,8 @@ from .._checks import check_positive_int, check_tensor
 from ..attention import CrossAttention
 from .blocks import TimeEmbedding, _timesteps_for
 
-__all__ = ["patchify", "unpatchify", "sincos_pos_embed_1d", "sincos_pos_embed_2d", "modulate", "CONDITIONINGS",
-           "DiTBlock", "DiTConfig", "DiT", "dit_gflops"]
+__all__ = ["patchify", "unpatchify", "sincos_pos_embed_1d", "sincos_pos_embed_2d", "modulate", "gated_residual",
+           "CONDITIONINGS", "DiTBlock", "DiTConfig", "DiT", "dit_gflops"]
 
 CONDITIONINGS = ("adaln_zero", "adaln", "cross_attention", "in_context")  # the paper's Fig. 3, best first
 
@@ -104,6 +104,14 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
+def gated_residual(x: torch.Tensor, branch, norm, shift: torch.Tensor, scale: torch.Tensor,
+                   gate: torch.Tensor) -> torch.Tensor:
+    r"""adaLN-Zero's residual update of tokens x (B, N, D): :math:`x + \alpha \odot F\big(\mathrm{LN}(x)(1 + \gamma)
+    + \beta\big)`, F the block's attention or MLP (``branch``), LN its affine-free ``norm``; shift :math:`\beta`,
+    scale :math:`\gamma` and gate :math:`\alpha` per sample (B, D). :math:`\alpha = 0` leaves x unchanged."""
+    return x + gate.unsqueeze(1) * branch(modulate(norm(x), shift, scale))
+
+
 class DiTBlock(nn.Module):
     r"""One transformer block of DiT with one of the paper's four ways to condition on c (B, D) (its Fig. 3):
 
@@ -146,12 +154,22 @@ class DiTBlock(nn.Module):
             nn.init.zeros_(self.adaLN_modulation[-1].weight)
             nn.init.zeros_(self.adaLN_modulation[-1].bias)
 
+    def modulation(self, c: torch.Tensor) -> dict:
+        """The adaLN parameters regressed from c (B, D): {"shift1", "scale1", "gate1", "shift2", "scale2", "gate2"}
+        (B, D) each, 1 for attention and 2 for the MLP (no gates for adaLN); {} for the other conditionings."""
+        if self.conditioning == "adaln_zero":
+            names = ("shift1", "scale1", "gate1", "shift2", "scale2", "gate2")
+        elif self.conditioning == "adaln":
+            names = ("shift1", "scale1", "shift2", "scale2")
+        else:
+            return {}
+        return dict(zip(names, self.adaLN_modulation(c).chunk(len(names), dim=1)))
+
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         if self.conditioning == "adaln_zero":
-            shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=1)
-            # x + alpha_1 Attn(LN(x)(1 + gamma_1) + beta_1), then the same for the MLP
-            x = x + gate1.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift1, scale1))
-            return x + gate2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift2, scale2))
+            m = self.modulation(c)
+            x = gated_residual(x, self.attn, self.norm1, m["shift1"], m["scale1"], m["gate1"])
+            return gated_residual(x, self.mlp, self.norm2, m["shift2"], m["scale2"], m["gate2"])
         if self.conditioning == "adaln":
             shift1, scale1, shift2, scale2 = self.adaLN_modulation(c).chunk(4, dim=1)
             x = x + self.attn(modulate(self.norm1(x), shift1, scale1))
@@ -267,6 +285,11 @@ class DiT(nn.Module):
                              f"null label), got {int(y.min())}..{int(y.max())}")
         return c + self.y_embedder(y)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> the first block's input tokens (B, N, D): the patches linearly embedded, plus the fixed
+        position table."""
+        return self.x_embedder(patchify(x, self.config.patch_size)) + self.pos_embed
+
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
         check_tensor(x, "x", ndim=4)
@@ -274,7 +297,7 @@ class DiT(nn.Module):
             raise ValueError(f"x: expected (B, {cfg.in_channels}, {cfg.input_size}, {cfg.input_size}), got "
                              f"{tuple(x.shape)}")
         c = self.condition(t, y, x)                                            # (B, D)
-        tokens = self.x_embedder(patchify(x, cfg.patch_size)) + self.pos_embed  # (B, N, D)
+        tokens = self.embed(x)                                                  # (B, N, D)
         if cfg.conditioning == "in_context":  # c as one more token, dropped after the last block
             tokens = torch.cat([c.unsqueeze(1), tokens], dim=1)
         for block in self.blocks:

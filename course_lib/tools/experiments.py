@@ -11,6 +11,7 @@
     ./course experiments ldm-compute     # FD against training FLOPs, latent vs pixel, 6 snapshots each (~45 min)
     ./course experiments controlnet      # notebook 07: the base without control, the strength sweep, composition
     ./course experiments imagen          # notebook 08: thresholding sweep, augmentation in the cascade, encoder grid
+    ./course experiments dit             # notebook 09: scaling grid, conditioning ablation, steps vs model, vs UNet
 
 Output: ``course_lib/results/ddim_tables.json`` (numbers) and ``course_lib/results/ddim_samples.safetensors``
 (16 shapes samples per sampler configuration, for the notebook's slider).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -777,6 +779,131 @@ def imagen_flawed(n: int = 256, steps: int = 20, aug_levels=(0.0, 0.2, 0.4, 0.6)
     return out, samples
 
 
+# notebook 09's model sizes: (width D, blocks, heads), the paper's S / B / L / XL at toy scale
+DIT_SIZES = {"S": (64, 2, 4), "M": (96, 4, 4), "B": (128, 6, 4)}
+
+
+def dit_table(steps: int = 2000, n: int = 256, sizes=("S", "M", "B"), patch_sizes=(4, 2, 1), skip=(("B", 1),),
+              ablation_size: str = "M", sampling_steps=(5, 10, 20, 50, 100, 250), match_width: int = 144,
+              match_steps: int = 3000, log=print) -> tuple[dict, dict]:
+    """Notebook 09's measurements, every DiT trained like the shipped ``shapes_dit`` (its data, batch, learning rate,
+    EMA and seed; the latents encoded once and shared) but for ``steps`` steps, and measured as the manifest measures
+    the shipped model (:func:`course_lib.metrics.evaluate_ldm`: n held-out shape labels, DDIM 20 steps, the same
+    noise) without guidance, as the paper's tables are, with 95% bootstrap intervals:
+
+    - the scaling grid: adaLN-Zero at each of ``sizes`` x ``patch_sizes`` (less ``skip``), FD against Gflops
+      (``dit_gflops``) and the Pearson correlation of FD with log Gflops, beside the paper's from its Table 4;
+    - the conditioning ablation (the paper's Table 4 / Fig. 5): the four blocks at ``ablation_size``/2, loss curves;
+    - more sampling steps against a bigger model: the /2 models sampled with each of ``sampling_steps``, FD against
+      the sampling Gflops per image;
+    - DiT against notebook 06's UNet ``shapes_ldm32`` at about its Gflops: a DiT of width ``match_width`` (4 blocks,
+      2x2 patches) trained for ``match_steps`` steps (the UNet's), the shipped ``shapes_dit`` and the UNet, at
+      guidance 1 and 3.
+
+    Returns (results, samples: 8 per trained model)."""
+    import copy
+
+    from ..dit import PAPER_CONDITIONING_FID, PAPER_FID_GFLOPS, pearson, pearson_interval, sampling_gflops
+    from ..ldm import LatentDiffusion
+    from ..metrics import count_flops, evaluate_ldm
+    from ..nets.dit import CONDITIONINGS, dit_gflops
+    from ..recipes import RECIPES
+    from ..train.tasks import _dit_step_loss, _ldm_first_stage, _train_ldm
+
+    device = torch.device("cpu")
+    base = RECIPES["shapes_dit"]
+    ae, scale = _ldm_first_stage(base, device)
+    samples, models = {}, {}
+
+    def measure(model, guidance=1.0, ddim_steps=20, key=None):
+        got = {}
+        m = evaluate_ldm(LatentDiffusion(model, ae, scale), device, n=n, steps=ddim_steps, guidance_scale=guidance,
+                         intervals=True, samples_out=got)
+        if key is not None:
+            samples[key] = got["samples"][:8].contiguous()
+        q, f = m["quality"], m["caption_following"]
+        return {"fd": q["fd"], "fd_interval": q["fd_interval"], "precision": q["precision"], "recall": q["recall"],
+                "shape": f["shape"], "shape_interval": f["shape_interval"], "seconds_per_step": m["seconds_per_step"]}
+
+    def train(label, size, patch, conditioning="adaln_zero", n_steps=steps):
+        if label in models:
+            return models[label]
+        width, depth, heads = DIT_SIZES[size] if isinstance(size, str) else size
+        recipe = copy.deepcopy(base)
+        recipe.name, recipe.steps = f"dit_{label}", n_steps
+        recipe.config = {**base.config, "hidden_size": width, "depth": depth, "num_heads": heads,
+                         "patch_size": patch, "conditioning": conditioning}
+        model, info, log_tensors = _train_ldm(recipe, device, progress=False, step_loss=_dit_step_loss)
+        row = {"size": size if isinstance(size, str) else None, "hidden_size": width, "depth": depth,
+               "patch_size": patch, "conditioning": conditioning, "tokens": (8 // patch) ** 2, "steps": n_steps,
+               "gflops": round(dit_gflops(model), 6), "params": sum(p.numel() for p in model.parameters()),
+               "final_loss": info["final_loss"], "training_seconds": info["wall_time_s"],
+               "curve_steps": log_tensors["curve_steps"].tolist(),
+               "curve_loss": [round(v, 5) for v in log_tensors["curve_loss"].tolist()],
+               **measure(model, key=label)}
+        log(f"{label}: {row['gflops']:.4f} Gflops, {row['params']} params, loss {row['final_loss']}, FD {row['fd']} "
+            f"{row['fd_interval']}, shape {row['shape']}, {row['training_seconds']} s")
+        models[label] = (model, row)
+        return models[label]
+
+    out = {"config": {"steps": steps, "num_samples": n, "ddim_steps": 20, "guidance_scale": 1.0,
+                      "sizes": {k: DIT_SIZES[k] for k in sizes}, "patch_sizes": list(patch_sizes),
+                      "skipped": [list(s) for s in skip], "ablation_size": ablation_size, "batch_size": base.batch_size,
+                      "lr": base.lr, "seed": base.seed, "flops_convention": "torch FlopCounterMode: 2 per multiply-add"}}
+    grid = {}
+    for size in sizes:
+        for patch in patch_sizes:
+            if (size, patch) not in skip:
+                grid[f"{size}/{patch}"] = train(f"{size}/{patch}", size, patch)[1]
+    out["grid"] = grid
+    logs = [math.log(r["gflops"]) for r in grid.values()]
+    r = pearson(logs, [row["fd"] for row in grid.values()]) if len(grid) >= 2 else float("nan")
+    paper_r = pearson([math.log(g) for g, _ in PAPER_FID_GFLOPS.values()], [f for _, f in PAPER_FID_GFLOPS.values()])
+    out["correlation"] = {"pearson_log_gflops_fd": round(r, 4), "num_models": len(grid),
+                          "interval": ([round(v, 4) for v in pearson_interval(r, len(grid))]
+                                       if len(grid) >= 4 and abs(r) < 1 else None),
+                          "paper_pearson_log_gflops_fid": round(paper_r, 4),
+                          "paper_interval": [round(v, 4) for v in pearson_interval(paper_r, len(PAPER_FID_GFLOPS))]}
+    log(f"Pearson(log Gflops, FD) = {r:.3f} over {len(grid)} models (paper, from its table: {paper_r:.3f})")
+
+    ablation = {}
+    for c in CONDITIONINGS:
+        label = f"{ablation_size}/2" if c == "adaln_zero" else f"{ablation_size}/2 {c}"
+        ablation[c] = {k: v for k, v in train(label, ablation_size, 2, c)[1].items()}
+        ablation[c]["paper_gflops_fid"] = list(PAPER_CONDITIONING_FID[c])
+    out["ablation"] = ablation
+
+    sweep = {}
+    for size in sizes:
+        label = f"{size}/2"
+        if label not in models:
+            continue
+        model, row = models[label]
+        sweep[label] = []
+        for k in sampling_steps:
+            m = measure(model, ddim_steps=k)
+            sweep[label].append({"ddim_steps": k, "sampling_gflops": round(sampling_gflops(row["gflops"], k), 5), **m})
+            log(f"{label} at {k} DDIM steps: FD {m['fd']} {m['fd_interval']}")
+    out["sampling_steps"] = sweep
+
+    from ..data import generate_shapes as _shapes
+    unet = LatentDiffusion.from_shipped("shapes_ldm32").unet
+    tokens = _shapes(1, 32, 1, seed=0).tokens
+    with torch.no_grad():
+        unet_flops, _ = count_flops(unet, torch.zeros(1, 4, 8, 8), torch.full((1,), 500), tokens)
+    shipped = checkpoints.load("shapes_dit")
+    match_model, match_row = train(f"D{match_width}/2", (match_width, 4, 4), 2, n_steps=match_steps)
+    versus = {}
+    for name, model, gflops in (("shapes_ldm32", unet, unet_flops / 1e9), ("shapes_dit", shipped, dit_gflops(shipped)),
+                                (f"DiT D{match_width}/2, {match_steps} steps", match_model, match_row["gflops"])):
+        versus[name] = {"gflops": round(gflops, 6), "params": sum(p.numel() for p in model.parameters()),
+                        **{f"guidance_{w:g}": measure(model, guidance=w) for w in (1.0, 3.0)}}
+        log(f"{name}: {versus[name]['gflops']:.4f} Gflops, FD at w=1 {versus[name]['guidance_1']['fd']}, at w=3 "
+            f"{versus[name]['guidance_3']['fd']}")
+    out["versus_unet"] = versus
+    return out, samples
+
+
 # name -> (run(quick) -> (results, samples or None), file stem of the results, file stem of the samples)
 SWEEPS = {
     "ddim": (lambda quick, carry=None: ddim_tables(QUICK if quick else FULL, carry=carry), "ddim_tables",
@@ -798,6 +925,9 @@ SWEEPS = {
                                              if quick else {})), "imagen_table", "imagen_samples"),
     "imagen-flawed": (lambda quick: imagen_flawed(**(dict(n=16, steps=4, aug_levels=(0.0, 0.4)) if quick else {})),
                       "imagen_flawed", "imagen_flawed_samples"),
+    "dit": (lambda quick: dit_table(**(dict(steps=20, n=16, sizes=("S",), patch_sizes=(4, 2), ablation_size="S",
+                                             sampling_steps=(5, 10), match_width=64, match_steps=20)
+                                        if quick else {})), "dit_table", "dit_samples"),
     "vq": (lambda quick, carry=None, parts=("beta", "vocabulary", "health"): vq_sweeps(
         **(dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8), seeds=(11, 12)) if quick else {}),
         parts=parts, carry=carry), "vq_sweeps", "vq_samples"),

@@ -225,11 +225,43 @@ def imagen_cascade(path: Path):
     plt.close(fig)
 
 
+def dit_scaling(path: Path):
+    """Notebook 09: FD against Gflops of the scaling grid (``./course experiments dit``'s stored results), and the
+    shipped DiT's samples of each class."""
+    import json
+
+    from .. import results_path
+    from ..data import SHAPES
+    from ..ldm import LatentDiffusion
+
+    res = json.loads(results_path("dit_table.json").read_text())
+    pipe = LatentDiffusion.from_shipped("shapes_dit")
+    labels = torch.arange(12) % len(SHAPES)
+    x = pipe.sample(labels, steps=20, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+    fig, (ax_g, ax_s) = plt.subplots(1, 2, figsize=(11, 3.2), gridspec_kw={"width_ratios": [1, 1.6]})
+    for key, r in res["grid"].items():
+        ax_g.errorbar(r["gflops"], r["fd"], yerr=[[r["fd"] - r["fd_interval"][0]], [r["fd_interval"][1] - r["fd"]]],
+                      fmt={4: "s", 2: "o", 1: "^"}[r["patch_size"]], color={"S": "C0", "M": "C1", "B": "C2"}[r["size"]],
+                      capsize=2)
+        ax_g.annotate(key, (r["gflops"], r["fd"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax_g.set_xscale("log")
+    ax_g.set_xlabel("Gflops per forward pass (log)", fontsize=8)
+    ax_g.set_ylabel("FD, 95% interval", fontsize=8)
+    corr = res["correlation"]
+    ax_g.set_title(f"DiT grid at equal steps: r(log Gflops, FD) = {corr['pearson_log_gflops_fd']:.2f} "
+                   f"(paper {corr['paper_pearson_log_gflops_fid']:.2f})", fontsize=9)
+    viz.show_images(x, nrow=6, ax=ax_s, title="shapes_dit, guidance 3: " + ", ".join(SHAPES) + ", ...")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 FIGURES = {"shapes_world.png": shapes_world, "shapes_ddpm16_samples.png": ddpm_samples,
            "ddim_trajectories.png": ddim_trajectories, "guidance_sweep.png": guidance_sweep,
            "codebook_usage.png": codebook_usage, "lpips_maps.png": lpips_maps,
            "vqgan_reconstructions.png": vqgan_reconstructions, "attention_maps.png": attention_maps,
-           "controlnet_masks.png": controlnet_masks, "imagen_cascade.png": imagen_cascade}
+           "controlnet_masks.png": controlnet_masks, "imagen_cascade.png": imagen_cascade,
+           "dit_scaling.png": dit_scaling}
 
 
 def main(argv=None):

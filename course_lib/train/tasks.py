@@ -3,9 +3,11 @@ resumable trainer is :func:`.loops._train_loop`; here are the others (VQGAN's tw
 latent diffusion model, LPIPS' lin weights)."""
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
@@ -114,6 +116,8 @@ def _ldm_first_stage(recipe: Recipe, device):
 
     if not recipe.autoencoder:
         return None, 1.0
+    # loaded anew (not from _first_stage's cache): building it draws from the global generator after the recipe's
+    # seed, as it did when the shipped models were trained, so a retrain initialises its model the same way
     ae = checkpoints.load(recipe.autoencoder, device=device)
     return ae, latent_scale(ae, generate_shapes(1000, 32, 1, seed=HELD_OUT_SEEDS["latent_scale"]).images.to(device))
 
@@ -144,6 +148,32 @@ def _ldm_step_loss(recipe: Recipe, model, ae, scale, ac, gen, device, step):
     with torch.no_grad():  # the first stage is frozen: one encoder pass per image, no gradient
         z0 = scale * ae.encode(b.images.to(device)) if ae is not None else b.images.to(device)
     return diffusion_loss(model, z0, ac, b.tokens.to(device), recipe.cond_drop_prob, gen)
+
+
+@functools.lru_cache(maxsize=8192)  # ~64 KB a batch of 64: the scaling grid's models share their latents
+def _encoded_batch(autoencoder: str, data: str, seed: int, batch_size: int, step: int, device: str):
+    """(scaled latents, shape labels) of the captioned images of a step (:func:`_ldm_batch`), encoded once by the
+    frozen ``autoencoder``: every model trained on the same seed, batch size and steps reads the same latents, so
+    an experiment that trains many (notebook 09's grid) encodes each batch once."""
+    ae, scale = _first_stage(autoencoder, device)
+    b = generate_shapes(batch_size, _IMAGE_SIZE[data], 1, seed=seed * 1_000_003 + step)
+    with torch.no_grad():
+        return scale * ae.encode(b.images.to(device)), b.attributes["shape"][:, 0].to(device)
+
+
+@functools.lru_cache(maxsize=4)
+def _first_stage(autoencoder: str, device: str):
+    """A shipped autoencoder (frozen: shared by every caller) and its latent scale (:func:`_ldm_first_stage`'s),
+    loaded once, without touching the global random generator (a training step may load it)."""
+    with torch.random.fork_rng(devices=[]):
+        return _ldm_first_stage(SimpleNamespace(autoencoder=autoencoder), torch.device(device))
+
+
+def _dit_step_loss(recipe: Recipe, model, ae, scale, ac, gen, device, step):
+    """L_simple on the step's scaled latents, conditioned on the shape labels, ``class_dropout_prob`` of them the
+    null label (DiT's classifier-free guidance training)."""
+    z0, labels = _encoded_batch(recipe.autoencoder, recipe.data, recipe.seed, recipe.batch_size, step, str(device))
+    return diffusion_loss(model, z0, ac, labels, model.config.class_dropout_prob, gen)
 
 
 SR_LOW_RES = 16  # an "sr" recipe's low-resolution side: its 32x32 images pooled 2 x 2
@@ -416,6 +446,7 @@ TASKS = {
     "controlnet": Task(_train_controlnet, _evaluate_controlnet),
     "caption": Task(_train_caption, _evaluate_caption),
     "sr": Task(partial(_train_ldm, step_loss=_sr_step_loss), _evaluate_sr),
+    "dit": Task(partial(_train_ldm, step_loss=_dit_step_loss), _evaluate_ldm),
 }
 
 

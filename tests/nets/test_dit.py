@@ -160,3 +160,22 @@ def test_bad_inputs_name_the_argument():
     unlabelled = DiT(DiTConfig(input_size=8, patch_size=2, hidden_size=32, depth=1, num_heads=4))
     with pytest.raises(ValueError, match="y: this DiT has no labels"):
         unlabelled(torch.zeros(2, 4, 8, 8), torch.tensor([1, 2]), torch.tensor([0, 1]))
+
+
+def test_the_adaln_zero_block_is_two_gated_residuals_with_its_regressed_modulation():
+    from course_lib.nets.dit import gated_residual
+
+    torch.manual_seed(0)
+    block = DiTBlock(16, 2, conditioning="adaln_zero")
+    torch.nn.init.normal_(block.adaLN_modulation[-1].weight, std=0.3)  # away from init: gates, shifts, scales != 0
+    x, c = torch.randn(3, 5, 16, generator=gen(1)), torch.randn(3, 16, generator=gen(2))
+    m = block.modulation(c)
+    assert list(m) == ["shift1", "scale1", "gate1", "shift2", "scale2", "gate2"] and m["gate1"].shape == (3, 16)
+    by_hand = x + m["gate1"][:, None] * block.attn(block.norm1(x) * (1 + m["scale1"][:, None]) + m["shift1"][:, None])
+    by_hand = by_hand + m["gate2"][:, None] * block.mlp(block.norm2(by_hand) * (1 + m["scale2"][:, None])
+                                                        + m["shift2"][:, None])
+    torch.testing.assert_close(block(x, c), by_hand)
+    y = gated_residual(x, block.mlp, block.norm2, m["shift2"], m["scale2"], torch.zeros(3, 16))
+    assert torch.equal(y, x)  # a zero gate: the identity whatever the branch
+    assert list(DiTBlock(16, 2, conditioning="adaln").modulation(c)) == ["shift1", "scale1", "shift2", "scale2"]
+    assert DiTBlock(16, 2, conditioning="in_context").modulation(c) == {}
