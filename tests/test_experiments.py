@@ -349,3 +349,28 @@ def test_quick_dit_table_trains_the_grid_the_ablation_and_compares_steps_and_the
     assert rows[1]["sampling_gflops"] == pytest.approx(2 * rows[0]["sampling_gflops"])
     assert set(res["versus_unet"]) == {"shapes_ldm32", "shapes_dit", "DiT D64/2, 20 steps"}
     assert samples["S/2"].shape == (8, 3, 32, 32)
+
+
+def test_shipped_dit_results_back_notebook_09s_claims():
+    from course_lib import results_path
+
+    r = json.loads(results_path("dit_table.json").read_text())
+    A, G, C, S, V = r["ablation"], r["grid"], r["correlation"], r["sampling_steps"], r["versus_unet"]
+    # adaLN-Zero's FD is below every other block's, intervals apart (the paper's Table 4 winner)
+    for other in ("adaln", "cross_attention", "in_context"):
+        assert A["adaln_zero"]["fd_interval"][1] < A[other]["fd_interval"][0], other
+    assert A["adaln_zero"]["fd"] == G["M/2"]["fd"]  # the ablation's adaLN-Zero is the grid's M/2
+    # FD falls with log Gflops; the paper's -0.930 lies inside our Fisher interval
+    lo, hi = C["interval"]
+    assert C["pearson_log_gflops_fd"] < 0 and lo <= C["paper_pearson_log_gflops_fid"] <= hi
+    # equal Gflops, unequal FD at this training length: S/1 against M/2
+    assert abs(G["S/1"]["gflops"] / G["M/2"]["gflops"] - 1) < 0.05
+    assert G["M/2"]["fd_interval"][1] < G["S/1"]["fd_interval"][0]
+    # more steps do not make up for a smaller model: S/2 at 250 steps against M/2 at 20, at more sampling compute
+    steps = {k: {row["ddim_steps"]: row for row in rows} for k, rows in S.items()}
+    assert steps["S/2"][250]["sampling_gflops"] > steps["M/2"][20]["sampling_gflops"]
+    assert steps["M/2"][20]["fd_interval"][1] < steps["S/2"][250]["fd_interval"][0]
+    # the U-Net of notebook 06 beats a DiT of its Gflops trained as long, intervals apart
+    match = next(k for k in V if k.startswith("DiT"))
+    assert abs(V[match]["gflops"] / V["shapes_ldm32"]["gflops"] - 1) < 0.05
+    assert V["shapes_ldm32"]["guidance_1"]["fd_interval"][1] < V[match]["guidance_1"]["fd_interval"][0]

@@ -57,6 +57,11 @@ def adaln_demo(model, latents: dict, alphas_cumprod: torch.Tensor):
     def compute(t, shape):
         return adaln_statistics(model, latents[shape], t, SHAPES.index(shape), alphas_cumprod)
 
+    # the axes' ranges from the slider's ends (t = 0 and T - 1, every class), so that no move draws off the axes
+    ends = [compute(t, s) for t in (0, len(alphas_cumprod) - 1) for s in latents]
+    top = {k: max(float(r[k].max()) for r in ends) for k in ("rms", "update")}
+    top["bars"] = max(float(r[q].max()) for r in ends for q in QUANTITIES)
+
     def draw(r, v):
         fig, (ax_b, ax_r) = plt.subplots(1, 2, figsize=(9.4, 3.0), dpi=DPI, gridspec_kw={"width_ratios": [1.6, 1]})
         bars = {}
@@ -64,7 +69,7 @@ def adaln_demo(model, latents: dict, alphas_cumprod: torch.Tensor):
             bars[q] = ax_b.bar(x + (i - len(QUANTITIES) / 2 + 0.5) * width, r[q], width=width, label=LABELS[q],
                                color=f"C{i}")
         ax_b.set_xticks(x, [f"block {i + 1}" for i in x], fontsize=8)
-        ax_b.set_ylim(0, 1.15 * max(max(float(r[q].max()) for q in QUANTITIES), 0.05) + 0.6)
+        ax_b.set_ylim(0, 1.5 * top["bars"] + 0.05)  # room for the legend above the bars
         ax_b.set_ylabel("mean over channels", fontsize=8)
         ax_b.legend(fontsize=7, ncol=3, loc="upper left")
         ax_b.tick_params(labelsize=7)
@@ -75,8 +80,8 @@ def adaln_demo(model, latents: dict, alphas_cumprod: torch.Tensor):
         ax_r.set_xlabel("after block", fontsize=8)
         ax_r.set_ylabel("token RMS", fontsize=8)
         ax_u.set_ylabel("block's update / its input (RMS)", fontsize=8, color="C3")
-        ax_r.set_ylim(0, 1.3 * max(float(r["rms"].max()), 1.0))
-        ax_u.set_ylim(0, 1.3 * max(float(r["update"].max()), 0.5))
+        ax_r.set_ylim(0, 1.15 * top["rms"])
+        ax_u.set_ylim(0, 1.15 * top["update"])
         ax_r.tick_params(labelsize=7)
         ax_u.tick_params(labelsize=7)
         fig.artists_ = {"bars": bars, "rms": moving(line_rms), "update": moving(line_up),
@@ -94,7 +99,7 @@ def adaln_demo(model, latents: dict, alphas_cumprod: torch.Tensor):
                 bar.set_height(float(h))
         art["rms"].set_ydata(r["rms"])
         art["update"].set_ydata(r["update"])
-        art["title"].set_text(f"t = {v['t']} (ᾱ_t = {r['alpha_bar']:.3f}), class '{v['shape']}': what c = e_t + e_y "
+        art["title"].set_text(f"t = {v['t']} (ᾱ_t = {r['alpha_bar']:.2g}), class '{v['shape']}': what c = e_t + e_y "
                               f"sets in each block")
 
     return slider_demo(compute, draw, update=update, t=(0, len(alphas_cumprod) - 1, 1, 500), shape=list(SHAPES))
