@@ -127,3 +127,11 @@ def test_the_shipped_dit_draws_the_asked_shape_and_guidance_sharpens_it():
             for w in (1.0, 3.0)}
     assert rate[3.0] >= 0.85, rate  # the manifest: 0.96 of 256; chance is 0.25
     assert rate[3.0] >= rate[1.0], rate
+
+
+def test_a_class_model_is_measured_on_its_shape_only():
+    from course_lib.metrics import evaluate_ldm
+
+    out = evaluate_ldm(_small_dit_pipe(), torch.device("cpu"), n=16, steps=2, intervals=True)
+    assert set(out["caption_following"]) == {"shape", "shape_interval"} and set(out["real_images"]) == {"shape"}
+    assert out["network_evaluations"] == 4 and out["quality"]["fd_interval"][0] <= out["quality"]["fd"]

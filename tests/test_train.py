@@ -133,7 +133,7 @@ def test_every_recipe_is_typed_and_its_task_is_in_the_one_table():
         assert (recipe.vqgan is not None) == (recipe.task == "vqgan"), name
         if recipe.vqgan is not None:
             assert isinstance(recipe.vqgan, VQGANSection)
-        assert (recipe.autoencoder is not None) == (recipe.task in ("prior", "controlnet") or
+        assert (recipe.autoencoder is not None) == (recipe.task in ("prior", "controlnet", "dit") or
                                                     (recipe.task == "ldm" and recipe.config["in_channels"] == 4)), name
         assert (recipe.control is not None) == (recipe.base is not None) == (recipe.task == "controlnet"), name
     bad = copy.deepcopy(RECIPES["ring8_mlp"])

@@ -869,7 +869,7 @@ def dit_table(steps: int = 2000, n: int = 256, sizes=("S", "M", "B"), patch_size
     ablation = {}
     for c in CONDITIONINGS:
         label = f"{ablation_size}/2" if c == "adaln_zero" else f"{ablation_size}/2 {c}"
-        ablation[c] = {k: v for k, v in train(label, ablation_size, 2, c)[1].items()}
+        ablation[c] = dict(train(label, ablation_size, 2, c)[1])
         ablation[c]["paper_gflops_fid"] = list(PAPER_CONDITIONING_FID[c])
     out["ablation"] = ablation
 
@@ -886,9 +886,8 @@ def dit_table(steps: int = 2000, n: int = 256, sizes=("S", "M", "B"), patch_size
             log(f"{label} at {k} DDIM steps: FD {m['fd']} {m['fd_interval']}")
     out["sampling_steps"] = sweep
 
-    from ..data import generate_shapes as _shapes
     unet = LatentDiffusion.from_shipped("shapes_ldm32").unet
-    tokens = _shapes(1, 32, 1, seed=0).tokens
+    tokens = generate_shapes(1, 32, 1, seed=0).tokens
     with torch.no_grad():
         unet_flops, _ = count_flops(unet, torch.zeros(1, 4, 8, 8), torch.full((1,), 500), tokens)
     shipped = checkpoints.load("shapes_dit")
