@@ -240,9 +240,9 @@ def dit_scaling(path: Path):
     x = pipe.sample(labels, steps=20, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
     fig, (ax_g, ax_s) = plt.subplots(1, 2, figsize=(11, 3.2), gridspec_kw={"width_ratios": [1, 1.6]})
     for key, r in res["grid"].items():
-        ax_g.errorbar(r["gflops"], r["fd"], yerr=[[r["fd"] - r["fd_interval"][0]], [r["fd_interval"][1] - r["fd"]]],
-                      fmt={4: "s", 2: "o", 1: "^"}[r["patch_size"]], color={"S": "C0", "M": "C1", "B": "C2"}[r["size"]],
-                      capsize=2)
+        viz.interval_errorbar(ax_g, [r["gflops"]], [r["fd"]], [r["fd_interval"]],
+                              fmt={4: "s", 2: "o", 1: "^"}[r["patch_size"]],
+                              color={"S": "C0", "M": "C1", "B": "C2"}[r["size"]], capsize=2)
         ax_g.annotate(key, (r["gflops"], r["fd"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax_g.set_xscale("log")
     ax_g.set_xlabel("Gflops per forward pass (log)", fontsize=8)
