@@ -60,3 +60,15 @@ def test_demo_budgets_come_from_the_kind_each_notebook_gives_its_demo():
     assert measured["02 shapes guidance (images)"].budget == "images"
 
 
+
+
+def test_distributed_step_time_runs_both_ways_and_reports_the_ratio():
+    r = bench.distributed_step_time(name="shapes_noisy_classifier16", steps=4, repeats=1)
+    assert "skipped" not in r, r.get("skipped")
+    one, two = r["one_process"]["s_per_step"], r["two_processes"]["s_per_step"]
+    assert one > 0 and two > 0 and r["speedup_two_over_one"] == round(one / two, 2)
+    md = bench.markdown({"date": "d", "machine": "m", "repeats": 1, "distributed": r})
+    assert "one process vs two gloo processes" in md and f"{r['speedup_two_over_one']}x" in md
+    failed = bench.markdown({"date": "d", "machine": "m", "repeats": 1,
+                             "distributed": {"skipped": "two_processes failed: boom"}})
+    assert "| two-process training step | two_processes failed: boom |" in failed

@@ -11,7 +11,8 @@ within one run. What is measured:
   Fréchet distance at S = 10, 20, 50;
 * our DDIM loop against diffusers' ``DDIMScheduler`` on the same noise predictions and inputs: time and max |diff|;
 * pixel-space against latent-space diffusion (notebook 06's models): time per guided step and sample quality;
-* how fast the shapes world is generated (images per second).
+* how fast the shapes world is generated (images per second);
+* a training step in one process against two gloo processes under torchrun (the same global batch).
 
 Budgets live here, not in the test suite (a test that times itself fails on any busy machine): the table says
 for each line whether it is within its budget, and ``--check`` exits non-zero when one is over.
@@ -245,6 +246,32 @@ def pixel_against_latent(n: int = 16, repeats: int = 5) -> dict:
     return out
 
 
+def distributed_step_time(name: str = "shapes_mini_ldm32", steps: int = 60, repeats: int = 3) -> dict:
+    """Seconds per training step of ``name`` in one process (all cores) and in two gloo processes under torchrun
+    (one thread each, torchrun's default), the same global batch: median over ``repeats`` runs of the trainer's own
+    wall time (process start and imports excluded). On a 2-core machine no gain is expected: both use the same two
+    cores, and two processes add an all-reduce per step."""
+    import re
+
+    base = ["-m", "course_lib.train", name, "--steps", str(steps), "--no-save", "--no-eval", "--device", "cpu"]
+    runs = {"one_process": [sys.executable, *base],
+            "two_processes": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                              *base]}
+    out = {"recipe": name, "steps": steps}
+    for label, cmd in runs.items():
+        per_step = []
+        for _ in range(repeats):
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+            found = re.search(rf"^{name}: ([0-9.]+) s training", run.stdout, re.M)
+            if run.returncode or not found:
+                return {"skipped": f"{label} failed: {(run.stderr or run.stdout)[-300:]}"}
+            per_step.append(float(found.group(1)) / steps)
+        out[label] = {"s_per_step": round(_median(per_step), 4), "spread": [round(min(per_step), 4),
+                                                                             round(max(per_step), 4)]}
+    out["speedup_two_over_one"] = round(out["one_process"]["s_per_step"] / out["two_processes"]["s_per_step"], 2)
+    return out
+
+
 def markdown(r: dict) -> str:
     """The README's table."""
     lines = [f"Measured by `./course bench` on {r['machine']} ({r['date']}); "
@@ -288,6 +315,15 @@ def markdown(r: dict) -> str:
                          f"{v['caption_following_all']} | — |")
         elif v:
             lines.append(f"| `{name}` | {v['skipped']} | — |")
+    dd = r.get("distributed", {})
+    if "speedup_two_over_one" in dd:
+        one, two = dd["one_process"], dd["two_processes"]
+        lines.append(f"| `{dd['recipe']}` training step (batch 64, {dd['steps']} steps): one process vs two gloo "
+                     f"processes (torchrun, 1 thread each) | {one['s_per_step']} s vs {two['s_per_step']} s "
+                     f"(range {one['spread'][0]}-{one['spread'][1]} vs {two['spread'][0]}-{two['spread'][1]}): "
+                     f"{dd['speedup_two_over_one']}x | — (2 cores either way: no gain expected) |")
+    elif dd:
+        lines.append(f"| two-process training step | {dd['skipped']} | — |")
     over = over_budget(r)
     lines += ["", "Over budget: " + "; ".join(over) + "." if over else "Every line with a budget is within it."]
     return "\n".join(lines) + "\n"
@@ -330,6 +366,7 @@ def main(argv=None) -> int:
     r["diffusers"] = ddim_against_diffusers(n=8 if a.quick else 64, steps=10 if a.quick else 50, repeats=repeats)
     r["pixel_latent"] = pixel_against_latent(repeats=max(repeats, 3))
     r["generation"] = generation_rate(repeats=max(repeats, 3))
+    r["distributed"] = distributed_step_time(steps=10 if a.quick else 60, repeats=repeats)
     md = markdown(r)
     print(md)
     a.out.mkdir(parents=True, exist_ok=True)

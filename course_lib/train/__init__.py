@@ -4,6 +4,7 @@
     python -m course_lib.train NAME --eval-only [--ship]
     python -m course_lib.train NAME --ship        (maintainers: replace the shipped model)
     python -m course_lib.train --list
+    torchrun --standalone --nproc_per_node N -m course_lib.train NAME ...   (N processes: see .distributed)
 
 One loop for diffusion models (eps-prediction MSE, EMA of weights, optional label dropout
 for classifier-free guidance) and one for classifiers; both are seeded (the batch of step
@@ -27,6 +28,7 @@ import torch
 from .. import checkpoints
 from ..device import default_device
 from ..recipes import CORRUPTIONS, RECIPES, Recipe, recipe_parents
+from . import distributed
 from .loops import EMA, corrupt, fit
 from .tasks import TASKS, _evaluate, task_of
 
@@ -64,6 +66,16 @@ def train(name: str, steps: int | None = None, device=None, resume: bool = False
     parents = {p: checkpoints.parent_record(p, use) for p, use in recipe_parents(recipe).items()}
     log_tensors = None
     task = task_of(recipe)
+    main, (_, world_size) = distributed.is_main(), distributed.world()
+    if world_size > 1:  # under torchrun: see .distributed
+        if task.one_process_only:
+            raise ValueError(f"name: {recipe.name} is a {recipe.task!r} recipe, which trains in one process only "
+                             f"({task.one_process_only}); run it without torchrun")
+        if recipe.batch_size % world_size:
+            raise ValueError(f"--nproc_per_node: expected a number of processes dividing {recipe.name}'s batch_size "
+                             f"{recipe.batch_size} (each rank takes an equal shard), got {world_size}")
+        if not main:
+            log = lambda *args, **kwargs: None  # noqa: E731 (rank 0 speaks for all)
     if task.resumable:
         model, info, log_tensors = task.train(recipe, device, resume, progress, log, save_every, runs_dir)
     elif resume:
@@ -73,13 +85,18 @@ def train(name: str, steps: int | None = None, device=None, resume: bool = False
     else:
         model, info, log_tensors = task.train(recipe, device, progress)
     name = recipe.name
-    cmd = f"python -m course_lib.train {name}" + (f" --steps {steps}" if steps is not None else "")
+    cmd = (f"torchrun --standalone --nproc_per_node {world_size} -m course_lib.train {name}" if world_size > 1 else
+           f"python -m course_lib.train {name}") + (f" --steps {steps}" if steps is not None else "")
     info.update({
         "description": recipe.description, "seed": recipe.seed, "steps": recipe.steps,
         "batch_size": recipe.batch_size, "lr": recipe.lr, "ema_decay": recipe.ema_decay,
         "command": cmd, "device": str(device), "torch": torch.__version__,
         "num_params": sum(p.numel() for p in model.parameters()), "parents": parents,
     })
+    if world_size > 1:  # the replicas must agree to the last bit: DDP never exchanges weights, only gradients
+        info.update({"world_size": world_size, "replica_max_difference": distributed.replica_difference(model)})
+    if not main:
+        return model, info  # rank 0 evaluates and writes
     if evaluate:
         t0 = time.time()
         info["metrics"] = _evaluate(recipe, model, device, log, info)
@@ -130,6 +147,9 @@ def main(argv=None):
     p.add_argument("--use-retrained", nargs="+", default=[], metavar="PARENT",
                    help="train on your retrains of these parent models (runs/PARENT/) instead of the shipped ones")
     p.add_argument("--list", action="store_true", help="list the recipes")
+    p.add_argument("--no-eval", action="store_true", help="skip the manifest's metrics (a quick or test run)")
+    p.add_argument("--runs-dir", type=Path, default=None, help="where retrains and resumable states go (default: runs/)")
+    p.add_argument("--save-every", type=int, default=500, help="steps between resumable states (default: 500)")
     p.add_argument("--eval-only", action="store_true",
                    help="re-measure the model (yours in runs/NAME/ if it exists, else the shipped one; stored "
                         "into the shipped manifest only with --ship)")
@@ -144,12 +164,26 @@ def main(argv=None):
             p.error(f"unknown model {n!r}; choose from {', '.join(RECIPES)}")
     if a.ship and a.no_save:
         p.error("--ship and --no-save contradict each other")
-    print(checkpoints.use_retrained(a.use_retrained))
-    for n in names:
+    if a.save_every < 1:
+        p.error(f"--save-every: expected a positive number of steps, got {a.save_every}")
+    device = a.device
+    if distributed.launched_by_torchrun():  # torchrun --nproc_per_node N -m course_lib.train ...
         if a.eval_only:
-            ours = (checkpoints.RUNS_DIR / n / "manifest.json").exists() and not a.ship
-            print(f"{n}: metrics {evaluate(n, a.device, 'runs' if ours else 'shipped', a.ship)}")
-            continue
-        _, info = train(n, a.steps, a.device, a.resume, not a.no_save, ship=a.ship)
-        print(f"{n}: {info.get('wall_time_s')} s training, metrics {info.get('metrics')}")
+            p.error("--eval-only: measuring runs in one process; run it without torchrun")
+        device = distributed.setup(a.device)
+    say = print if distributed.is_main() else (lambda *args, **kwargs: None)
+    try:
+        say(checkpoints.use_retrained(a.use_retrained))
+        for n in names:
+            if a.eval_only:
+                ours = (checkpoints.RUNS_DIR / n / "manifest.json").exists() and not a.ship
+                print(f"{n}: metrics {evaluate(n, a.device, 'runs' if ours else 'shipped', a.ship)}")
+                continue
+            _, info = train(n, a.steps, device, a.resume, not a.no_save, ship=a.ship, evaluate=not a.no_eval,
+                            save_every=a.save_every, runs_dir=a.runs_dir)
+            say(f"{n}: {info.get('wall_time_s')} s training, metrics {info.get('metrics')}"
+                + (f", {info['world_size']} processes (replicas differ by at most {info['replica_max_difference']})"
+                   if "world_size" in info else ""))
+    finally:
+        distributed.teardown()
     return 0

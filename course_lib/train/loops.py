@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .. import checkpoints
+from . import distributed
 from ..data import generate_shapes, ring_mixture
 from ..diffusion import diffusion_loss, q_sample
 from ..nets import build_model
@@ -90,21 +91,29 @@ def fit(model, loss_at, steps: int, lr_at, opt, start: int = 0, ema: EMA | None 
     for each step, set the learning rate ``lr_at(step)`` (``lr_at=None`` keeps the optimizer's per-group rates),
     take ``loss_at(step)``, backpropagate, clip the gradient norm (not with ``max_grad_norm=None``), step the
     optimizer, update the EMA, then ``on_step(step, loss)`` (logging, resumable state). It knows nothing about the
-    model. Returns the smoothed loss (None if no step ran)."""
+    model. Returns the smoothed loss (None if no step ran).
+
+    Under torchrun (:mod:`.distributed`) ``loss_at`` returns this rank's shard's loss and runs inside
+    DistributedDataParallel, so ``backward`` leaves every rank the gradient averaged over the ranks: the clipping,
+    optimizer and EMA below then do on every rank what one process does on the combined batch. The smoothed loss
+    and ``on_step``'s loss are the mean over the ranks (the global batch's)."""
     running = None
-    bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
+    step_loss = distributed.distributed_loss(model, loss_at)
+    bar = tqdm(range(start, steps), desc=desc, disable=not progress or not distributed.is_main(), initial=start,
+               total=steps)
     for step in bar:
         if lr_at is not None:  # None: keep the optimizer's own (per-group) learning rates
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
-        loss = loss_at(step)
+        loss = step_loss(step)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP: the gradients arrive averaged over the ranks
         if max_grad_norm is not None:  # None: plain steps (LPIPS' 2AFC training)
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step()
         if ema is not None:
             ema.update(model, step)
+        loss = distributed.mean_over_ranks(loss.detach())
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 20 == 0:
             bar.set_postfix(loss=f"{running:.4f}")
@@ -154,7 +163,8 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.0)
     ema = EMA(model, recipe.ema_decay) if recipe.ema_decay else None
     ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
-    gen = torch.Generator().manual_seed(recipe.seed)
+    gen = distributed.rank_generator(recipe.seed)  # t, noise, dropout: this rank's own stream (rank 0: the seed's)
+    rank, world_size = distributed.world()
     state_path = Path(runs_dir or checkpoints.RUNS_DIR) / recipe.name / "state.pt"
     start, elapsed = 0, 0.0
     if resume and not state_path.exists():
@@ -167,20 +177,28 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
                                f"{str(exc)[:120]}); delete it and train without --resume") from None
         if state["steps"] != recipe.steps:
             log(f"resume: saved run was for {state['steps']} steps, this one is for {recipe.steps}; the lr schedule follows the new total")
+        saved_world = len(state.get("generators", [state["generator"]]))
+        if saved_world != world_size:
+            raise ValueError(f"resume: {state_path} was saved by {saved_world} process(es), this run has "
+                             f"{world_size}; each rank continues its own random stream, so resume with "
+                             f"--nproc_per_node {saved_world}")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         if ema:
             ema.model.load_state_dict(state["ema"])
-        gen.set_state(state["generator"])
+        gen.set_state(state.get("generators", [state["generator"]])[rank])
         start, elapsed = state["step"], state["elapsed"]
         log(f"resumed {recipe.name} at step {start}")
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.amp)
 
     def save_state(step):
+        generators = distributed.gather_objects(gen.get_state())  # every rank's stream (each rank calls this)
+        if not distributed.is_main():
+            return  # the replicas are identical: rank 0 writes for all
         state_path.parent.mkdir(parents=True, exist_ok=True)
         state = {"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.model.state_dict() if ema else {},
-                 "generator": gen.get_state(), "step": step, "elapsed": elapsed + time.time() - t0,
-                 "steps": recipe.steps}
+                 "generator": generators[0], "step": step, "elapsed": elapsed + time.time() - t0,
+                 "steps": recipe.steps, **({"generators": generators} if world_size > 1 else {})}
         checkpoints.write_atomic(state_path, lambda tmp: torch.save(state, tmp))
 
     t0 = time.time()
@@ -189,7 +207,7 @@ def _train_loop(recipe: Recipe, device: torch.device, resume: bool, progress: bo
     ctx = {"ac": ac, "gen": gen, "device": device, "history": history}
 
     def loss_at(step):
-        x, y, attrs = _batch(recipe, step)
+        x, y, attrs = (distributed.shard(part) for part in _batch(recipe, step))  # this rank's rows of the batch
         with amp:
             return step_loss(recipe, model, step, x.to(device), y.to(device), attrs, ctx)
 

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import checkpoints
+from . import distributed
 from ..data import HELD_OUT_SEEDS, generate_shapes
 from ..diffusion import diffusion_loss
 from ..metrics import evaluate_autoencoder, evaluate_autoencoder32
@@ -102,7 +103,8 @@ def _train_prior(recipe: Recipe, device, progress: bool = True):
     model = build_model(recipe.model, recipe.config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.95))
     steps_log, losses, t0 = [], [], time.time()
-    running = fit(model, lambda step: model.loss(_prior_codes(recipe, step, device, autoencoder=ae)), recipe.steps,
+    running = fit(model, lambda step: model.loss(distributed.shard(_prior_codes(recipe, step, device, autoencoder=ae))),
+                  recipe.steps,
                   lambda step: _lr_at(step, recipe), opt, progress=progress, desc=recipe.name,
                   on_step=_curve_logger(recipe, steps_log, losses))
     info = {"final_loss": round(running, 4), "wall_time_s": round(time.time() - t0, 1),
@@ -144,7 +146,7 @@ def _frozen_caption_encoder(recipe: Recipe, model, device) -> None:
 
 def _ldm_step_loss(recipe: Recipe, model, ae, scale, ac, gen, device, step):
     """L_LDM on the scaled latents of the step's batch (pixels for the pixel-space model)."""
-    b = _ldm_batch(recipe, step)
+    b = distributed.shard(_ldm_batch(recipe, step))  # this rank's rows (all of them in one process)
     with torch.no_grad():  # the first stage is frozen: one encoder pass per image, no gradient
         z0 = scale * ae.encode(b.images.to(device)) if ae is not None else b.images.to(device)
     return diffusion_loss(model, z0, ac, b.tokens.to(device), recipe.cond_drop_prob, gen)
@@ -172,7 +174,8 @@ def _first_stage(autoencoder: str, device: str):
 def _dit_step_loss(recipe: Recipe, model, ae, scale, ac, gen, device, step):
     """L_simple on the step's scaled latents, conditioned on the shape labels, ``class_dropout_prob`` of them the
     null label (DiT's classifier-free guidance training)."""
-    z0, labels = _encoded_batch(recipe.autoencoder, recipe.data, recipe.seed, recipe.batch_size, step, str(device))
+    z0, labels = distributed.shard(_encoded_batch(recipe.autoencoder, recipe.data, recipe.seed, recipe.batch_size,
+                                                  step, str(device)))
     return diffusion_loss(model, z0, ac, labels, model.config.class_dropout_prob, gen)
 
 
@@ -185,7 +188,7 @@ def _sr_step_loss(recipe: Recipe, model, ae, scale, ac, gen, device, step):
     target is the model's parameterisation (its config's ``prediction``: eps or v)."""
     from ..imagen import LowResConditioned, downsample, sr_condition
 
-    b = _ldm_batch(recipe, step)
+    b = distributed.shard(_ldm_batch(recipe, step))
     x0 = b.images.to(device)
     n, side = x0.shape[0], x0.shape[-1]
     levels = torch.rand(n, generator=gen) if recipe.noise_augmentation else torch.zeros(n)
@@ -235,7 +238,7 @@ def _train_ldm(recipe: Recipe, device, progress: bool = True, snapshot_steps=(),
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=recipe.lr, weight_decay=0.0)
     ema = EMA(model, recipe.ema_decay)
     ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
-    gen = torch.Generator().manual_seed(recipe.seed)
+    gen = distributed.rank_generator(recipe.seed)
     steps_log, losses, t0 = [], [], time.time()
     loss_at = partial(step_loss, recipe, model, ae, scale, ac, gen, device)
 
@@ -287,14 +290,14 @@ def _train_controlnet(recipe: Recipe, device, progress: bool = True):
     trainable = [p for p in cn.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=recipe.lr, weight_decay=0.0)
     ac = make_alphas_cumprod(recipe.schedule, recipe.num_timesteps)
-    gen = torch.Generator().manual_seed(recipe.seed)
+    gen = distributed.rank_generator(recipe.seed)
     section = recipe.control
     held, held_hints, held_tokens = held_out_controls(section.snapshot_samples, section.hint, section.keep)
     z_T = torch.randn((section.snapshot_samples, 4, 8, 8), generator=torch.Generator().manual_seed(1))
     pipe = ControlPipeline(controlled, ae, scale)
 
     def loss_at(step):
-        b, hint, tokens = _control_batch(recipe, step)
+        b, hint, tokens = (distributed.shard(part) for part in _control_batch(recipe, step))
         with torch.no_grad():  # the first stage is frozen
             z0 = scale * ae.encode(b.images.to(device))
         return diffusion_loss(controlled.with_hints([hint.to(device)]), z0, ac, tokens.to(device),
@@ -353,7 +356,7 @@ def _train_caption(recipe: Recipe, device, progress: bool = True):
     steps_log, losses, t0 = [], [], time.time()
 
     def loss_at(step):
-        b = _caption_batch(recipe, step)
+        b = distributed.shard(_caption_batch(recipe, step))
         return model.loss(b.tokens.to(device), {k: v.to(device) for k, v in b.attributes.items()})
 
     running = fit(model, loss_at, recipe.steps, lambda step: _lr_at(step, recipe), opt, progress=progress,
@@ -431,18 +434,24 @@ class Task:
     train: Callable
     evaluate: Callable
     resumable: bool = False
+    one_process_only: str = ""  # why the task cannot train under torchrun (empty: it can, see .distributed)
 
+
+_CODEBOOK = ("its codebook moves outside the gradient (dead-code restarts, EMA updates) on each process's own data, "
+             "which DistributedDataParallel does not average")
 
 TASKS = {
     "diffusion": Task(partial(_train_loop, step_loss=_diffusion_step_loss), _evaluate_diffusion, resumable=True),
     "classifier": Task(partial(_train_loop, step_loss=_classifier_step_loss), _evaluate_classifier, resumable=True),
     "autoencoder": Task(partial(_train_loop, step_loss=_autoencoder_step_loss),
                         lambda recipe, model, device, log=print, info=None: evaluate_autoencoder(model, device),
-                        resumable=True),
-    "vqgan": Task(_train_vqgan, lambda recipe, model, device, log=print, info=None: evaluate_autoencoder32(model, device)),
+                        resumable=True, one_process_only=_CODEBOOK),
+    "vqgan": Task(_train_vqgan, lambda recipe, model, device, log=print, info=None: evaluate_autoencoder32(model, device),
+                  one_process_only=_CODEBOOK + "; and its two-player step has two optimizers outside the one loop"),
     "prior": Task(_train_prior, _evaluate_prior),
     "ldm": Task(_train_ldm, _evaluate_ldm),
-    "lpips": Task(_train_lpips_weights, _evaluate_lpips_weights),
+    "lpips": Task(_train_lpips_weights, _evaluate_lpips_weights,
+                  one_process_only="it samples its 2AFC set by index, not by seeded step batches, and trains in seconds"),
     "controlnet": Task(_train_controlnet, _evaluate_controlnet),
     "caption": Task(_train_caption, _evaluate_caption),
     "sr": Task(partial(_train_ldm, step_loss=_sr_step_loss), _evaluate_sr),
