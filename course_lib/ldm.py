@@ -24,7 +24,7 @@ from .diffusion import ddim_sample
 from .guidance import cfg_eps_fn, check_scale
 from .schedules import make_alphas_cumprod, timestep_subsequence
 
-__all__ = ["latent_scale", "LatentDiffusion", "attention_on_object"]
+__all__ = ["latent_scale", "LatentDiffusion", "sample_images", "attention_on_object"]
 
 
 @torch.no_grad()
@@ -182,6 +182,18 @@ class LatentDiffusion:
             side = int(math.isqrt(a.shape[-1]))
             maps[name] = rearrange(a, "n s m (h w) -> n s m h w", h=side, w=side).cpu()
         return self.decode(z0), maps
+
+
+@torch.no_grad()
+def sample_images(denoiser, autoencoder, scale: float, tokens: torch.Tensor, z_T: torch.Tensor, alphas_cumprod,
+                  steps: int, guidance_scale: float) -> torch.Tensor:
+    r"""The pipeline's sampling from its parts, as one function (notebook 10's Exercise 10.5): DDIM (eta = 0) from
+    ``z_T`` along :func:`~course_lib.schedules.timestep_subsequence` with classifier-free guidance
+    :math:`\hat\epsilon = \epsilon_u + w(\epsilon_c - \epsilon_u)`, then :math:`x = \mathcal D(q(z_0 / s))` in
+    [-1, 1]: :meth:`LatentDiffusion.sample`."""
+    side = z_T.shape[-1] * 2 ** len(autoencoder.config.channel_mults) if autoencoder is not None else z_T.shape[-1]
+    pipe = LatentDiffusion(denoiser, autoencoder, scale, alphas_cumprod, image_size=side)
+    return pipe.sample(tokens, steps, guidance_scale, z_T=z_T)
 
 
 def attention_on_object(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -132,6 +132,13 @@ RECIPES = {r.name: r for r in [
                       "at 8x8 only), given the latent model's training wall-clock (measured 0.146 vs 0.735 s a step "
                       "at batch 64 on one CPU thread: 3000 vs 600 steps)"),
       ]],
+    # notebook 10: the learner's pipeline at full length - the MiniUNet they assemble, on shapes_ae32_f4's latents,
+    # with shapes_ldm32's data, dropout, EMA and seed; the notebook's live run is this recipe's first few hundred steps
+    Recipe("shapes_mini_ldm32", "MiniUNet", dict(in_channels=4, channels=32, context_dim=32), task="ldm",
+           data="shapes32", steps=4000, batch_size=64, lr=1e-3, seed=9, ema_decay=0.999, cond_drop_prob=0.1,
+           autoencoder="shapes_ae32_f4", log_every=25,
+           description="notebook 10's MiniUNet (one ResBlock and cross-attention per resolution, 8x8 and 4x4; "
+                       "width 32) on shapes_ae32_f4's scaled latents, caption-conditioned, 10% empty captions"),
     # notebook 07: ControlNets on the frozen shapes_ldm32, the hint an object's mask, the caption only its colour and
     # shape (the mask says where and how big), half the captions empty (the paper's 50%); a constant learning rate,
     # no EMA. The same data, steps and seed for the paper's model and its two ablations.

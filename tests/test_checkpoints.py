@@ -68,6 +68,9 @@ def test_every_shipped_model_loads_and_runs(name):
                               torch.zeros(2, 11, dtype=torch.long))
             assert [d.shape for d in down] == [(2, 32, 8, 8), (2, 64, 4, 4)] and mid.shape == (2, 64, 4, 4)
             assert all(torch.isfinite(d).all() for d in down) and mid.abs().max() > 0  # trained: no longer zero
+        elif e["model"] == "MiniUNet":
+            out = model(torch.randn(2, 4, 8, 8), torch.tensor([10, 900]), torch.zeros(2, 11, dtype=torch.long))
+            assert out.shape == (2, 4, 8, 8) and torch.isfinite(out).all() and out.abs().max() > 0  # trained
         elif e["model"] == "DiT":
             out = model(torch.randn(2, 4, 8, 8), torch.tensor([10, 900]), torch.tensor([0, 3]))
             assert out.shape == (2, 4, 8, 8) and torch.isfinite(out).all() and out.abs().max() > 0  # trained

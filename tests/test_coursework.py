@@ -429,6 +429,19 @@ LIBRARY_WRAPPERS = {
              "width)"]),
     "9.2": ("from course_lib.nets.dit import modulate",
             ["lambda x, branch, norm, shift, scale, gate: x + gate[:, None] * branch(modulate(norm(x), shift, scale))"]),
+    "10.1": ("from course_lib.ldm import latent_scale", ["lambda autoencoder, images: latent_scale(autoencoder, images)"]),
+    "10.2": ("from course_lib.diffusion import diffusion_loss",
+             ["lambda model, z0, ac, tokens, p, gen: diffusion_loss(model, z0, ac, tokens, p, gen)"]),
+    "10.3": ("", ["lambda net, z_t, t, tokens: net(z_t, t, tokens)"]),
+    "10.4": ("from course_lib.train import EMA, fit\nimport torch",
+             ["lambda model, loss_at, steps, lr_at, d, n: (lambda ema: (fit(model, loss_at, steps, lr_at, "
+              "torch.optim.AdamW(model.parameters(), weight_decay=0.0), ema=ema, progress=False, max_grad_norm=n), "
+              "ema.model)[1])(EMA(model, d))"]),
+    "10.5": ("from course_lib.ldm import LatentDiffusion",
+             ["lambda unet, ae, s, tokens, z_T, ac, steps, w: LatentDiffusion(unet, ae, s, ac, image_size=16)"
+              ".sample(tokens, steps, w, z_T=z_T)"]),
+    "10.7": ("from course_lib.timing import median_wall_time",
+             ["lambda fn, repeats, warmup, clock: median_wall_time(fn, repeats, warmup, clock)"]),
 }
 
 

@@ -4,7 +4,8 @@
   function runs, one verdict line printed once.
 - one module per notebook topic with its checks and their mistake catalogues: :mod:`.diffusion` (00, 01),
   :mod:`.guidance` (02), :mod:`.quantize` (03), :mod:`.perceptual` (04), :mod:`.gan` (05), :mod:`.ldm` (06),
-  :mod:`.controlnet` (07), :mod:`.imagen` (08), :mod:`.dit` (09).
+  :mod:`.controlnet` (07), :mod:`.imagen` (08), :mod:`.dit` (09), :mod:`.pipeline` (10: the learner's pipeline,
+  whose later stages run the learner's function once its check passed, :func:`.pipeline.yours_or_library`).
 - :mod:`.student`: ``./course student`` (solutions, revealing cells and stored verdicts removed).
 - :mod:`.grade`: ``./course check`` (one row per exercise, a total, ``student/report.json``).
 """
@@ -26,6 +27,8 @@ from .guidance import (check_algorithms_experiment, check_cfg_eps, check_classif
                        check_classifier_guided_mean, check_sharpening_prediction)
 from .imagen import check_drift_experiment, check_dynamic_threshold, check_imagen_guidance, check_static_prediction
 from .ldm import check_cross_attention, check_latent_round_trip, check_steps_experiment, check_swap_prediction
+from .pipeline import (check_denoiser_forward, check_evaluation_experiment, check_latent_scale, check_ldm_loss,
+                       check_median_time, check_sampler, check_train_loop, yours_or_library)
 from .perceptual import (check_2afc_experiment, check_lpips_distance, check_normalize_channels,
                          check_shift_noise_prediction)
 from .quantize import (check_lfq_index, check_restarts_experiment, check_straight_through, check_usage_prediction,
@@ -45,6 +48,8 @@ __all__ = ["Case", "CourseworkError", "NotStarted", "LearnerCodeRaised", "Librar
            "check_controlled_forward", "check_first_step_prediction", "check_strength_experiment",
            "check_dynamic_threshold", "check_imagen_guidance", "check_static_prediction", "check_drift_experiment",
            "check_patchify", "check_gated_residual", "check_patch_prediction", "check_correlation_experiment",
+           "check_latent_scale", "check_ldm_loss", "check_denoiser_forward", "check_train_loop", "check_sampler",
+           "check_evaluation_experiment", "check_median_time", "yours_or_library",
            "make_student_notebook", "strip_solutions", "main", "EXERCISES", "WRITE_THE_FUNCTION"]
 
 # exercise -> its check; the grader names rows by this table
@@ -55,7 +60,9 @@ WRITE_THE_FUNCTION = {  # the learner writes a function; its check switches the 
     "4.1": check_normalize_channels, "4.2": check_lpips_distance, "5.1": check_adaptive_weight,
     "5.2": check_hinge_d_loss, "6.1": check_cross_attention, "6.2": check_latent_round_trip,
     "7.1": check_zero_conv, "7.2": check_controlled_forward, "8.1": check_dynamic_threshold,
-    "8.2": check_imagen_guidance, "9.1": check_patchify, "9.2": check_gated_residual}
+    "8.2": check_imagen_guidance, "9.1": check_patchify, "9.2": check_gated_residual,
+    "10.1": check_latent_scale, "10.2": check_ldm_loss, "10.3": check_denoiser_forward, "10.4": check_train_loop,
+    "10.5": check_sampler, "10.7": check_median_time}
 THINK = {  # N.0: predict, then run (placed before its experiment); the last: a small experiment, checked numerically
     "1.0": check_consistency_prediction, "1.4": check_sigma_hat_experiment,
     "2.0": check_sharpening_prediction, "2.4": check_algorithms_experiment,
@@ -65,7 +72,8 @@ THINK = {  # N.0: predict, then run (placed before its experiment); the last: a 
     "6.0": check_swap_prediction, "6.3": check_steps_experiment,
     "7.0": check_first_step_prediction, "7.3": check_strength_experiment,
     "8.0": check_static_prediction, "8.3": check_drift_experiment,
-    "9.0": check_patch_prediction, "9.3": check_correlation_experiment}
+    "9.0": check_patch_prediction, "9.3": check_correlation_experiment,
+    "10.6": check_evaluation_experiment}
 EXERCISES = {**WRITE_THE_FUNCTION, **THINK}
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -9,7 +9,8 @@ r"""The course's networks, one file per family: small enough to train on a CPU i
   :mod:`.lpips_weights`: :class:`LPIPSWeights`, LPIPS' learned per-channel weights;
   :mod:`.controlnet`: :class:`ControlNet`, a trainable copy of a CaptionUNet's encoder behind zero convolutions;
   :mod:`.dit`: :class:`DiT`, the Diffusion Transformer on latent patches (patchify, the 2-D position table,
-  adaLN-Zero and the paper's other conditioning blocks).
+  adaLN-Zero and the paper's other conditioning blocks); :mod:`.mini_unet`: :class:`MiniUNet`, the smallest caption
+  UNet, which notebook 10's learner assembles from these blocks.
 
 Each model takes one config dataclass (as in nanoGPT), so a checkpoint stores its config as plain JSON and
 :func:`build_model` (the registry below) rebuilds it.
@@ -28,6 +29,7 @@ from .controlnet import ControlNet, ControlNetConfig, HintEncoder, zero_conv
 from .dit import DiT, DiTBlock, DiTConfig
 from .gpt import GPTConfig, GPTPrior
 from .lpips_weights import LPIPSWeights, LPIPSWeightsConfig
+from .mini_unet import MiniUNet, MiniUNetConfig
 from .mlp import MLPConfig, MLPDenoiser
 from .unet import CaptionUNet, CaptionUNetConfig, UNet, UNetConfig
 from .vqvae import VQVAE, VQVAEConfig
@@ -36,7 +38,7 @@ __all__ = ["timestep_embedding", "TimeEmbedding", "ResBlock", "NUM_TIMESTEPS", "
            "CaptionUNetConfig", "CaptionUNet", "CaptionEncoder", "MLPConfig", "MLPDenoiser", "ClassifierConfig",
            "Classifier", "VQVAEConfig", "VQVAE", "GPTConfig", "GPTPrior", "LPIPSWeightsConfig", "LPIPSWeights",
            "ControlNetConfig", "ControlNet", "HintEncoder", "zero_conv", "CaptionAttributesConfig", "CaptionAttributes",
-           "DiTConfig", "DiT", "DiTBlock", "MODELS", "build_model"]
+           "DiTConfig", "DiT", "DiTBlock", "MiniUNetConfig", "MiniUNet", "MODELS", "build_model"]
 
 MODELS = {
     "UNet": (UNet, UNetConfig),
@@ -49,6 +51,7 @@ MODELS = {
     "ControlNet": (ControlNet, ControlNetConfig),
     "CaptionAttributes": (CaptionAttributes, CaptionAttributesConfig),  # from_config: around a fresh base of the recorded config
     "DiT": (DiT, DiTConfig),
+    "MiniUNet": (MiniUNet, MiniUNetConfig),
 }
 
 

@@ -903,6 +903,31 @@ def dit_table(steps: int = 2000, n: int = 256, sizes=("S", "M", "B"), patch_size
     return out, samples
 
 
+def ldm_scratch_table(n: int = 256, steps: int = 20, guidance: float = 3.0, models=("shapes_ldm32", "shapes_mini_ldm32"),
+                      log=print) -> tuple[dict, dict]:
+    """Notebook 10's comparison: each shipped caption model on the same n held-out captions (DDIM ``steps``, guidance
+    ``guidance``, the same starting noise): FD and caption following with their 95% bootstrap intervals, size and
+    training cost from the manifest. Returns (results, samples: 16 per model)."""
+    from ..ldm import LatentDiffusion
+    from ..metrics import evaluate_ldm
+
+    out, samples = {"num_samples": n, "ddim_steps": steps, "guidance_scale": guidance}, {}
+    for name in models:
+        pipe = LatentDiffusion.from_shipped(name)
+        got = {}
+        m = evaluate_ldm(pipe, "cpu", n=n, steps=steps, guidance_scale=guidance, intervals=True, samples_out=got)
+        e = checkpoints.entry(name)
+        cf, q = m["caption_following"], m["quality"]
+        out[name] = {"params": e["num_params"], "train_steps": e["steps"], "train_s": e["wall_time_s"],
+                     "sampling_s_per_step": m["seconds_per_step"],
+                     "fd": {"value": q["fd"], "interval": q["fd_interval"]},
+                     "caption_all": {"value": cf["all"], "interval": cf["all_interval"]},
+                     "words": {k: cf[k] for k in ("shape", "colour", "position")}}
+        samples[name] = got["samples"][:16].half()
+        log(f"{name}: FD {q['fd']} {q['fd_interval']}, all words {cf['all']} {cf['all_interval']}")
+    return out, samples
+
+
 # name -> (run(quick) -> (results, samples or None), file stem of the results, file stem of the samples)
 SWEEPS = {
     "ddim": (lambda quick, carry=None: ddim_tables(QUICK if quick else FULL, carry=carry), "ddim_tables",
@@ -927,6 +952,8 @@ SWEEPS = {
     "dit": (lambda quick: dit_table(**(dict(steps=20, n=16, sizes=("S",), patch_sizes=(4, 2), ablation_size="S",
                                              sampling_steps=(5, 10), match_width=64, match_steps=20)
                                         if quick else {})), "dit_table", "dit_samples"),
+    "ldm-scratch": (lambda quick: ldm_scratch_table(**(dict(n=16, steps=4) if quick else {})), "ldm_scratch_table",
+                    "ldm_scratch_samples"),
     "vq": (lambda quick, carry=None, parts=("beta", "vocabulary", "health"): vq_sweeps(
         **(dict(steps=60, batch_size=32, betas=(0.25, 2.0), bits=(4, 8), seeds=(11, 12)) if quick else {}),
         parts=parts, carry=carry), "vq_sweeps", "vq_samples"),

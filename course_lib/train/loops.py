@@ -21,7 +21,7 @@ from ..nets import build_model
 from ..recipes import CORRUPTIONS, Recipe
 from ..schedules import make_alphas_cumprod
 
-__all__ = ["EMA", "fit", "corrupt"]
+__all__ = ["EMA", "fit", "fit_with_ema", "corrupt"]
 
 
 class EMA:
@@ -120,6 +120,16 @@ def fit(model, loss_at, steps: int, lr_at, opt, start: int = 0, ema: EMA | None 
         if on_step is not None:
             on_step(step, loss)
     return running
+
+
+def fit_with_ema(model, loss_at, steps: int, lr_at, ema_decay: float, max_grad_norm: float | None = 1.0,
+                 progress: bool = False):
+    """AdamW (no weight decay) through :func:`fit` with an :class:`EMA` of decay ``ema_decay``; returns the EMA
+    model. Every diffusion recipe trains so (notebook 10's Exercise 10.4 asks for this loop)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr_at(0), weight_decay=0.0)
+    ema = EMA(model, ema_decay)
+    fit(model, loss_at, steps, lr_at, opt, ema=ema, progress=progress, max_grad_norm=max_grad_norm)
+    return ema.model
 
 
 def _diffusion_step_loss(recipe: Recipe, model, step, x, y, attrs, ctx):
