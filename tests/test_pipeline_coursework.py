@@ -171,23 +171,33 @@ def test_later_stages_use_the_learners_function_only_after_its_check_passed(caps
     pipeline._PASSED.pop("10.1", None)
 
 
-RESULTS = {"shapes_ldm32": {"fd": {"value": 1.5, "interval": [1.2, 1.9]},
-                            "caption_all": {"value": 0.99, "interval": [0.97, 1.0]}},
-           "shapes_mini_ldm32": {"fd": {"value": 4.0, "interval": [3.1, 4.8]},
-                                 "caption_all": {"value": 0.97, "interval": [0.94, 0.99]}}}
+def _m(value, low, high):
+    return {"value": value, "interval": [low, high]}
+
+
+RESULTS = {"shapes_ldm32": {"guidance_3": {"fd": _m(1.5, 1.2, 1.9)}, "guidance_1": {"caption_all": _m(0.9, 0.86, 0.94)}},
+           "shapes_mini_ldm32": {"guidance_3": {"fd": _m(4.0, 3.1, 4.8)},
+                                 "guidance_1": {"caption_all": _m(0.88, 0.84, 0.92)}}}
+LIVE = {"fd": _m(60.0, 55.0, 66.0)}
 
 
 def test_evaluation_verdict_follows_the_intervals():
-    assert "FD: shapes_ldm32" in check_evaluation_experiment("shapes_ldm32", "within noise", RESULTS)
-    with pytest.raises(CourseworkError, match="caption_verdict = 'shapes_ldm32': the intervals are"):
-        check_evaluation_experiment("shapes_ldm32", "shapes_ldm32", RESULTS)
+    line = check_evaluation_experiment("shapes_ldm32", "within noise", "shapes_mini_ldm32", RESULTS, LIVE)
+    assert "FD at guidance 3: shapes_ldm32" in line and "all words followed without guidance: within noise" in line
+    with pytest.raises(CourseworkError, match="caption_verdict = 'shapes_ldm32': all words followed without guidance"):
+        check_evaluation_experiment("shapes_ldm32", "shapes_ldm32", "shapes_mini_ldm32", RESULTS, LIVE)
+    with pytest.raises(CourseworkError, match="live_verdict = 'within noise'"):
+        check_evaluation_experiment("shapes_ldm32", "within noise", "within noise", RESULTS, LIVE)
     with pytest.raises(CourseworkError, match="fd_verdict: expected one of"):
-        check_evaluation_experiment("ldm32", "within noise", RESULTS)
+        check_evaluation_experiment("ldm32", "within noise", "within noise", RESULTS, LIVE)
+    with pytest.raises(CourseworkError, match="live: expected your run's evaluation"):
+        check_evaluation_experiment("shapes_ldm32", "within noise", "shapes_mini_ldm32", RESULTS, {"fd": 3.0})
     with pytest.raises(NotStarted):
-        check_evaluation_experiment(None, None, RESULTS)
+        check_evaluation_experiment(None, None, None, RESULTS, LIVE)
     flipped = copy.deepcopy(RESULTS)
-    flipped["shapes_mini_ldm32"]["fd"]["interval"] = [1.0, 1.1]
-    assert "FD: shapes_mini_ldm32" in check_evaluation_experiment("shapes_mini_ldm32", "within noise", flipped)
+    flipped["shapes_mini_ldm32"]["guidance_3"]["fd"] = _m(1.05, 1.0, 1.1)
+    assert "FD at guidance 3: shapes_mini_ldm32" in check_evaluation_experiment(
+        "shapes_mini_ldm32", "within noise", "within noise", flipped, {"fd": _m(1.2, 1.0, 1.4)})
 
 
 def test_median_wall_time_is_the_median_after_the_warmup():

@@ -367,46 +367,56 @@ def check_sampler(fn) -> Verdict:
 
 
 # -- Exercise 10.6: which model is better, beyond noise? ----------------------------------------------------------
-VERDICTS = ("shapes_ldm32", "shapes_mini_ldm32", "within noise")
+MODEL_VERDICTS = ("shapes_ldm32", "shapes_mini_ldm32", "within noise")
+LIVE_VERDICTS = ("shapes_mini_ldm32", "your live run", "within noise")
 
 
-def _verdict(a: dict, b: dict, lower_is_better: bool) -> str:
-    """Which of two measured intervals is better, or "within noise" where they overlap."""
+def _verdict(a: dict, b: dict, names: tuple, lower_is_better: bool) -> str:
+    """names[0] or names[1], whichever measured interval lies wholly on the better side of the other's, else
+    "within noise" (the intervals overlap)."""
     (alo, ahi), (blo, bhi) = a["interval"], b["interval"]
-    if ahi < blo:
-        return "shapes_ldm32" if lower_is_better else "shapes_mini_ldm32"
-    if bhi < alo:
-        return "shapes_mini_ldm32" if lower_is_better else "shapes_ldm32"
+    if ahi < blo or bhi < alo:
+        a_lower = ahi < blo
+        return names[0] if a_lower == lower_is_better else names[1]
     return "within noise"
 
 
-def check_evaluation_experiment(fd_verdict, caption_verdict, results: dict) -> Verdict:
-    """Exercise 10.6 (experiment): from the stored evaluation of shapes_ldm32 and shapes_mini_ldm32 (256 held-out
-    captions each, 95% intervals), which model has the better FD, and which follows its captions ("all" words)
-    better - or is the difference within noise (the intervals overlap)?"""
+def _shown(name: str, m: dict) -> str:
+    return f"{name} {m['value']:.3g} [{m['interval'][0]:.3g}, {m['interval'][1]:.3g}]"
+
+
+def check_evaluation_experiment(fd_verdict, caption_verdict, live_verdict, results: dict, live: dict) -> Verdict:
+    """Exercise 10.6 (experiment): from the stored evaluation (``results``: shapes_ldm32 and shapes_mini_ldm32 on 256
+    held-out captions, 95% intervals) and the learner's evaluation of their live run (``live``: {"fd": {"value",
+    "interval"}} at guidance 3): which model has the better FD at guidance 3, which follows all caption words more
+    often without guidance (w = 1), and whether the shipped MiniUNet's FD beats the live run's - or is each
+    difference within noise (the intervals overlap)?"""
     name, exercise = "which model is better", "Exercise 10.6"
-    if fd_verdict is None or caption_verdict is None:
-        raise NotStarted(f"{name} ({exercise}): set fd_verdict and caption_verdict from the intervals")
-    check_choice(name, exercise, "fd_verdict", fd_verdict, VERDICTS)
-    check_choice(name, exercise, "caption_verdict", caption_verdict, VERDICTS)
+    if fd_verdict is None or caption_verdict is None or live_verdict is None:
+        raise NotStarted(f"{name} ({exercise}): set fd_verdict, caption_verdict and live_verdict from the intervals")
+    check_choice(name, exercise, "fd_verdict", fd_verdict, MODEL_VERDICTS)
+    check_choice(name, exercise, "caption_verdict", caption_verdict, MODEL_VERDICTS)
+    check_choice(name, exercise, "live_verdict", live_verdict, LIVE_VERDICTS)
+    if not (isinstance(live, dict) and isinstance(live.get("fd"), dict) and "interval" in live["fd"]):
+        raise CourseworkError(f"{name} ({exercise}): live: expected your run's evaluation {{'fd': {{'value': ..., "
+                              f"'interval': [low, high]}}}} from the cell above, got {live!r}")
     big, mini = results["shapes_ldm32"], results["shapes_mini_ldm32"]
-    want_fd = _verdict(big["fd"], mini["fd"], lower_is_better=True)
-    want_cap = _verdict(big["caption_all"], mini["caption_all"], lower_is_better=False)
-
-    def show(key):
-        return (f"shapes_ldm32 {big[key]['value']:.3g} [{big[key]['interval'][0]:.3g}, {big[key]['interval'][1]:.3g}], "
-                f"shapes_mini_ldm32 {mini[key]['value']:.3g} [{mini[key]['interval'][0]:.3g}, "
-                f"{mini[key]['interval'][1]:.3g}]")
-
-    for arg, got, want, key, rule in (
-            ("fd_verdict", fd_verdict, want_fd, "fd", "lower FD is better"),
-            ("caption_verdict", caption_verdict, want_cap, "caption_all", "a higher rate is better")):
+    rows = (("fd_verdict", fd_verdict, big["guidance_3"]["fd"], mini["guidance_3"]["fd"], MODEL_VERDICTS, True,
+             "FD at guidance 3, lower is better"),
+            ("caption_verdict", caption_verdict, big["guidance_1"]["caption_all"], mini["guidance_1"]["caption_all"],
+             MODEL_VERDICTS, False, "all words followed without guidance, higher is better"),
+            ("live_verdict", live_verdict, mini["guidance_3"]["fd"], live["fd"], LIVE_VERDICTS, True,
+             "FD at guidance 3, lower is better"))
+    said = []
+    for arg, got, a, b, names, lower, what in rows:
+        want = _verdict(a, b, names, lower)
+        shown = f"{_shown(names[0], a)}, {_shown(names[1], b)}"
         if got != want:
-            raise CourseworkError(f"{name} ({exercise}): {arg} = {got!r}: the intervals are {show(key)} ({rule}); "
-                                  "a model is better only where its interval lies wholly beyond the other's, else "
-                                  "the difference is within noise")
-    return announce(f"{name}: right - FD: {want_fd} ({show('fd')}); all caption words: {want_cap} "
-                    f"({show('caption_all')}).")
+            raise CourseworkError(f"{name} ({exercise}): {arg} = {got!r}: {what}: {shown}; a model is better only "
+                                  "where its interval lies wholly beyond the other's, else the difference is within "
+                                  "noise")
+        said.append(f"{what.split(',')[0]}: {want} ({shown})")
+    return announce(f"{name}: right - " + "; ".join(said) + ".")
 
 
 # -- Exercise 10.7: a fair timer ----------------------------------------------------------------------------------

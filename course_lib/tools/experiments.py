@@ -903,28 +903,29 @@ def dit_table(steps: int = 2000, n: int = 256, sizes=("S", "M", "B"), patch_size
     return out, samples
 
 
-def ldm_scratch_table(n: int = 256, steps: int = 20, guidance: float = 3.0, models=("shapes_ldm32", "shapes_mini_ldm32"),
-                      log=print) -> tuple[dict, dict]:
-    """Notebook 10's comparison: each shipped caption model on the same n held-out captions (DDIM ``steps``, guidance
-    ``guidance``, the same starting noise): FD and caption following with their 95% bootstrap intervals, size and
-    training cost from the manifest. Returns (results, samples: 16 per model)."""
+def ldm_scratch_table(n: int = 256, steps: int = 20, guidances=(3.0, 1.0),
+                      models=("shapes_ldm32", "shapes_mini_ldm32"), log=print) -> tuple[dict, dict]:
+    """Notebook 10's comparison: each shipped caption model on the same n held-out captions (DDIM ``steps``, the same
+    starting noise) at each guidance scale: FD and caption following with their 95% bootstrap intervals; size and
+    training cost from the manifest. Returns (results, samples: 16 per model and scale)."""
     from ..ldm import LatentDiffusion
     from ..metrics import evaluate_ldm
 
-    out, samples = {"num_samples": n, "ddim_steps": steps, "guidance_scale": guidance}, {}
+    out, samples = {"num_samples": n, "ddim_steps": steps, "guidance_scales": list(guidances)}, {}
     for name in models:
         pipe = LatentDiffusion.from_shipped(name)
-        got = {}
-        m = evaluate_ldm(pipe, "cpu", n=n, steps=steps, guidance_scale=guidance, intervals=True, samples_out=got)
         e = checkpoints.entry(name)
-        cf, q = m["caption_following"], m["quality"]
-        out[name] = {"params": e["num_params"], "train_steps": e["steps"], "train_s": e["wall_time_s"],
-                     "sampling_s_per_step": m["seconds_per_step"],
-                     "fd": {"value": q["fd"], "interval": q["fd_interval"]},
-                     "caption_all": {"value": cf["all"], "interval": cf["all_interval"]},
-                     "words": {k: cf[k] for k in ("shape", "colour", "position")}}
-        samples[name] = got["samples"][:16].half()
-        log(f"{name}: FD {q['fd']} {q['fd_interval']}, all words {cf['all']} {cf['all_interval']}")
+        out[name] = {"params": e["num_params"], "train_steps": e["steps"], "train_s": e["wall_time_s"]}
+        for w in guidances:
+            got = {}
+            m = evaluate_ldm(pipe, "cpu", n=n, steps=steps, guidance_scale=w, intervals=True, samples_out=got)
+            cf, q = m["caption_following"], m["quality"]
+            out[name][f"guidance_{w:g}"] = {
+                "sampling_s_per_step": m["seconds_per_step"], "fd": {"value": q["fd"], "interval": q["fd_interval"]},
+                "caption_all": {"value": cf["all"], "interval": cf["all_interval"]},
+                "words": {k: cf[k] for k in ("shape", "colour", "position")}}
+            samples[f"{name}_guidance_{w:g}"] = got["samples"][:16].half()
+            log(f"{name} at guidance {w:g}: FD {q['fd']} {q['fd_interval']}, all words {cf['all']} {cf['all_interval']}")
     return out, samples
 
 
