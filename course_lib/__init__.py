@@ -22,6 +22,7 @@ notebook                  maths                           demos             cour
 07 ControlNet             controlnet (+ ldm)              demos.controlnet  coursework.controlnet  controlnet, unet
 08 Imagen                 imagen (+ diffusion, guidance)  demos.imagen      coursework.imagen      unet, caption
 09 DiT                    dit (+ ldm, diffusion)          demos.dit         coursework.dit         dit
+10 LDM written by you      ldm, timing (+ diffusion)       demos.pipeline    coursework.pipeline    mini_unet
 ========================  ==============================  ================  =====================  ================
 
 Around them: ``train`` (the one loop, the recipes' tasks), ``recipes`` (data), ``checkpoints`` (the hashed
@@ -56,7 +57,8 @@ VQGAN eq. 5: L_GAN = log D(x) + log(1 - D(x_hat))            gan.vanilla_d_loss 
 VQGAN eq. 6: Q* = argmin max E[L_VQ + lambda L_GAN]          gan.VQGANTrainer.step                             05
 VQGAN eq. 7: lambda = ||grad L_rec|| / (||grad L_GAN|| + d)  gan.adaptive_weight_of_norms                      05
 LDM eq. 3: Q = W_Q phi(z_t), K = W_K tau(y), V = W_V tau(y)  attention.CrossAttention                          06
-LDM eq. 2: L_LDM                                             diffusion.diffusion_loss                          06
+LDM eq. 2: L_LDM                                             diffusion.diffusion_loss                          06, 10
+LDM: z = s E(x), s = 1 / std(E(x))                           ldm.latent_scale                                  06, 10
 the notes' red question: swap Q and K, V                     attention.SwappedCrossAttention                   06
 ControlNet eq. 1: zero convolution Z, weight = bias = 0      nets.controlnet.zero_conv                         07
 ControlNet eq. 2: y_c = F(x) + Z(F(x + Z(c)); Theta_z2)      nets.ControlNet                                   07

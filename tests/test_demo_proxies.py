@@ -37,7 +37,8 @@ GROUPS = {"01-04": ["01 forward", "01 posterior", "01 terms", "01 sampling S<=50
           "06": ["06 attention maps", "06 caption to image (images)"],
           "07": ["07 control (images)", "07 snapshots", "07 compose (images)"],
           "08": ["08 threshold (images)", "08 cascade (images)"],
-          "09": ["09 adaln", "09 class to image (images)"]}
+          "09": ["09 adaln", "09 class to image (images)"],
+          "10": ["10 caption pair (images)"]}
 
 
 @pytest.mark.parametrize("group", sorted(GROUPS))

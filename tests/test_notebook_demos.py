@@ -53,7 +53,7 @@ def test_every_demo_of_a_notebook_is_measured_and_the_notebook_builds_it_through
     assert {name for pair in shown for name in pair if name} == set(sliders), "the notebook shows every demo"
 
 
-@pytest.mark.parametrize("number", ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09"])
+@pytest.mark.parametrize("number", ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10"])
 def test_the_retrained_flag_comes_before_the_first_model_a_notebook_loads(number):
     cells = code_cells(number)
     flag = next(i for i, c in enumerate(cells) if "use_retrained(RETRAINED)" in c)

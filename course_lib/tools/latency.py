@@ -16,11 +16,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..demos import controlnet, ddim, dit, guidance, imagen, ldm, lpips, vq, vqgan  # noqa: E402
+from ..demos import controlnet, ddim, dit, guidance, imagen, ldm, lpips, pipeline, vq, vqgan  # noqa: E402
 
 # each notebook's demos module, by the notebook's number: its notebook_demos() is what the notebook shows
 NOTEBOOKS = {"01": ddim, "02": guidance, "03": vq, "04": lpips, "05": vqgan, "06": ldm, "07": controlnet, "08": imagen,
-             "09": dit}
+             "09": dit, "10": pipeline}
 
 
 def _demos(names=None) -> dict:
