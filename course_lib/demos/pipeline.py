@@ -32,7 +32,7 @@ def caption_pair_demo(pipes: dict, n: int = 4, seed: int = 0, max_steps: int = 3
         return (f"'large {v['colour']} {v['shape']} {v['row']} {v['column']}', guidance {v['guidance']:.1f}, "
                 f"{v['steps']} DDIM steps\n{names}")
 
-    return image_strip_demo(compute, title, n * len(pipes), figsize=(8.4, 1.9), dpi=DPI, colour=list(COLOURS),
+    return image_strip_demo(compute, title, n * len(pipes), figsize=(9.6, 1.75), dpi=DPI, colour=list(COLOURS),
                             shape=list(SHAPES), row=list(ROWS), column=list(COLUMNS), guidance=(1.0, 8.0, 0.5, 3.0),
                             steps=(2, max_steps, 1, 20))
 
