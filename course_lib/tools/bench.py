@@ -321,7 +321,7 @@ def markdown(r: dict) -> str:
         lines.append(f"| `{dd['recipe']}` training step (batch 64, {dd['steps']} steps): one process vs two gloo "
                      f"processes (torchrun, 1 thread each) | {one['s_per_step']} s vs {two['s_per_step']} s "
                      f"(range {one['spread'][0]}-{one['spread'][1]} vs {two['spread'][0]}-{two['spread'][1]}): "
-                     f"{dd['speedup_two_over_one']}x | — (2 cores either way: no gain expected) |")
+                     f"{dd['speedup_two_over_one']}x | — (the same 2 cores either way: little gain expected) |")
     elif dd:
         lines.append(f"| two-process training step | {dd['skipped']} | — |")
     over = over_budget(r)
