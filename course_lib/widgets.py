@@ -7,20 +7,30 @@ with :func:`moving` are then redrawn alone over a kept picture of the rest (blit
 :class:`SliderDemo` wires them to ipywidgets: moving a slider calls compute (instantly when
 the values were seen before) and redraws.
 
+A demo whose compute is too slow for a glance (sampling images with many steps) may also have a
+``preview(**values)``: a cheap stand-in (the same settings with fewer sampling steps, :func:`fewer_steps`) shown
+at once for a setting never computed, marked as a preview on the picture, while the asked result is computed in
+a background thread and replaces it (if the sliders still ask for it).
+
     demo = slider_demo(compute, draw, t=(0, 999, 1, 500), eta=(0.0, 1.0, 0.1, 0.0))
     demo.show()            # in a notebook (mark the cell # NBVAL_IGNORE_OUTPUT)
     demo.set(t=10)         # what a test does instead of dragging: compute + draw, returns the result
 """
 from __future__ import annotations
 
+import atexit
+import base64
 import io
+import threading
 import time
+import traceback
+import weakref
 from collections import OrderedDict
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
-__all__ = ["SliderDemo", "slider_demo", "make_widget", "image_strip_demo", "moving"]
+__all__ = ["SliderDemo", "slider_demo", "make_widget", "image_strip_demo", "moving", "fewer_steps"]
 
 
 def moving(*artists):
@@ -69,14 +79,61 @@ def make_widget(name: str, spec):
                     f"got {spec!r}")
 
 
-class SliderDemo:
-    """compute + draw + sliders. ``cache_size`` results are kept (least recently used dropped)."""
+def fewer_steps(compute, preview_steps: int, full_steps: int | None = None, key: str = "steps"):
+    """A ``preview`` for :class:`SliderDemo`: the same settings sampled with ``preview_steps`` steps where more are
+    asked (``values[key]``, or ``full_steps`` when no slider sets them), ``None`` (compute directly) where not.
+    ``compute`` takes the steps as the keyword ``key``. The preview's result says what it is under ``"preview"``."""
+    if not (isinstance(preview_steps, int) and preview_steps >= 1):
+        raise ValueError(f"preview_steps: expected an int >= 1, got {preview_steps!r}")
 
-    def __init__(self, compute, draw=None, sliders: dict | None = None, cache_size: int = 256, update=None):
-        self.compute_fn, self.draw_fn, self.update_fn = compute, draw, update
+    def preview(**values):
+        asked = values.get(key, full_steps)
+        if asked is None:
+            raise ValueError(f"values: expected a '{key}' slider or full_steps, got neither")
+        if asked <= preview_steps:
+            return None
+        result = dict(compute(**{**values, key: preview_steps}))
+        result["preview"] = f"preview: {preview_steps} of {asked} steps, the {asked}-step picture follows"
+        return result
+
+    return preview
+
+
+_REFINERS: "weakref.WeakSet" = weakref.WeakSet()  # demos with a background compute, waited for at exit
+
+
+@atexit.register
+def _wait_for_refiners():
+    """A background compute cut off at interpreter exit can abort the process inside OpenMP: let it finish."""
+    for demo in list(_REFINERS):
+        demo._idle.wait(60)
+
+
+class SliderDemo:
+    """compute + draw + sliders. ``cache_size`` results are kept (least recently used dropped).
+
+    With ``preview``, a move to a setting never computed shows ``preview(**values)`` at once (unless it returns
+    None) and computes the asked result in one background thread; the asked picture replaces the preview when it
+    is ready and the sliders still ask for it (a result the sliders moved away from is kept in the cache only).
+    :meth:`wait` blocks until the picture shown is the asked one. ``showing`` says which: ``"asked"`` or
+    ``"preview"``; the picture says it too (a red note in its lower right corner)."""
+
+    def __init__(self, compute, draw=None, sliders: dict | None = None, cache_size: int = 256, update=None,
+                 preview=None):
+        self.compute_fn, self.draw_fn, self.update_fn, self.preview_fn = compute, draw, update, preview
         self.sliders = {k: make_widget(k, v) for k, v in (sliders or {}).items()}
         self.cache_size = cache_size
         self._cache: OrderedDict = OrderedDict()
+        self.inner_caches: list = []     # a compute's own memo dicts (kept runs): emptied with the cache
+        self._lock = threading.RLock()   # the cache, the figure and the output, shared with the refining thread
+        self._pending = None             # the latest setting waiting for its asked result
+        self._worker: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self.refine_error: BaseException | None = None
+        self.showing = "asked"           # what the picture shows: the asked result or a preview
+        self.shown = None                # the result the picture shows
+        self.previews = 0                # moves answered first by a preview
         self.compute_calls = 0           # how often compute really ran (cache misses)
         self.full_draws = 0              # renders that drew the whole figure (no kept picture to blit onto)
         self.last_frame: list = []       # the artists the last blitted render drew over the kept picture
@@ -122,41 +179,125 @@ class SliderDemo:
         if self.sliders:
             self.check_values(values)
         key = tuple(sorted(values.items()))
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        self.compute_calls += 1
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            self.compute_calls += 1
         result = self.compute_fn(**values)
-        self._cache[key] = result
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key] = result
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         return result
+
+    def cached(self, **values):
+        """The cached result for ``values``, or None: never computes."""
+        with self._lock:
+            return self._cache.get(tuple(sorted(values.items())))
 
     def clear_cache(self):
         """Forget every computed result (the next move of each setting computes again, as the first time)."""
-        self._cache.clear()
+        self.wait()
+        with self._lock:
+            self._cache.clear()
+            for memo in self.inner_caches:
+                memo.clear()
 
-    def update(self):
-        """Compute for the current slider values and redraw; returns the result."""
+    def update(self, preview: bool = False):
+        """Compute for the current slider values and redraw; returns the result shown. With ``preview`` (a slider
+        move) and a setting never computed, the demo's preview is shown and the asked result follows from the
+        background (:meth:`wait`)."""
         t0 = time.perf_counter()
         values = self.values()
-        result = self.compute(**values)
-        if self.draw_fn is not None:
-            from IPython.display import Image, clear_output, display
-
-            if self.update_fn is not None and self.kept_figure is not None:
-                fig = self.kept_figure  # move the existing artists: much cheaper than building a new figure
-                self.update_fn(fig, result, values)
-            else:
-                fig = self.draw_fn(result, values)
-            self.png = self.render(fig)
-            with self.output:
-                clear_output(wait=True)
-                display(Image(data=self.png, format="png"))
-            plt.close(fig)
-            self.kept_figure = fig
+        result = None
+        if preview and self.preview_fn is not None and self.cached(**values) is None:
+            result = self.preview_fn(**values)
+        if result is not None:
+            self.previews += 1
+            with self._lock:
+                self._show(result, values, "preview")
+            self._refine(values)
+        else:
+            result = self.compute(**values)
+            with self._lock:
+                self._show(result, values, "asked")
         self.latencies.append(time.perf_counter() - t0)
         return result
+
+    def _show(self, result, values: dict, showing: str):
+        """Draw ``result`` (in place when a figure is kept), render and display it; the caller holds the lock."""
+        self.showing, self.shown = showing, result
+        if self.draw_fn is None:
+            return
+        if self.update_fn is not None and self.kept_figure is not None:
+            fig = self.kept_figure  # move the existing artists: much cheaper than building a new figure
+            self.update_fn(fig, result, values)
+        else:
+            fig = self.draw_fn(result, values)
+            plt.close(fig)  # the demo shows its own PNG: pyplot must not show the figure again at the cell's end
+        note = fig.__dict__.get("_preview_note")
+        if note is None and self.preview_fn is not None:
+            note = fig._preview_note = moving(fig.text(0.995, 0.01, "", ha="right", va="bottom", fontsize=8,
+                                                       color="C3"))
+        if note is not None:
+            note.set_text(result.get("preview", "") if showing == "preview" else "")
+        self.png = self.render(fig)
+        self._display_png(self.png)
+        self.kept_figure = fig
+
+    def _display_png(self, png: bytes):
+        """Replace what the output shows by ``png``; by setting the widget's outputs (not by display() inside the
+        output's context), so that the refining thread can do it too."""
+        self.output.outputs = ({"output_type": "display_data", "metadata": {},
+                                "data": {"image/png": base64.b64encode(png).decode("ascii")}},)
+
+    def _refine(self, values: dict):
+        """Ask the background thread for the asked result of ``values`` (the latest ask replaces an older one that
+        has not started)."""
+        with self._lock:
+            self._pending = dict(values)
+            self._idle.clear()
+            if self._worker is None:
+                _REFINERS.add(self)
+                self._worker = threading.Thread(target=self._refine_loop, name="slider-refine", daemon=True)
+                self._worker.start()
+
+    def _refine_loop(self):
+        import torch
+
+        # One intra-op thread here: a second OpenMP team beside the kernel's made the same sampling 2.4x slower on
+        # 2 cores (0.83-1.0 s against 0.33-0.37 s in the main thread; 0.38-0.48 s with one thread), and the main
+        # thread keeps a core for the next preview. The setting is this thread's own.
+        torch.set_num_threads(1)
+        while True:
+            with self._lock:
+                values, self._pending = self._pending, None
+                if values is None:
+                    self._worker = None
+                    self._idle.set()
+                    return
+            try:
+                result = self.compute(**values)
+            except BaseException as e:  # noqa: BLE001 - shown to the learner, raised again by wait()
+                with self._lock:
+                    self.refine_error = e
+                    self.output.outputs = ({"output_type": "stream", "name": "stderr",
+                                            "text": "".join(traceback.format_exception(e))},)
+                continue
+            with self._lock:
+                if self._pending is None and self.values() == values:  # the sliders still ask for it
+                    self._show(result, values, "asked")
+
+    def wait(self, timeout: float | None = None):
+        """Block until no asked result is being computed in the background (``timeout`` seconds at most: a
+        ``TimeoutError`` after); returns the result shown. An error of the background compute is raised here."""
+        if not self._idle.wait(timeout):
+            raise TimeoutError(f"timeout: the asked result was not ready within {timeout} s")
+        if self.refine_error is not None:
+            error, self.refine_error = self.refine_error, None
+            raise error
+        return self.shown
 
     def render(self, fig) -> bytes:
         """The figure as PNG. Artists marked with :func:`moving` are the ones a slider changes: the rest of the
@@ -218,11 +359,13 @@ class SliderDemo:
         return _png(canvas)
 
     def _on_change(self, change):
-        self.update()
+        self.update(preview=True)
 
     def set(self, **values):
-        """Set several sliders (one redraw, not one per slider) and return the new result. Every value is checked
-        first: a bad one raises and leaves every slider as it was (slider and picture never disagree)."""
+        """Set several sliders (one redraw, not one per slider) and return the result shown, as a learner's move
+        does: a preview for a setting never computed where the demo has one (:meth:`wait` returns the asked one).
+        Every value is checked first: a bad one raises and leaves every slider as it was (slider and picture never
+        disagree)."""
         self.check_values(values)
         for k, v in values.items():
             self.sliders[k].unobserve(self._on_change, names="value")
@@ -230,7 +373,7 @@ class SliderDemo:
                 self.sliders[k].value = v
             finally:
                 self.sliders[k].observe(self._on_change, names="value")
-        return self.update()
+        return self.update(preview=True)
 
     def figure(self, **values):
         """A static figure of the demo at ``values`` (the other sliders as they are), drawn by the demo's own
@@ -284,19 +427,21 @@ class SliderDemo:
         return None
 
 
-def slider_demo(compute, draw=None, cache_size: int = 256, update=None, **sliders) -> SliderDemo:
+def slider_demo(compute, draw=None, cache_size: int = 256, update=None, preview=None, **sliders) -> SliderDemo:
     """Build a :class:`SliderDemo`; each keyword is a slider spec for the argument of the same name.
 
     ``update(fig, result, values)``, if given, redraws by changing the artists of the figure that ``draw``
-    made the first time (set_data, set_offsets, set_text) instead of building a new figure.
+    made the first time (set_data, set_offsets, set_text) instead of building a new figure. ``preview``: see
+    :class:`SliderDemo`.
     """
-    return SliderDemo(compute, draw, sliders, cache_size, update)
+    return SliderDemo(compute, draw, sliders, cache_size, update, preview)
 
 
 def image_strip_demo(compute, title, nrow: int, figsize=(6, 1.9), dpi: int = 80, cache_size: int = 256,
-                     **sliders) -> SliderDemo:
+                     preview=None, **sliders) -> SliderDemo:
     """A demo whose picture is one row of images: ``compute(**values)`` returns a dict with ``"images"``
-    (N, 3, H, W) in [-1, 1]; ``title(result, values)`` gives the figure's title. Redraws in place."""
+    (N, 3, H, W) in [-1, 1]; ``title(result, values)`` gives the figure's title. Redraws in place. ``preview``:
+    see :class:`SliderDemo`."""
     from . import viz
 
     def draw(r, v):
@@ -309,4 +454,4 @@ def image_strip_demo(compute, title, nrow: int, figsize=(6, 1.9), dpi: int = 80,
         fig.artists_["img"].set_data(viz.image_grid(r["images"], nrow=nrow))
         fig.artists_["title"].set_text(title(r, v))
 
-    return SliderDemo(compute, draw, sliders, cache_size, update)
+    return SliderDemo(compute, draw, sliders, cache_size, update, preview)

@@ -2,7 +2,8 @@
 
 A test that times itself fails on any busy laptop or loaded CI; the budgets in milliseconds are the benchmark's
 (`./course bench --check`). What is asserted here does not depend on the machine:
-- a new setting computes once, a setting seen before computes nothing (the cache answers);
+- a new setting computes once (a demo with a preview computes its asked result once, in the background, after the
+  preview), a setting seen before computes nothing (the cache answers);
 - a redraw that keeps the layout draws no full figure: only the artists the slider moves (and static artists
   lying above them) are drawn over the kept picture;
 - the network evaluations per move are what the sampler needs: S for S steps, none for a cached move.
@@ -53,7 +54,8 @@ def test_every_demo_computes_once_per_new_setting_and_blits_a_cached_move(group)
         # the first, a middle and the last of the benchmark's settings (its extremes): the benchmark sets them all
         for v in (values[0], values[len(values) // 2], values[-1]):
             calls = demo.compute_calls
-            first = demo.set(**v)
+            demo.set(**v)
+            first = demo.wait(timeout=120)  # the asked result (after the preview, where the demo shows one)
             assert demo.compute_calls == calls + 1, (name, v, "a new setting computes exactly once")
             draws = demo.full_draws
             again = demo.set(**v)
@@ -100,13 +102,15 @@ def test_shapes_guidance_demo_evaluates_each_network_once_per_step_and_sampler()
     ddpm_batches, classifier_calls = [], []
     ddpm.register_forward_hook(lambda m, args, out: ddpm_batches.append(args[0].shape[0]))
     noisy.register_forward_hook(lambda m, args, out: classifier_calls.append(args[0].shape[0]))
-    demo = G.shapes_guidance_demo(ddpm, noisy, ac, num_images=6, steps=16)
+    demo = G.shapes_guidance_demo(ddpm, noisy, ac, num_images=6, steps=16, preview_steps=4)
     for shape, scale in (("circle", 3.0), ("cross", 10.0)):
         ddpm_batches.clear(), classifier_calls.clear()
         demo.set(shape=shape, scale=scale)
+        demo.wait(timeout=120)
         # classifier guidance: one DDPM call (6 images) and one classifier call per step; classifier-free guidance:
-        # one call per step with the unconditional and conditional halves in one batch of 12
-        assert sorted(ddpm_batches) == [6] * 16 + [12] * 16 and classifier_calls == [6] * 16
+        # one call per step with the unconditional and conditional halves in one batch of 12; the preview's 4 steps
+        # first, then the 16 asked
+        assert sorted(ddpm_batches) == [6] * 20 + [12] * 20 and classifier_calls == [6] * 20
     ddpm_batches.clear(), classifier_calls.clear()
     demo.set(shape="circle", scale=3.0)
     assert ddpm_batches == [] and classifier_calls == [], "a cached move evaluates nothing"
@@ -119,11 +123,13 @@ def test_caption_demo_runs_one_batched_unet_call_per_ddim_step():
     pipe = LatentDiffusion.from_shipped("shapes_ldm32")
     calls = []
     pipe.unet.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
-    demo = caption_demo(pipe, n=4)
-    for steps in (2, 10, 30):
+    demo = caption_demo(pipe, n=4, preview_steps=10)
+    for steps, preview in ((2, 0), (10, 0), (30, 10)):
         calls.clear()
         demo.set(size="large", colour="red", shape="circle", row="top", column="left", guidance=3.0, steps=steps)
-        assert len(calls) == steps and set(calls) == {8}, (steps, calls)  # guided: empty + caption in one 2n batch
+        demo.wait(timeout=120)
+        # guided: empty + caption in one 2n batch; more steps than the preview's: the preview's steps first
+        assert len(calls) == preview + steps and set(calls) == {8}, (steps, calls)
     calls.clear()
     demo.set(size="large", colour="red", shape="circle", row="top", column="left", guidance=3.0, steps=10)
     assert calls == [], "a cached move evaluates nothing"
@@ -137,14 +143,16 @@ def test_control_demo_runs_one_controlnet_and_one_base_call_per_ddim_step_and_no
     base_calls, cn_calls = [], []
     pipe.controlled.base.register_forward_hook(lambda m, args, out: base_calls.append(args[0].shape[0]))
     pipe.controlled.controlnets[0].register_forward_hook(lambda m, args, out: cn_calls.append(args[0].shape[0]))
-    demo = control_demo(pipe, n=4)
+    demo = control_demo(pipe, n=4, preview_steps=5)
     setting = dict(colour="red", shape="circle", mask_shape="circle", row="top", column="left", size="large",
                    guidance=3.0)
     for steps, strength in ((2, 1.0), (10, 2.0), (10, 0.0)):
         base_calls.clear(), cn_calls.clear()
         demo.set(**setting, strength=strength, steps=steps)
-        assert base_calls == [8] * steps, (steps, base_calls)  # guided: empty + caption in one 2n batch
-        assert cn_calls == ([8] * steps if strength else []), "strength 0 is the frozen model: no ControlNet call"
+        demo.wait(timeout=120)
+        evaluations = steps + (5 if steps > 5 else 0)  # a preview of 5 steps first where more are asked
+        assert base_calls == [8] * evaluations, (steps, base_calls)  # guided: empty + caption in one 2n batch
+        assert cn_calls == ([8] * evaluations if strength else []), "strength 0 is the frozen model: no ControlNet"
     base_calls.clear()
     demo.set(**setting, strength=2.0, steps=10)
     assert base_calls == [], "a cached move evaluates nothing"

@@ -45,7 +45,9 @@ def test_shapes_guidance_demo_shows_the_asked_shape():
     clean = checkpoints.load("shapes_classifier16")
     demo = demos.shapes_guidance_demo(ddpm, noisy, AC, num_images=8, steps=25)
     for shape_id, shape in enumerate(["circle", "cross"]):
-        r = demo.set(shape=shape, scale=3.0)
+        demo.set(shape=shape, scale=3.0)  # a preview of fewer steps first (marked as one)
+        r = demo.wait(timeout=120)         # the asked 25 steps
+        assert demo.showing == "asked" and "preview" not in r
         for key in ("cg", "cfg"):
             with torch.no_grad():
                 acc = (clean(r[key].clamp(-1, 1)).argmax(1) == (0 if shape == "circle" else 3)).float().mean()

@@ -9,7 +9,7 @@ from ..data import SHAPES
 from ..guidance import (cfg_sample, classifier_guided_mean, classifier_log_prob_grad, guided_ddim_sample,
                         guided_density)
 from ..schedules import timestep_subsequence
-from ..widgets import moving, slider_demo
+from ..widgets import fewer_steps, moving, slider_demo
 from . import Measured, NotebookDemos
 
 __all__ = ["taylor_demo", "posterior_field_demo", "exact_guidance_demo", "shapes_guidance_demo", "SCALE_OPTIONS",
@@ -160,16 +160,19 @@ def exact_guidance_demo(mixture, alphas_cumprod, num_points: int = 300, steps: i
     return slider_demo(compute, draw, update=update, y=list(range(mixture.num_components)), scale=SCALE_OPTIONS)
 
 
-def shapes_guidance_demo(ddpm, noisy_classifier, alphas_cumprod, num_images: int = 6, steps: int = 16, seed: int = 0):
+def shapes_guidance_demo(ddpm, noisy_classifier, alphas_cumprod, num_images: int = 6, steps: int = 16, seed: int = 0,
+                         preview_steps: int = 4):
     """Live, on shapes: classifier guidance (noise-aware classifier on the unconditional model) beside
     classifier-free guidance (the same label-dropout model), same x_T; pickers for the class and the scale.
-    Both samplers run on every new choice (2 x ``steps`` network evaluations, about 0.7 s on 2 CPU cores for
-    the defaults): the defaults keep a cold answer within the 1 s budget of image-sampling demos."""
+    Both samplers run on every new choice (3 network evaluations per step, one with a backward pass: about 30 ms
+    a step on 2 CPU cores): a new choice shows ``preview_steps`` steps first (marked as a preview) and the
+    ``steps`` asked follow."""
     x_T = torch.randn(num_images, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
-    ts = timestep_subsequence(len(alphas_cumprod), steps)
     grad_fn = lambda x, t, y: classifier_log_prob_grad(noisy_classifier, x, t, y)  # noqa: E731
+    full_steps = steps
 
-    def compute(shape, scale):
+    def compute(shape, scale, steps=full_steps):
+        ts = timestep_subsequence(len(alphas_cumprod), steps)
         y = torch.full((num_images,), SHAPES.index(shape))
         cg = guided_ddim_sample(lambda x, t: ddpm(x, t), grad_fn, x_T, alphas_cumprod, ts, y, scale)
         with torch.no_grad():
@@ -191,7 +194,8 @@ def shapes_guidance_demo(ddpm, noisy_classifier, alphas_cumprod, num_images: int
         art["axes"][0].set_title(f"classifier guidance, '{v['shape']}', s={v['scale']:g}", fontsize=9)
         art["axes"][1].set_title(f"classifier-free guidance, '{v['shape']}', s={v['scale']:g}", fontsize=9)
 
-    return slider_demo(compute, draw, update=update, shape=list(SHAPES), scale=SCALE_OPTIONS)
+    return slider_demo(compute, draw, update=update, preview=fewer_steps(compute, preview_steps, full_steps=full_steps),
+                       shape=list(SHAPES), scale=SCALE_OPTIONS)
 
 
 def notebook_demos(ring=None, alphas_cumprod=None, ddpm=None, noisy_classifier=None) -> NotebookDemos:

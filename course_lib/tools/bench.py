@@ -5,7 +5,8 @@ its ``bench`` markers, refreshed by this command). Every time is a median of sev
 within one run. What is measured:
 
 * each notebook executed top to bottom in a fresh kernel, as nbval runs it, and the whole course;
-* every slider demo's callback (compute + redraw + PNG render), cold and cached: median and 95th percentile;
+* every slider demo's callback (compute + redraw + PNG render), cold and cached: median and 95th percentile; for
+  a demo that shows a preview of a new setting first, also the time until the asked picture replaces it;
 * ``import course_lib`` (and all its modules) beyond ``import torch``, in fresh interpreters;
 * DDIM against 1000-step ancestral sampling on the shipped shapes DDPM: network evaluations, wall clock and
   Fréchet distance at S = 10, 20, 50;
@@ -30,18 +31,24 @@ from pathlib import Path
 import torch
 
 PACKAGE = Path(__file__).resolve().parent.parent  # course_lib itself (its modules are timed on import)
-BUDGETS = {"notebook_s": 60, "analytic_demo_p95_ms": 100, "image_demo_p95_ms": 1000, "import_s": 1.0}
+# A slider's p95 (cold: the first picture of a new setting; cached) must be at most the demo's budget. 50 ms for a
+# 2-D or analytic demo is three 60 Hz frames; 300 ms for a move that samples or decodes images is about where a
+# learner starts to feel lag (a preview may answer first, marked as one: the asked picture follows); notebook 01's
+# 1000-step sampler view keeps 1 s, its slowness is what the notebook shows.
+BUDGETS = {"notebook_s": 60, "analytic_demo_p95_ms": 50, "image_demo_p95_ms": 300, "sampler_demo_p95_ms": 1000,
+           "import_s": 1.0}
 
 
 def demo_budget_ms(kind: str) -> int:
-    """A slider demo's p95 budget by the kind its ``notebook_demos()`` gives it (``demos.Measured.budget``): 1 s for
-    moves that sample or decode images ("images") or run a long sampler on purpose ("sampler"), 100 ms for 2-D and
-    analytic demos ("analytic")."""
+    """A slider demo's p95 budget by the kind its ``notebook_demos()`` gives it (``demos.Measured.budget``): 50 ms
+    for 2-D and analytic demos ("analytic"), 300 ms for moves that sample or decode images ("images", to the first
+    picture: a marked preview may come first), 1 s for notebook 01's long sampler shown on purpose ("sampler")."""
     from ..demos import BUDGET_KINDS
 
     if kind not in BUDGET_KINDS:
         raise ValueError(f"kind: expected one of {BUDGET_KINDS}, got {kind!r}")
-    return BUDGETS["analytic_demo_p95_ms"] if kind == "analytic" else BUDGETS["image_demo_p95_ms"]
+    return BUDGETS[{"analytic": "analytic_demo_p95_ms", "images": "image_demo_p95_ms",
+                    "sampler": "sampler_demo_p95_ms"}[kind]]
 
 
 def _median(xs):
@@ -62,8 +69,8 @@ def over_budget(r: dict) -> list[str]:
     for name, v in r.get("demos", {}).items():
         budget = demo_budget_ms(v["budget"])
         for phase in ("cold", "cached"):
-            if v[phase][1] >= budget:
-                over.append(f"slider {name} ({phase}): p95 {v[phase][1]} ms, budget < {budget} ms")
+            if v[phase][1] > budget:
+                over.append(f"slider {name} ({phase}): p95 {v[phase][1]} ms, budget <= {budget} ms")
     return over
 
 
@@ -289,8 +296,14 @@ def markdown(r: dict) -> str:
                      f"< {BUDGETS['import_s']} s |")
     for name, v in r.get("demos", {}).items():
         budget = demo_budget_ms(v["budget"])
-        lines.append(f"| slider `{name}`: cold median / p95, cached median / p95 | {v['cold'][0]} / {v['cold'][1]} ms, "
-                     f"{v['cached'][0]} / {v['cached'][1]} ms | p95 < {budget} ms |")
+        if v.get("previews"):  # the first picture may be a preview: say how often, and when the asked one came
+            lines.append(f"| slider `{name}`: cold (first picture) median / p95, asked picture median / p95, cached "
+                         f"median / p95 | {v['cold'][0]} / {v['cold'][1]} ms (a preview on {100 * v['previews']:.0f}% "
+                         f"of new settings), {v['asked'][0]} / {v['asked'][1]} ms, {v['cached'][0]} / "
+                         f"{v['cached'][1]} ms | p95 ≤ {budget} ms |")
+        else:
+            lines.append(f"| slider `{name}`: cold median / p95, cached median / p95 | {v['cold'][0]} / {v['cold'][1]} "
+                         f"ms, {v['cached'][0]} / {v['cached'][1]} ms | p95 ≤ {budget} ms |")
     d = r.get("ddim", {})
     if d:
         a = d["ancestral"]

@@ -2,7 +2,10 @@
 
 Each callback is timed as ``SliderDemo.set`` runs it: compute, in-place redraw and the PNG render the
 learner sees, over representative slider values (the extremes included), cold (empty cache) and cached, in
-three rounds.
+three rounds. "cold" is the time to the first picture of a new setting: a demo with a preview shows the preview
+first; "asked" is the time until the picture of the asked setting is shown (the background compute done; the
+same as cold for a demo without a preview). The benchmark waits for it before the next move, as a learner who
+looks at the picture does.
 Prints median and 95th percentile in milliseconds per demo.
 """
 from __future__ import annotations
@@ -39,10 +42,12 @@ def _demos(names=None) -> dict:
 
 
 def measure(names=None, rounds: int = 3) -> dict:
-    """{demo: {"cold": (median, p95), "cached": (median, p95), "budget": kind}} in ms; ``names`` restricts them.
+    """{demo: {"cold": (median, p95), "asked": (median, p95), "cached": (median, p95), "previews": fraction,
+    "budget": kind}} in ms; ``names`` restricts them.
 
-    Each of ``rounds`` rounds empties the demo's cache and sets every representative value twice: the first
-    time is cold (compute + redraw), the second cached (redraw). The 95th percentile is numpy's (linear
+    Each of ``rounds`` rounds empties the demo's cache (its own memos too) and sets every representative value
+    twice: the first time is cold (compute + redraw, or the preview; then the asked picture is waited for), the
+    second cached (redraw). ``previews`` is the fraction of cold moves answered by a preview first. The 95th percentile is numpy's (linear
     interpolation), over rounds x values callbacks: with one round and six values it would be the maximum, and one
     hiccup of the machine would decide it.
     """
@@ -53,7 +58,9 @@ def measure(names=None, rounds: int = 3) -> dict:
     out = {}
     for name, (demo, values, budget) in _demos(names).items():
         demo.set(**values[0])  # the first figure is built in the notebook cell, not in a callback
-        times = {"cold": [], "cached": []}
+        demo.wait()
+        times = {"cold": [], "asked": [], "cached": []}
+        previews = demo.previews
         for _ in range(rounds):
             demo.clear_cache()
             for phase in ("cold", "cached"):
@@ -61,18 +68,24 @@ def measure(names=None, rounds: int = 3) -> dict:
                     t0 = time.perf_counter()
                     demo.set(**v)
                     times[phase].append(time.perf_counter() - t0)
+                    if phase == "cold":
+                        demo.wait()
+                        times["asked"].append(time.perf_counter() - t0)
             plt.close("all")
         out[name] = {phase: (round(1000 * statistics.median(ts)), round(1000 * float(np.percentile(ts, 95))))
                      for phase, ts in times.items()}
+        out[name]["previews"] = round((demo.previews - previews) / len(times["asked"]), 2)
         out[name]["budget"] = budget
     return out
 
 
 def main():
     res = measure()
-    print(f"{'demo':30s} {'cold median':>12s} {'cold p95':>9s} {'cached median':>14s} {'cached p95':>11s}  (ms)")
+    print(f"{'demo':30s} {'cold median':>12s} {'cold p95':>9s} {'asked p95':>10s} {'previews':>9s} "
+          f"{'cached median':>14s} {'cached p95':>11s}  (ms)")
     for name, r in res.items():
-        print(f"{name:30s} {r['cold'][0]:>12d} {r['cold'][1]:>9d} {r['cached'][0]:>14d} {r['cached'][1]:>11d}")
+        print(f"{name:30s} {r['cold'][0]:>12d} {r['cold'][1]:>9d} {r['asked'][1]:>10d} {r['previews']:>9.2f} "
+              f"{r['cached'][0]:>14d} {r['cached'][1]:>11d}")
     return 0
 
 
