@@ -56,6 +56,26 @@ def _png(canvas) -> bytes:
     return buf.getvalue()
 
 
+def _layer(fig, artist):
+    """``artist`` drawn alone on a transparent canvas of the figure's size: (x, y, RGBA pixels bottom row first) of
+    the smallest box holding its ink, (x, y) the box's lower left corner in display pixels (what ``draw_image``
+    takes)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    width, height = fig.canvas.get_width_height(physical=True)
+    renderer = RendererAgg(width, height, fig.dpi)
+    renderer.clear()
+    artist.draw(renderer)
+    rgba = np.asarray(renderer.buffer_rgba())
+    rows, cols = np.nonzero(rgba[..., 3].any(axis=1))[0], np.nonzero(rgba[..., 3].any(axis=0))[0]
+    if not rows.size:
+        return 0, 0, np.zeros((0, 0, 4), np.uint8)
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    # draw_image takes the rows bottom up (matplotlib's images come to it flipped)
+    return int(left), int(height - bottom), np.ascontiguousarray(rgba[top:bottom, left:right][::-1])
+
+
 def make_widget(name: str, spec):
     """A widget from a short spec: (min, max, step, value) -> Int/FloatSlider; a list -> Dropdown; a bool -> Checkbox."""
     style = {"description_width": "initial"}
@@ -309,6 +329,8 @@ class SliderDemo:
         kept pixels). Without marked artists the whole figure is drawn."""
         from matplotlib.axis import Axis
         from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.legend import Legend
+        from matplotlib.spines import Spine
 
         if not isinstance(fig.canvas, FigureCanvasAgg):  # plt.close() leaves a figure a bare canvas
             FigureCanvasAgg(fig)
@@ -326,11 +348,17 @@ class SliderDemo:
             if ax is None:
                 continue
             children = ax.get_children()
-            lowest = min(a.get_zorder() for a in marked if a.axes is ax)
+            # a full draw goes by zorder, then by order of addition: what comes after the first moving artist of
+            # this axes in that order lies above it
+            lowest = min(((c.get_zorder(), i) for i, c in enumerate(children)
+                          if getattr(c, "_slider_moves", False) and c.get_visible()), default=(float("inf"), 0))
             outside = (ax.patch, ax.title, ax._left_title, ax._right_title)
+            # a full draw leaves out the spines of an axes drawn without its frame (set_axis_off, frameon=False)
+            framed = ax.axison and ax.get_frame_on()
             mine = [(c.get_zorder(), i, c) for i, c in enumerate(children) if c.get_visible()
+                    and (framed or not isinstance(c, Spine))
                     and (getattr(c, "_slider_moves", False)
-                         or (c.get_zorder() > lowest and not isinstance(c, Axis) and c not in outside))]
+                         or ((c.get_zorder(), i) > lowest and not isinstance(c, Axis) and c not in outside))]
             frame += [c for _, _, c in sorted(mine, key=lambda e: e[:2])]
         frame += [a for a in marked if a.axes is None]  # figure-level text (suptitle) last, as in a full draw
         # A background is valid while the layout is: same size, same axes limits (a zooming demo gets one
@@ -338,8 +366,8 @@ class SliderDemo:
         layout = (tuple(fig.get_size_inches()), fig.dpi, len(frame),
                   tuple((tuple(ax.get_xlim()), tuple(ax.get_ylim())) for ax in fig.axes))
         backgrounds = fig.__dict__.setdefault("_slider_backgrounds", {})
-        background = backgrounds.get(layout)
-        if background is None:
+        kept = backgrounds.get(layout)
+        if kept is None:
             self.full_draws += 1
             for a in frame:  # matplotlib leaves animated artists out of a full draw
                 a.set_animated(True)
@@ -348,13 +376,25 @@ class SliderDemo:
             finally:
                 for a in frame:
                     a.set_animated(False)
-            background = backgrounds[layout] = canvas.copy_from_bbox(fig.bbox)
+            # the static artists that lie above a moving one (a legend: 8-12 ms a frame, its mathtext laid out
+            # anew each draw), each drawn once alone on a transparent canvas and kept as RGBA pixels
+            # (not a legend placed "best": it moves away from the moving data, so it is drawn anew each frame)
+            layers = {id(a): _layer(fig, a) for a in frame if not getattr(a, "_slider_moves", False)
+                      and not (isinstance(a, Legend) and a._loc in (0, "best"))}
+            kept = backgrounds[layout] = (canvas.copy_from_bbox(fig.bbox), layers)
             if len(backgrounds) > 8:
                 backgrounds.pop(next(iter(backgrounds)))
         else:
-            canvas.restore_region(background)
+            canvas.restore_region(kept[0])
+        renderer = canvas.get_renderer()
+        gc = renderer.new_gc()
         for artist in frame:
-            fig.draw_artist(artist)
+            layer = kept[1].get(id(artist))
+            if layer is None:
+                fig.draw_artist(artist)
+            elif layer[2].size:  # blended over what lies below, as drawing the artist there does
+                renderer.draw_image(gc, layer[0], layer[1], layer[2])
+        gc.restore()
         self.last_frame = frame
         return _png(canvas)
 

@@ -238,3 +238,46 @@ def test_the_adaln_demo_runs_the_network_once_per_setting():
     calls.clear()
     demo.set(t=500, shape="square")
     assert calls == []
+
+
+def _on_a_frame(fig, xs, ys, height):
+    """Which of the pixels (xs, ys) (rows from the top) lie within 2.5 px of an axes' frame: where a tick mark's inner
+    end meets a moving image (ticks stay in the kept pixels, under it; a full draw puts them over it)."""
+    import numpy as np
+
+    near = np.zeros(len(xs), bool)
+    for ax in fig.axes:
+        x0, y0, x1, y1 = ax.get_window_extent().extents
+        inside_x = (xs >= x0 - 2) & (xs <= x1 + 2)
+        inside_y = (height - ys >= y0 - 2) & (height - ys <= y1 + 2)
+        near |= inside_y & (np.minimum(np.abs(xs - x0), np.abs(xs - x1)) <= 2.5)
+        near |= inside_x & (np.minimum(np.abs(height - ys - y0), np.abs(height - ys - y1)) <= 2.5)
+    return near
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_every_demos_blitted_picture_is_the_full_drawing_of_its_figure(group):
+    """What a move shows (kept pixels, moving artists drawn over them, static artists above them blended from kept
+    layers) is what drawing the whole figure gives: an artist that changes but is not marked as moving would stay
+    stale in the kept pixels and show here. Up to 4 levels of 255 (the 8-bit blend of a kept layer: semi-transparent
+    points over a moving image differ by up to 4) and the inner ends of tick marks on a frame."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    for name, (demo, values, _) in _demos(GROUPS[group]).items():
+        demo.set(**values[0])
+        demo.wait(timeout=120)
+        for v in (values[len(values) // 2], values[-1]):
+            demo.set(**v)
+            demo.wait(timeout=120)
+            shown = np.asarray(Image.open(io.BytesIO(demo.png)).convert("RGB")).astype(int)
+            buf = io.BytesIO()
+            demo.kept_figure.savefig(buf, format="png", dpi=demo.kept_figure.dpi)
+            full = np.asarray(Image.open(buf).convert("RGB")).astype(int)
+            assert shown.shape == full.shape, name
+            ys, xs = np.nonzero(np.abs(shown - full).max(axis=2) > 4)
+            off = ~_on_a_frame(demo.kept_figure, xs, ys, shown.shape[0])
+            assert not off.any(), (name, v, f"{off.sum()} pixels differ from a full draw, e.g. at "
+                                            f"{list(zip(xs[off][:5].tolist(), ys[off][:5].tolist()))}")

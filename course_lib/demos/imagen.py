@@ -3,6 +3,7 @@ and the cascade end to end (caption -> 16x16 base sample -> augmented condition 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from .. import viz
@@ -62,35 +63,35 @@ def threshold_demo(cascade: ImagenCascade, n: int = 4, seed: int = 0, steps: int
         return {"before": before, "after": after, "beyond": beyond, "s": s, "max": top, "images": images,
                 "index": index, "of": steps}
 
-    centres = ((edges[1:] + edges[:-1]) / 2).tolist()
-    width = float(edges[1] - edges[0])
+    floor = 0.8  # the log axis' bottom: empty bins sit on it
 
     def draw(r, v):
         fig, (ax_h, ax_i) = plt.subplots(1, 2, figsize=(9.4, 2.8), dpi=DPI, gridspec_kw={"width_ratios": [1.5, 1]})
-        bars_b = ax_h.bar(centres, r["before"].tolist(), width=width, color="0.7", label="predicted x0")
-        bars_a = ax_h.bar(centres, r["after"].tolist(), width=width * 0.5, color="C3", label="after thresholding")
+        # one step patch per histogram (not 80 bars each): a move redraws two artists
+        bars_b = ax_h.stairs(np.maximum(r["before"].numpy(), floor), edges.numpy(), baseline=floor, fill=True,
+                             color="0.7", label="predicted x0")
+        bars_a = ax_h.stairs(np.maximum(r["after"].numpy(), floor), edges.numpy(), baseline=floor, fill=True,
+                             color="C3", alpha=0.7, label="after thresholding")
         for x in (-1, 1):
             ax_h.axvline(x, color="k", lw=0.8, ls="--")
         ax_h.set_yscale("log")
-        ax_h.set_ylim(0.8, 3 * n * 3 * cascade.base_size ** 2)
+        ax_h.set_ylim(floor, 3 * n * 3 * cascade.base_size ** 2)
         ax_h.set_xlabel("value of the predicted x0 (data range [-1, 1] dashed)", fontsize=8)
         ax_h.set_ylabel("count (log)", fontsize=8)
         ax_h.legend(fontsize=7, loc="upper left")
         ax_h.tick_params(labelsize=7)
-        fig.artists_ = {"before": bars_b, "after": bars_a, "title_h": moving(ax_h.set_title("", fontsize=8)),
+        fig.artists_ = {"before": moving(bars_b), "after": moving(bars_a), "title_h": moving(ax_h.set_title("", fontsize=8)),
                         "img": moving(ax_i.imshow(viz.image_grid(r["images"], nrow=2), interpolation="nearest")),
                         "title_i": moving(ax_i.set_title("", fontsize=8))}
         ax_i.set_axis_off()
-        fig.tight_layout()
         update(fig, r, v)
+        fig.tight_layout()  # after the titles hold their text: the layout leaves room for them
         return fig
 
     def update(fig, r, v):
         art = fig.artists_
-        for bar, h in zip(art["before"], r["before"].tolist()):
-            bar.set_height(h)
-        for bar, h in zip(art["after"], r["after"].tolist()):
-            bar.set_height(h)
+        art["before"].set_data(np.maximum(r["before"].numpy(), floor))
+        art["after"].set_data(np.maximum(r["after"].numpy(), floor))
         s = ", ".join(f"{x:.2f}" for x in r["s"])
         art["title_h"].set_text(f"step {r['index'] + 1}/{r['of']}: max |x0| {r['max']:.2f}, {r['beyond']} values beyond "
                                 f"+-{HISTOGRAM_RANGE:g}; dynamic s at p = {v['percentile']:.3f}: {s}")
