@@ -184,3 +184,57 @@ def test_sliders_move_and_redraw_in_jupyterlab(lab, browser, name):
 def test_slider_notebooks_are_found():
     names = slider_notebooks()
     assert "01_ddim.ipynb" in names and len(names) >= 5
+
+
+_PREVIEW_DEMO = '''import time
+import torch
+from course_lib.widgets import fewer_steps, image_strip_demo
+
+
+def compute(level, steps):
+    if steps > 2:
+        time.sleep(2.0)  # a slow sampler: the asked picture comes from the background thread
+    return {"images": torch.full((2, 3, 4, 4), level / 10 - steps / 100)}
+
+
+demo = image_strip_demo(compute, lambda r, v: f"level {v['level']}, {v['steps']} steps", nrow=2,
+                        preview=fewer_steps(compute, 2), level=(0, 9, 1, 5), steps=(1, 50, 1, 20))'''
+
+
+def test_a_preview_is_replaced_by_the_asked_picture_from_the_background_in_jupyterlab(lab, browser):
+    """The asked picture is sent from the refining thread (the Output widget's outputs set there): the browser must
+    show the preview first, then the asked picture, with no error and no further key press."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(_PREVIEW_DEMO), nbformat.v4.new_code_cell("demo.show()")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, lab["dir"] / "notebooks" / "preview_check.ipynb")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        run_notebook(page, lab, "preview_check.ipynb", timeout_s=120)
+        page.wait_for_function("""() => [...document.querySelectorAll('.jp-OutputArea-output .widget-hslider')]
+            .some(e => e.offsetParent !== null)""", timeout=60_000)
+        demo = page.locator(".jp-OutputArea-output .widget-vbox").filter(has=page.locator(".widget-hslider")).first
+        first = _picture(demo)
+        assert first, "the demo shows no picture"
+        handle = demo.locator(".widget-hslider .noUi-handle").first  # the level slider: a setting never computed
+        handle.focus()
+        page.keyboard.press("ArrowLeft")
+        changed = "([el, old]) => { const i = el.querySelector('.widget-output img'); " \
+                  "return i && i.getAttribute('src') !== old; }"
+        page.wait_for_function(changed, arg=[demo.element_handle(), first], timeout=15_000)
+        preview = _picture(demo)
+        page.wait_for_function(changed, arg=[demo.element_handle(), preview], timeout=30_000)
+        asked = _picture(demo)
+        assert asked not in (first, preview), "the asked picture replaced the preview"
+        cell_errors = page.locator('[data-mime-type="application/vnd.jupyter.error"], '
+                                   '[data-mime-type="application/vnd.jupyter.stderr"]')
+        assert cell_errors.count() == 0, cell_errors.first.inner_text()[:500]
+        assert not errors, errors[:3]
+    finally:
+        page.screenshot(path=str(SHOTS / "preview_check.png"), full_page=False)
+        page.close()

@@ -1,4 +1,4 @@
-"""Slider demos of notebooks 01-09 held to deterministic proxies of their speed, not to the wall clock.
+"""Slider demos of notebooks 00-10 held to deterministic proxies of their speed, not to the wall clock.
 
 A test that times itself fails on any busy laptop or loaded CI; the budgets in milliseconds are the benchmark's
 (`./course bench --check`). What is asserted here does not depend on the machine:
@@ -31,7 +31,7 @@ def _no_frontend(monkeypatch):
     plt.close("all")
 
 
-GROUPS = {"01-04": ["01 forward", "01 posterior", "01 terms", "01 sampling S<=50", "01 sampling S>=100 (sampler)",
+GROUPS = {"00-04": ["00 forward", "01 forward", "01 posterior", "01 terms", "01 sampling S<=50", "01 sampling S>=100 (sampler)",
                     "01 shapes samplers", "02 taylor", "02 field", "02 exact guidance", "02 shapes guidance (images)", "03 voronoi",
                     "03 beta", "04 distortion lab"],
           "05": ["05 training snapshots", "05 lambda vs delta", "05 prior sampling (images)"],

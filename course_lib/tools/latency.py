@@ -19,10 +19,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..demos import controlnet, ddim, dit, guidance, imagen, ldm, lpips, pipeline, vq, vqgan  # noqa: E402
+from ..demos import controlnet, ddim, dit, guidance, imagen, ldm, lpips, pipeline, vq, vqgan, welcome  # noqa: E402
 
 # each notebook's demos module, by the notebook's number: its notebook_demos() is what the notebook shows
-NOTEBOOKS = {"01": ddim, "02": guidance, "03": vq, "04": lpips, "05": vqgan, "06": ldm, "07": controlnet, "08": imagen,
+NOTEBOOKS = {"00": welcome, "01": ddim, "02": guidance, "03": vq, "04": lpips, "05": vqgan, "06": ldm, "07": controlnet, "08": imagen,
              "09": dit, "10": pipeline}
 
 
