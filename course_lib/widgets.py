@@ -327,7 +327,8 @@ class SliderDemo:
         of the same axes that lie above a moving one (a contour over an image, a legend over points, the
         spines) are left out of the kept pixels and drawn after it, so the picture is the one a full draw
         gives, but for the inner ends of tick marks where a moving image meets the frame (ticks stay in the
-        kept pixels). Without marked artists the whole figure is drawn."""
+        kept pixels). Those static artists are drawn once alone and blended from kept RGBA layers each frame (8-bit
+        rounding of the blend: a few levels of 255). Without marked artists the whole figure is drawn."""
         from matplotlib.axis import Axis
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.legend import Legend
@@ -377,13 +378,11 @@ class SliderDemo:
             finally:
                 for a in frame:
                     a.set_animated(False)
-            # the static artists that lie above a moving one (a legend: 8-12 ms a frame, its mathtext laid out
-            # anew each draw), each drawn once alone on a transparent canvas and kept as RGBA pixels
-            # (not a legend placed "best": it moves away from the moving data, so it is drawn anew each frame)
             background = canvas.copy_from_bbox(fig.bbox)
-            # A legend (not placed "best": that one moves away from the moving data, so it is drawn anew each
-            # frame) and a spine do not depend on the axes limits, only on where the axes sit: their layers serve
-            # every view of a zooming demo; any other static artist gets one layer per view.
+            # The static artists that lie above a moving one (a legend: 8-12 ms a frame, its mathtext laid out anew
+            # each draw) are drawn once alone and kept as RGBA pixels, but a legend placed "best" (it moves away
+            # from the moving data). A legend and a spine do not depend on the axes limits, only on where the axes
+            # sit: their layers serve every view of a zooming demo; any other static artist gets one per view.
             fixed = fig.__dict__.setdefault("_slider_fixed_layers", {})
             layers = {}
             for a in frame:

@@ -68,9 +68,9 @@ def threshold_demo(cascade: ImagenCascade, n: int = 4, seed: int = 0, steps: int
     def draw(r, v):
         fig, (ax_h, ax_i) = plt.subplots(1, 2, figsize=(9.4, 2.8), dpi=DPI, gridspec_kw={"width_ratios": [1.5, 1]})
         # one step patch per histogram (not 80 bars each): a move redraws two artists
-        bars_b = ax_h.stairs(np.maximum(r["before"].numpy(), floor), edges.numpy(), baseline=floor, fill=True,
+        hist_before = ax_h.stairs(np.maximum(r["before"].numpy(), floor), edges.numpy(), baseline=floor, fill=True,
                              color="0.7", label="predicted x0")
-        bars_a = ax_h.stairs(np.maximum(r["after"].numpy(), floor), edges.numpy(), baseline=floor, fill=True,
+        hist_after = ax_h.stairs(np.maximum(r["after"].numpy(), floor), edges.numpy(), baseline=floor, fill=True,
                              color="C3", alpha=0.7, label="after thresholding")
         for x in (-1, 1):
             ax_h.axvline(x, color="k", lw=0.8, ls="--")
@@ -80,7 +80,8 @@ def threshold_demo(cascade: ImagenCascade, n: int = 4, seed: int = 0, steps: int
         ax_h.set_ylabel("count (log)", fontsize=8)
         ax_h.legend(fontsize=7, loc="upper left")
         ax_h.tick_params(labelsize=7)
-        fig.artists_ = {"before": moving(bars_b), "after": moving(bars_a), "title_h": moving(ax_h.set_title("", fontsize=8)),
+        fig.artists_ = {"before": moving(hist_before), "after": moving(hist_after),
+                        "title_h": moving(ax_h.set_title("", fontsize=8)),
                         "img": moving(ax_i.imshow(viz.image_grid(r["images"], nrow=2), interpolation="nearest")),
                         "title_i": moving(ax_i.set_title("", fontsize=8))}
         ax_i.set_axis_off()
